@@ -1,0 +1,201 @@
+"""The `desksync` command: parse, call a job, print. No sync logic lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from etl import jobs, log
+from etl.config import Config, load_config
+from etl.errors import ConfigError, DesksyncError
+
+
+def _load(ctx: click.Context) -> Config:
+    try:
+        config = load_config(ctx.obj["config_path"])
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    level = "debug" if ctx.obj["verbose"] else config.log.level
+    log.configure(level, config.log.json_output)
+    return config
+
+
+def _fail(exc: DesksyncError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+@click.group()
+@click.option("--config", "config_path", envvar="DESKSYNC_CONFIG", type=click.Path(dir_okay=False),
+              help="Configuration file (default: ./desksync.toml or ./config/desksync.toml).")
+@click.option("-v", "--verbose", is_flag=True, help="Log every request (debug level).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """desksync: mirror EddyDesk (and soon Udesk) into a relational database, incrementally."""
+    ctx.obj = {"config_path": config_path, "verbose": verbose}
+
+
+@main.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create or upgrade the mirror's schema (Alembic migrations)."""
+    config = _load(ctx)
+    try:
+        head = jobs.init(config)
+    except DesksyncError as exc:
+        _fail(exc)
+    click.echo(f"mirror schema is at revision {head}")
+
+
+def _progress_printer() -> tuple[Any, Any]:
+    """A live progress display on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None, None
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:>9,.0f} records"),
+                        TimeElapsedColumn(), transient=False)
+    tasks: dict[str, Any] = {}
+
+    def update(stream: str, done: int, total: int | None) -> None:
+        if stream not in tasks:
+            tasks[stream] = progress.add_task(stream, total=total)
+        progress.update(tasks[stream], completed=done, total=total)
+
+    return progress, update
+
+
+def run_sync(config: Config, connection: str, streams: tuple[str, ...], full: bool, reconcile: bool) -> jobs.SyncSummary:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: Any) -> None:
+        # finish the page in progress, commit, and stop: nothing is lost
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    progress, update = _progress_printer()
+    try:
+        if progress:
+            progress.start()
+        return jobs.sync(config, connection, streams, full=full, reconcile_deletes=reconcile, progress=update, stop=stop)
+    finally:
+        if progress:
+            progress.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def print_summary(summary: jobs.SyncSummary) -> None:
+    click.echo(
+        f"{summary.connection}: {summary.status} in {summary.seconds:.1f}s — "
+        f"{summary.inserted} inserted, {summary.updated} updated, {summary.deleted} deleted, "
+        f"{summary.unchanged} unchanged; {summary.requests} requests, {summary.retries} retries, "
+        f"{summary.rate_limit_wait_seconds:.1f}s waiting on rate limits"
+    )
+    for stream, error in summary.errors.items():
+        click.echo(f"  {stream}: {error}", err=True)
+
+
+@main.command()
+@click.argument("connection", required=False)
+@click.option("--stream", "streams", multiple=True, help="Only these streams (repeatable).")
+@click.option("--full", is_flag=True, help="Ignore cursors: fetch everything again.")
+@click.option("--reconcile", is_flag=True, help="Also find records deleted outright (walks every id).")
+@click.pass_context
+def sync(ctx: click.Context, connection: str | None, streams: tuple[str, ...], full: bool, reconcile: bool) -> None:
+    """Pull remote changes into the mirror (all connections, or one)."""
+    config = _load(ctx)
+    names = [connection] if connection else list(config.connections)
+    failed = False
+    for name in names:
+        try:
+            summary = run_sync(config, name, streams, full, reconcile)
+        except DesksyncError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            click.echo("interrupted: committed work is kept; the next sync resumes from it", err=True)
+            sys.exit(130)
+        print_summary(summary)
+        failed = failed or summary.status != "ok"
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Per connection and stream: last success, cursor, rows, deleted rows, last error."""
+    config = _load(ctx)
+    try:
+        report = jobs.status(config)
+    except DesksyncError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for name, info in report.items():
+        table = Table(title=f"connection {name}")
+        for column in ("stream", "rows", "deleted", "cursor", "last success", "last error"):
+            table.add_column(column)
+        for stream, s in info["streams"].items():
+            table.add_row(stream, str(s["rows"]), str(s["deleted_rows"]), str(s["cursor"] or "-"),
+                          str(s["last_success_at"] or "-"), (s["last_error"] or "")[:60])
+        console.print(table)
+        for block in info["blocks"]:
+            console.print(f"[red]{block['budget']} budget blocked until {block['blocked_until']}[/red]")
+
+
+@main.command()
+@click.option("--port", default=8765, show_default=True)
+@click.option("--tickets", default=2000, show_default=True)
+@click.option("--users", default=300, show_default=True)
+@click.option("--organizations", default=40, show_default=True)
+@click.option("--articles", default=100, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--latency", default=0.0, show_default=True, help="Seconds added to every answer.")
+@click.option("--rate-limit", "rate_limit", default=300, show_default=True, help="Requests per minute (0: none).")
+@click.option("--minute-seconds", default=60.0, show_default=True, help="Length of the rate-limit minute.")
+def simulate(port: int, tickets: int, users: int, organizations: int, articles: int, seed: int, latency: float,
+             rate_limit: int, minute_seconds: float) -> None:
+    """Run the EddyDesk simulator on 127.0.0.1 (credentials: admin@example.com / sim-api-key)."""
+    from etl.simulators.eddydesk.data import Sizes
+    from etl.simulators.eddydesk.limits import Limits
+    from etl.simulators.eddydesk.server import serve_forever
+
+    limits = Limits(per_minute=rate_limit or None, knowledge_base_per_minute=(rate_limit // 5) or None,
+                    minute_seconds=minute_seconds)
+    sizes = Sizes(tickets=tickets, users=users, organizations=organizations, kb_articles=articles,
+                  kb_categories=max(6, articles // 10))
+
+    def ready(server: Any) -> None:
+        click.echo(f"EddyDesk simulator listening on {server.url}", err=True)
+
+    serve_forever(sizes, port, seed=seed, limits=limits, latency=latency, ready=ready)
+
+
+@main.command()
+@click.option("--database", type=click.Path(dir_okay=False), default="demo-data/desksync-demo.sqlite",
+              show_default=True, help="SQLite file to mirror into.")
+def demo(database: str) -> None:
+    """Start the built-in simulator, mirror it into SQLite, change it, sync again. No account needed."""
+    from etl.demo import run_demo
+
+    log.configure("warning")
+    try:
+        run_demo(Path(database))
+    except DesksyncError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

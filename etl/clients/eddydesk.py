@@ -1,0 +1,132 @@
+"""EddyDesk helpdesk API v2 (seed 003): authentication, list envelopes, error shapes.
+
+Quirks handled here, once:
+- "data" is an array on some endpoints and an object keyed by id on others (tickets, custom
+  fields, knowledge base); the keys are not always the id ("nine" in the tickets example), so
+  records are taken in order and identified by their own "id".
+- "pagination.total" is a number on most endpoints and a string on others ("2", "9").
+- Reference lists (departments, statuses, ...) have no pagination object: one page.
+- Errors come as {"errors": [{"code": "e-404", "title": ..., "details": ...}]}.
+- Knowledge-base endpoints have their own rate budget (60/min) and block for an hour.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from etl.config import EddyDeskConnection
+from etl.errors import MalformedResponse
+from etl.http.ratelimit import RateLimiter
+from etl.http.retry import Backoff
+from etl.http.session import Session, new_http_client
+
+SYSTEM = "eddydesk"
+MAIN = "main"
+KNOWLEDGE_BASE = "knowledge_base"
+
+# Dates as the API sends them (no time zone; the account's zone applies).
+API_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[dict[str, Any]]
+    total: int
+    total_pages: int
+    current_page: int
+    per_page: int
+
+
+def basic_auth_header(email: str, api_key: str) -> str:
+    token = base64.b64encode(f"{email}:{api_key}".encode()).decode()
+    return f"Basic {token}"
+
+
+def parse_error(body: Any) -> tuple[str | None, str, list[dict[str, str]]]:
+    errors = body["errors"]
+    first = errors[0]
+    message = "; ".join(f"{e.get('title', '')}: {e.get('details', '')}".strip(": ") for e in errors)
+    return first.get("code"), message, errors
+
+
+def _as_int(value: Any, what: str, path: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise MalformedResponse(SYSTEM, f"{what} is {value!r}, expected a number", path=path) from None
+
+
+def parse_list_page(body: Any, path: str) -> Page:
+    if not isinstance(body, dict) or "data" not in body:
+        raise MalformedResponse(SYSTEM, "answer has no 'data' member", path=path)
+    data = body["data"]
+    if isinstance(data, dict):
+        records = list(data.values())
+    elif isinstance(data, list):
+        records = data
+    else:
+        raise MalformedResponse(SYSTEM, f"'data' is a {type(data).__name__}, expected an array or object", path=path)
+    for record in records:
+        if not isinstance(record, dict) or "id" not in record:
+            raise MalformedResponse(SYSTEM, f"a record has no 'id': {str(record)[:80]}", path=path)
+    pagination = body.get("pagination")
+    if pagination is None:
+        return Page(records, len(records), 1, 1, max(len(records), 1))
+    if not isinstance(pagination, dict):
+        raise MalformedResponse(SYSTEM, "'pagination' is not an object", path=path)
+    return Page(
+        records=records,
+        total=_as_int(pagination.get("total"), "pagination.total", path),
+        total_pages=_as_int(pagination.get("total_pages"), "pagination.total_pages", path),
+        current_page=_as_int(pagination.get("current_page", 1), "pagination.current_page", path),
+        per_page=_as_int(pagination.get("per_page", len(records)), "pagination.per_page", path),
+    )
+
+
+def budget_of(path: str) -> str:
+    return KNOWLEDGE_BASE if path.lstrip("/").startswith("knowledge_base") else MAIN
+
+
+class EddyDeskClient:
+    """Typed access to the list and get endpoints; one per account."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def list_page(self, path: str, params: dict[str, Any] | None = None) -> Page:
+        response = self.session.request_json("GET", path, budget=budget_of(path), params=params)
+        return parse_list_page(response.body, path)
+
+    def get(self, path: str) -> dict[str, Any]:
+        response = self.session.request_json("GET", path, budget=budget_of(path))
+        body = response.body
+        if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+            raise MalformedResponse(SYSTEM, "answer has no 'data' object", path=path)
+        return body["data"]
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def connect(name: str, conn: EddyDeskConnection, transport: httpx.BaseTransport | None = None) -> EddyDeskClient:
+    """Build the account's client: Basic auth, one connection pool, one limiter per budget."""
+    rl = conn.rate_limit
+    limiters = {
+        MAIN: RateLimiter(MAIN, rl.per_minute, rl.window_seconds, rl.block_seconds, SYSTEM),
+        KNOWLEDGE_BASE: RateLimiter(
+            KNOWLEDGE_BASE, rl.knowledge_base_per_minute, rl.window_seconds, rl.knowledge_base_block_seconds, SYSTEM
+        ),
+    }
+    http = new_http_client(
+        conn.base_url + "/",
+        conn.timeout_seconds,
+        conn.concurrency,
+        headers={"Authorization": basic_auth_header(conn.email, conn.api_key(name)), "Accept": "application/json"},
+        transport=transport,
+    )
+    backoff = Backoff(conn.retry.attempts, conn.retry.backoff_seconds, conn.retry.max_backoff_seconds)
+    return EddyDeskClient(Session(SYSTEM, http, limiters, backoff, parse_error))

@@ -1,0 +1,167 @@
+"""Load and validate the configuration file into frozen models.
+
+The file (TOML) only chooses: the mirror database, connections, streams and policies.
+Secrets never live in it: each connection names the environment variable that holds its key.
+Validation errors name the key path and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from etl.errors import ConfigError
+from etl.log import register_secret
+
+DEFAULT_CONFIG_PATHS = ("desksync.toml", "config/desksync.toml")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RateLimitConfig(_Frozen):
+    """Documented EddyDesk defaults; `window_seconds` is shorter only against the simulator."""
+
+    per_minute: Annotated[int, Field(gt=0)] = 300
+    knowledge_base_per_minute: Annotated[int, Field(gt=0)] = 60
+    window_seconds: Annotated[float, Field(gt=0)] = 60.0
+    block_seconds: Annotated[float, Field(ge=0)] = 20 * 60
+    knowledge_base_block_seconds: Annotated[float, Field(ge=0)] = 60 * 60
+
+
+class RetryConfig(_Frozen):
+    attempts: Annotated[int, Field(ge=1, le=20)] = 6
+    backoff_seconds: Annotated[float, Field(ge=0)] = 0.5
+    max_backoff_seconds: Annotated[float, Field(ge=0)] = 30.0
+
+
+class EddyDeskConnection(_Frozen):
+    system: Literal["eddydesk"]
+    base_url: str
+    email: str
+    api_key_env: str
+    timezone: str = "UTC"
+    language: str = "en"
+    streams: tuple[str, ...] = ("default",)
+    store_api_keys: bool = False
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    lookback_seconds: Annotated[float, Field(ge=1)] = 120.0
+    reconcile_every_hours: Annotated[float, Field(ge=0)] = 24.0
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    retry: RetryConfig = RetryConfig()
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            url = httpx.URL(value)
+        except Exception as exc:  # httpx raises several types for bad URLs
+            raise ValueError(f"not a URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http(s) URL with a host, e.g. https://acme.eddydesk.com/api/v2")
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Riga)") from None
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if "@" not in value:
+            raise ValueError("must be the API user's e-mail address")
+        return value
+
+    def api_key(self, name: str) -> str:
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise ConfigError(
+                f"connections.{name}.api_key_env: environment variable {self.api_key_env} is not set or empty"
+            )
+        register_secret(value)
+        return value
+
+
+Connection = EddyDeskConnection
+
+
+class MirrorConfig(_Frozen):
+    url: str | None = None
+    url_env: str | None = None
+
+    def resolved_url(self, base_dir: Path) -> str:
+        if self.url_env:
+            value = os.environ.get(self.url_env)
+            if not value:
+                raise ConfigError(f"mirror.url_env: environment variable {self.url_env} is not set or empty")
+            return value
+        url = self.url or "sqlite:///desksync.sqlite"
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            # relative SQLite paths are relative to the config file, not the working directory
+            url = "sqlite:///" + str((base_dir / url[len("sqlite:///") :]).resolve())
+        return url
+
+
+class LogConfig(_Frozen):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_output: bool | None = Field(default=None, alias="json")
+
+
+class Config(_Frozen):
+    mirror: MirrorConfig = MirrorConfig()
+    log: LogConfig = LogConfig()
+    connections: dict[str, Connection]
+    base_dir: Path = Path(".")
+
+    def connection(self, name: str) -> Connection:
+        try:
+            return self.connections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.connections)) or "none"
+            raise ConfigError(f"connection {name!r} is not in the configuration (known: {known})") from None
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"] if p != "eddydesk")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path = Path(".")) -> Config:
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    candidates = [Path(path)] if path else [Path(p) for p in DEFAULT_CONFIG_PATHS]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{candidate}: not valid TOML: {exc}") from None
+            return parse_config(data, str(candidate), candidate.resolve().parent)
+    tried = ", ".join(str(c) for c in candidates)
+    raise ConfigError(f"no configuration file found (looked for {tried}); copy config/desksync.example.toml")

@@ -1,0 +1,74 @@
+"""The one exception tree of desksync.
+
+    DesksyncError
+    ├── ConfigError              bad configuration file or environment (names the key)
+    ├── MirrorError              the local database cannot be used as asked
+    └── RemoteError              anything a remote system did (carries system, status, code, message)
+        ├── AuthError            credentials refused (HTTP 401/403)
+        ├── RateLimitBlocked     the account is blocked for exceeding its rate limit
+        ├── ApiError             a documented error answer (4xx with errors[]), not retried
+        ├── TransientError       retryable (timeouts, connection errors, 5xx); raised when attempts ran out
+        └── MalformedResponse    the answer does not follow the documented shape
+
+Retry decisions live in etl.http.retry, never at the raise site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class DesksyncError(Exception):
+    """Base of every error desksync raises on purpose."""
+
+
+class ConfigError(DesksyncError):
+    pass
+
+
+class MirrorError(DesksyncError):
+    pass
+
+
+@dataclass
+class RemoteError(DesksyncError):
+    system: str
+    message: str
+    status: int | None = None
+    code: str | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f" {self.path}" if self.path else ""
+        status = f" HTTP {self.status}" if self.status is not None else ""
+        code = f" [{self.code}]" if self.code else ""
+        return f"{self.system}{where}:{status}{code} {self.message}"
+
+
+@dataclass
+class AuthError(RemoteError):
+    pass
+
+
+@dataclass
+class RateLimitBlocked(RemoteError):
+    blocked_until: float = 0.0  # wall-clock epoch seconds
+    budget: str = "main"
+
+
+@dataclass
+class ApiError(RemoteError):
+    details: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class TransientError(RemoteError):
+    attempts: int = 0
+
+
+@dataclass
+class MalformedResponse(RemoteError):
+    pass

@@ -1,0 +1,103 @@
+"""Child lists (posts, comments, notes, options, audit, billing): fetched whole per parent.
+
+Parents to visit come from the durable queue `sync_pending_children` (filled in the same
+transaction as the parent rows), or, for option lists, from all select/hierarchy fields.
+Each parent's rows and the removal of its queue entry commit together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from etl.errors import ApiError
+from etl.extract.context import RunContext
+from etl.extract.pool import Emit, run_jobs
+from etl.mirror.meta import PendingChildren
+from etl.streams.eddydesk import Stream
+
+_PENDING = PendingChildren.__table__
+
+
+def enqueue(conn: sa.Connection, ctx: RunContext, parent: Stream, parent_ids: list[Any]) -> None:
+    """Queue the selected child streams of `parent` for these changed parents."""
+    streams = [name for name in parent.children if name in ctx.selected]
+    if not streams or not parent_ids:
+        return
+    ids = [int(i) for i in parent_ids]
+    for name in streams:
+        known = set(
+            conn.execute(
+                sa.select(_PENDING.c.parent_id).where(
+                    _PENDING.c.connection == ctx.connection, _PENDING.c.stream == name, _PENDING.c.parent_id.in_(ids)
+                )
+            ).scalars()
+        )
+        rows = [{"connection": ctx.connection, "stream": name, "parent_id": i} for i in ids if i not in known]
+        if rows:
+            conn.execute(_PENDING.insert(), rows)
+
+
+def _parents(ctx: RunContext, stream: Stream) -> list[int]:
+    with ctx.engine.connect() as conn:
+        if stream.parent_query is not None:
+            return list(conn.execute(stream.parent_query(ctx.connection)).scalars())
+        return list(
+            conn.execute(
+                sa.select(_PENDING.c.parent_id)
+                .where(_PENDING.c.connection == ctx.connection, _PENDING.c.stream == stream.name)
+                .order_by(_PENDING.c.parent_id)
+            ).scalars()
+        )
+
+
+def fetch_all_pages(ctx: RunContext, path: str) -> list[dict[str, Any]] | None:
+    """Every record of a child list; None when the parent no longer exists (404)."""
+    try:
+        first = ctx.client.list_page(path, {"page": 1})
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    records = list(first.records)
+    for page in range(2, first.total_pages + 1):
+        records.extend(ctx.client.list_page(path, {"page": page}).records)
+    return records
+
+
+def run_children(ctx: RunContext, stream: Stream) -> None:
+    assert stream.parent_column is not None
+    parents = _parents(ctx, stream)
+    writer = ctx.writer(stream)
+    keyed_by_parent = stream.parent_column in stream.table.primary_key.columns
+    done = 0
+
+    def job_for(parent_id: int) -> Any:
+        def job(emit: Emit) -> None:
+            emit((parent_id, fetch_all_pages(ctx, stream.path.format(parent_id=parent_id))))
+
+        return job
+
+    def consume(batch: list[tuple[int, list[dict[str, Any]] | None]]) -> None:
+        nonlocal done
+        with ctx.engine.begin() as conn:
+            for parent_id, records in batch:
+                scope = {**stream.scope, **({stream.parent_column: parent_id} if keyed_by_parent else {})}
+                overrides = None if keyed_by_parent else {stream.parent_column: parent_id}
+                result = writer.upsert(conn, records or [], ctx.run_id, scope=scope, overrides=overrides)
+                ctx.stats.add(result.stats)
+                where = {} if keyed_by_parent else {stream.parent_column: parent_id}
+                vanished = writer.live_ids(conn, scope, **where) - set(result.seen_ids)
+                ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, scope)
+                conn.execute(
+                    _PENDING.delete().where(
+                        _PENDING.c.connection == ctx.connection,
+                        _PENDING.c.stream == stream.name,
+                        _PENDING.c.parent_id == parent_id,
+                    )
+                )
+        done += len(batch)
+        ctx.report(stream.name, done, len(parents))
+
+    run_jobs((job_for(p) for p in parents), consume, workers=ctx.settings.concurrency, stop=ctx.stop)

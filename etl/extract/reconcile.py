@@ -1,0 +1,65 @@
+"""Find records deleted outright (not soft-deleted): compare every remote id with the mirror.
+
+EddyDesk has no deleted-records feed for hard deletes, so the reconciliation pass walks the
+whole list (by key, like any scan) and collects ids. A record updated during that walk moves
+past the walk's upper bound and looks missing, so candidates are re-checked with a short scan
+of [walk end - lookback, now] (repeated while it keeps finding some) before they are marked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from etl.extract.context import RunContext
+from etl.extract.window import local_now, window_start
+from etl.extract.windowed import WindowScan
+from etl.mirror.state import load_state, save_state
+from etl.streams.eddydesk import BY_NAME, Stream
+
+_RECHECK_ROUNDS = 3
+
+
+def _scan_ids(ctx: RunContext, stream: Stream, lo: str | None, hi: str) -> set[Any]:
+    seen: set[Any] = set()
+    for variant in stream.variants:
+        scan = WindowScan(ctx, stream, variant, persist=False)
+        slices, prefetched = scan.plan(lo, hi)
+        scan.run(slices, prefetched, hi, {})
+        seen |= scan.outcome.seen_ids
+    return seen
+
+
+def reconcile(ctx: RunContext, stream: Stream) -> int:
+    hi = local_now(ctx.tz).strftime("%Y-%m-%d %H:%M:%S")
+    seen = _scan_ids(ctx, stream, None, hi)
+    writer = ctx.writer(stream)
+    with ctx.engine.connect() as conn:
+        candidates = writer.live_ids(conn) - seen
+    for _ in range(_RECHECK_ROUNDS):
+        if not candidates:
+            break
+        lo, hi = window_start(hi, ctx.settings.lookback_seconds), local_now(ctx.tz).strftime("%Y-%m-%d %H:%M:%S")
+        candidates -= _scan_ids(ctx, stream, lo, hi)
+    gone = sorted(candidates)
+    with ctx.engine.begin() as conn:
+        deleted = writer.mark_deleted(conn, gone, ctx.run_id)
+        for child_name in stream.children:
+            child = BY_NAME[child_name]
+            assert child.parent_column is not None
+            child_writer = ctx.writer(child)
+            for start in range(0, len(gone), 500):
+                ids = list(
+                    conn.execute(
+                        sa.select(child.table.c.id).where(
+                            child.table.c.connection == ctx.connection,
+                            child.table.c[child.parent_column].in_(gone[start : start + 500]),
+                        )
+                    ).scalars()
+                )
+                deleted += child_writer.mark_deleted(conn, ids, ctx.run_id)
+        state = load_state(conn, ctx.connection, f"{stream.name}/reconcile")
+        save_state(conn, ctx.connection, f"{stream.name}/reconcile", {**state, "last_reconcile_at": hi}, success=True)
+    ctx.stats.deleted += deleted
+    return len(gone)

@@ -1,0 +1,1 @@
+"""HTTP layer: one session per account, its rate limiters, and the only retry loop."""

@@ -1,0 +1,168 @@
+"""One account's HTTP session: an httpx.Client (one pool), its rate limiters, the retry loop.
+
+Every request of every remote system goes through `Session.request_json`, so limits, retries,
+metrics and request logging are applied the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from etl.errors import ApiError, AuthError, MalformedResponse, RemoteError, TransientError
+from etl.http.ratelimit import RateLimiter
+from etl.http.retry import RETRYABLE_EXCEPTIONS, Action, Backoff, classify_status
+from etl.log import get_logger, scrub_text
+
+ErrorParser = Callable[[Any], tuple[str | None, str, list[dict[str, str]]]]
+
+
+@dataclass
+class SessionMetrics:
+    requests: int = 0
+    retries: int = 0
+    rate_limit_rejections: int = 0
+    by_budget: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, budget: str) -> None:
+        with self._lock:
+            self.requests += 1
+            self.by_budget[budget] = self.by_budget.get(budget, 0) + 1
+
+
+@dataclass
+class Response:
+    status: int
+    headers: httpx.Headers
+    body: Any
+    elapsed: float
+
+
+def _int_header(headers: httpx.Headers, name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+class Session:
+    def __init__(
+        self,
+        system: str,
+        client: httpx.Client,
+        limiters: Mapping[str, RateLimiter],
+        backoff: Backoff,
+        parse_error: ErrorParser,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.system = system
+        self.client = client
+        self.limiters = dict(limiters)
+        self.backoff = backoff
+        self.parse_error = parse_error
+        self.metrics = SessionMetrics()
+        self._sleep = sleep
+        self.log = get_logger(system=system)
+
+    def close(self) -> None:
+        self.client.close()
+
+    @property
+    def rate_limit_wait_seconds(self) -> float:
+        return sum(limiter.waited_seconds for limiter in self.limiters.values())
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        budget: str = "main",
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        retry: bool = True,
+    ) -> Response:
+        limiter = self.limiters[budget]
+        attempts = self.backoff.attempts if retry else 1
+        last_problem = ""
+        for attempt in range(1, attempts + 1):
+            limiter.acquire()
+            self.metrics.count(budget)
+            started = time.perf_counter()
+            try:
+                http = self.client.request(method, path, params=params, json=json, data=data)
+            except RETRYABLE_EXCEPTIONS as exc:
+                limiter.cancel()
+                last_problem = f"{type(exc).__name__}: {scrub_text(str(exc)) or 'no detail'}"
+                self._before_retry(attempt, attempts, path, last_problem)
+                continue
+            elapsed = time.perf_counter() - started
+            limiter.release(_int_header(http.headers, "X-Rate-Limit"), _int_header(http.headers, "X-Rate-Limit-Remaining"))
+            self.log.debug("request", method=method, path=path, status=http.status_code, ms=round(elapsed * 1000, 1))
+            text = http.text
+            action = classify_status(http.status_code, text)
+            if action is Action.OK:
+                try:
+                    body = orjson.loads(http.content)
+                except orjson.JSONDecodeError as exc:
+                    action = Action.RETRY
+                    snippet = scrub_text(text[:80]).replace("\n", " ")
+                    last_problem = f"HTTP {http.status_code} body is not valid JSON ({exc}); it starts {snippet!r}"
+                else:
+                    return Response(http.status_code, http.headers, body, elapsed)
+            if action is Action.RETRY:
+                if not last_problem.startswith(f"HTTP {http.status_code} body"):
+                    last_problem = f"HTTP {http.status_code}: {self._describe(text)}"
+                self._before_retry(attempt, attempts, path, last_problem)
+                continue
+            if action is Action.BLOCKED:
+                limiter_error = limiter.block()
+                self.metrics.rate_limit_rejections += 1
+                limiter_error.path = path
+                self.log.error("rate_limit_blocked", path=path, budget=budget, blocked_for=limiter.block_seconds)
+                raise limiter_error
+            code, message, details = self._error_of(text)
+            error_cls = AuthError if action is Action.AUTH else ApiError
+            if error_cls is AuthError:
+                raise AuthError(self.system, message or "credentials refused", http.status_code, code, path)
+            raise ApiError(self.system, message, http.status_code, code, path, details=details)
+        raise TransientError(
+            self.system, f"gave up after {attempts} attempts; last problem: {last_problem}", path=path, attempts=attempts
+        )
+
+    def _before_retry(self, attempt: int, attempts: int, path: str, problem: str) -> None:
+        if attempt >= attempts:
+            return
+        self.metrics.retries += 1
+        delay = self.backoff.delay(attempt)
+        self.log.warning("request_retry", path=path, attempt=attempt, problem=problem, sleep=round(delay, 3))
+        self._sleep(delay)
+
+    def _error_of(self, text: str) -> tuple[str | None, str, list[dict[str, str]]]:
+        try:
+            return self.parse_error(orjson.loads(text))
+        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+            return None, self._describe(text), []
+
+    @staticmethod
+    def _describe(text: str) -> str:
+        snippet = " ".join(scrub_text(text[:120]).split())
+        return snippet or "(empty body)"
+
+
+def new_http_client(base_url: str, timeout: float, concurrency: int, **kwargs: Any) -> httpx.Client:
+    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
+    return httpx.Client(base_url=base_url, timeout=timeout, limits=limits, **kwargs)
+
+
+__all__ = ["Session", "Response", "RemoteError", "MalformedResponse", "new_http_client"]

@@ -1,0 +1,1 @@
+"""The local relational mirror: models, normalisation, writes, sync state."""

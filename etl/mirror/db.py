@@ -1,0 +1,82 @@
+"""Open the mirror database and bring its schema up to date (only ever through Alembic)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from etl.errors import MirrorError
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets readers (status, reporting) work during a sync; NORMAL is durable at each
+    # checkpoint and loses nothing committed on a process kill.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def open_engine(url: str) -> sa.Engine:
+    try:
+        engine = sa.create_engine(
+            url, json_serializer=_json_dumps, json_deserializer=orjson.loads, pool_pre_ping=True
+        )
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise MirrorError(f"mirror.url is not usable: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: top-level migrations/ in a checkout, desksync_migrations when installed."""
+    source_tree = Path(__file__).resolve().parents[2] / "migrations"
+    if (source_tree / "env.py").is_file():
+        return source_tree
+    return Path(str(resources.files("desksync_migrations")))
+
+
+def _alembic_config(engine: sa.Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: sa.Engine) -> str:
+    """Run every pending migration; returns the head revision."""
+    cfg = _alembic_config(engine)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except sa.exc.OperationalError as exc:
+        raise MirrorError(f"cannot migrate the mirror database: {exc.orig}") from None
+    return ScriptDirectory.from_config(cfg).get_current_head() or ""
+
+
+def ensure_current(engine: sa.Engine) -> None:
+    """Refuse to sync into a database whose schema is missing or behind."""
+    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.OperationalError as exc:
+        raise MirrorError(f"cannot open the mirror database: {exc.orig}") from None
+    if current != head:
+        state = "has no desksync schema" if current is None else f"is at revision {current}, not {head}"
+        raise MirrorError(f"the mirror database {state}; run `desksync init` first")

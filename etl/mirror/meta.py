@@ -1,0 +1,84 @@
+"""Engine-wide tables: sync state (cursors), runs, the change log, pending child work, blocks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from etl.mirror.base import Base
+
+
+class SyncState(Base):
+    """One row per (connection, stream): the cursor, an interrupted scan's plan, the last outcome.
+
+    `state` is written in the same transaction as the rows it covers, so a killed run resumes
+    exactly where its last commit left it.
+    """
+
+    __tablename__ = "sync_state"
+    connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    stream: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    state: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    last_error_at: Mapped[datetime | None]
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    connection: Mapped[str] = mapped_column(sa.String(64), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # sync | reconcile
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(sa.String(16))  # running | ok | failed | interrupted
+    streams: Mapped[list[Any]]
+    requests: Mapped[int] = mapped_column(default=0)
+    rate_limit_wait_seconds: Mapped[float] = mapped_column(default=0.0)
+    rows_inserted: Mapped[int] = mapped_column(default=0)
+    rows_updated: Mapped[int] = mapped_column(default=0)
+    rows_deleted: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class ChangeLog(Base):
+    """Every insert, update and delete applied to a mirrored table, in commit order.
+
+    Downstream jobs read it incrementally: remember the last `id` consumed.
+    """
+
+    __tablename__ = "change_log"
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    table_name: Mapped[str] = mapped_column(sa.String(64))
+    connection: Mapped[str] = mapped_column(sa.String(64))
+    record_key: Mapped[str] = mapped_column(sa.String(128))
+    operation: Mapped[str] = mapped_column(sa.String(8))  # insert | update | delete
+    run_id: Mapped[int | None] = mapped_column(index=True)
+    changed_at: Mapped[datetime]
+
+
+class PendingChildren(Base):
+    """Parents whose child lists (posts, comments, notes...) must still be fetched.
+
+    Written with the parent row, deleted with the child rows: a kill between the two cannot
+    lose a parent's children.
+    """
+
+    __tablename__ = "sync_pending_children"
+    connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    stream: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    parent_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+
+
+class AccountBlock(Base):
+    """A rate-limit block reported by a server, so that no later process retries into it."""
+
+    __tablename__ = "account_blocks"
+    connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    budget: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    blocked_until: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(sa.Text)

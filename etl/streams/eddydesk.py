@@ -1,0 +1,288 @@
+"""EddyDesk streams (seed 003): which endpoint fills which table, and how it is followed.
+
+Three kinds:
+- windowed: incremental on date_updated (tickets, users, organizations, knowledge base);
+- full: small lists fetched whole every run and compared by content hash (reference lists,
+  custom fields); what disappeared is marked deleted;
+- child: lists under a parent (posts, comments, notes, options, audit, billing), fetched whole
+  for each parent that changed; what disappeared under that parent is marked deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from etl.mirror import eddydesk as m
+from etl.mirror.base import Base
+from etl.mirror.normalize import to_int, to_str
+from etl.mirror.write import ChildRows
+
+Kind = Literal["windowed", "full", "child"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One filtered view of a windowed list, with its own cursor (tickets: active and deleted)."""
+
+    suffix: str
+    params: dict[str, Any]
+    marks_deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    kind: Kind
+    path: str  # "{parent_id}" is filled in for child streams
+    model: type[Base]
+    variants: tuple[Variant, ...] = (Variant("", {}),)
+    scope: dict[str, Any] = field(default_factory=dict)  # constant key columns
+    children: tuple[str, ...] = ()  # child streams fetched for each changed record
+    parent: str | None = None  # child stream: the parent stream
+    parent_column: str | None = None  # child stream: column holding the parent id
+    parent_query: Callable[[str], sa.Select[Any]] | None = None  # child stream refreshed for all these parents
+    get_path: str | None = None  # single-record endpoint, for reconciliation checks
+    secret_keys: tuple[str, ...] = ()
+    child_rows: Callable[[dict[str, Any], str], ChildRows] | None = None
+    child_tables: tuple[tuple[sa.Table, str], ...] = ()
+    optional: bool = False
+
+    @property
+    def table(self) -> sa.Table:
+        return self.model.__table__  # type: ignore[attr-defined,no-any-return]
+
+
+# --- child rows -----------------------------------------------------------------------------------
+
+def _custom_values(table: sa.Table, parent_column: str) -> Callable[[dict[str, Any], str], list[dict[str, Any]]]:
+    def rows(record: dict[str, Any], connection: str) -> list[dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for cf in record.get("custom_fields") or []:
+            if not isinstance(cf, dict) or cf.get("id") is None:
+                continue
+            value = cf.get("field_value")
+            out[int(cf["id"])] = {
+                "connection": connection,
+                parent_column: record["id"],
+                "field_id": int(cf["id"]),
+                "field_type": cf.get("field_type"),
+                "value_text": to_str(value),
+                "value": value,
+            }
+        return list(out.values())
+
+    return rows
+
+
+_ticket_cf = _custom_values(m.TicketCustomFieldValue.__table__, "ticket_id")
+_user_cf = _custom_values(m.UserCustomFieldValue.__table__, "user_id")
+_org_cf = _custom_values(m.OrganizationCustomFieldValue.__table__, "organization_id")
+
+
+def ticket_children(record: dict[str, Any], connection: str) -> ChildRows:
+    ticket_id = record["id"]
+    tags = [
+        {"connection": connection, "ticket_id": ticket_id, "position": i, "tag": str(tag)}
+        for i, tag in enumerate(record.get("tags") or [])
+    ]
+    people: list[dict[str, Any]] = []
+    for role, key in (("cc", "cc"), ("bcc", "bcc"), ("follower", "followers")):
+        for i, value in enumerate(record.get(key) or []):
+            is_user = role == "follower"
+            people.append(
+                {
+                    "connection": connection,
+                    "ticket_id": ticket_id,
+                    "role": role,
+                    "position": i,
+                    "email": None if is_user else to_str(value),
+                    "user_id": to_int(value) if is_user else None,
+                }
+            )
+    return {
+        m.TicketCustomFieldValue.__table__: _ticket_cf(record, connection),
+        m.TicketTag.__table__: tags,
+        m.TicketParticipant.__table__: people,
+    }
+
+
+def user_children(record: dict[str, Any], connection: str) -> ChildRows:
+    departments = {to_int(d) for d in record.get("department") or [] if to_int(d) is not None}
+    return {
+        m.UserDepartment.__table__: [
+            {"connection": connection, "user_id": record["id"], "department_id": d} for d in sorted(departments)  # type: ignore[type-var]
+        ],
+        m.UserCustomFieldValue.__table__: _user_cf(record, connection),
+    }
+
+
+def organization_children(record: dict[str, Any], connection: str) -> ChildRows:
+    members = {
+        (role, to_int(uid))
+        for role, key in (("employee", "employees"), ("manager", "managers"))
+        for uid in record.get(key) or []
+    }
+    return {
+        m.OrganizationMember.__table__: [
+            {"connection": connection, "organization_id": record["id"], "role": role, "user_id": uid}
+            for role, uid in sorted(members, key=lambda x: (x[0], x[1] or 0))
+            if uid is not None
+        ],
+        m.OrganizationCustomFieldValue.__table__: _org_cf(record, connection),
+    }
+
+
+def article_children(record: dict[str, Any], connection: str) -> ChildRows:
+    seen: dict[int, int] = {}
+    for i, category in enumerate(record.get("categories") or []):
+        cid = to_int(category)
+        if cid is not None and cid not in seen:
+            seen[cid] = i
+    return {
+        m.KbArticleCategory.__table__: [
+            {"connection": connection, "article_id": record["id"], "category_id": cid, "position": pos}
+            for cid, pos in seen.items()
+        ]
+    }
+
+
+def _select_fields_of(scope: str) -> Callable[[str], sa.Select[Any]]:
+    """Option lists exist only for select and hierarchy fields (seed 003, "Attention")."""
+    t = m.CustomField.__table__
+
+    def query(connection: str) -> sa.Select[Any]:
+        return sa.select(t.c.id).where(
+            t.c.connection == connection,
+            t.c.scope == scope,
+            t.c.field_type.in_(("select", "hierarchy")),
+            t.c.is_deleted.is_(False),
+        )
+
+    return query
+
+
+# --- the catalogue --------------------------------------------------------------------------------
+
+_ACTIVE_AND_DELETED = (Variant("", {"deleted": 0}), Variant("deleted", {"deleted": 1}, marks_deleted=True))
+
+
+def _reference(name: str, path: str, model: type[Base]) -> Stream:
+    return Stream(name, "full", path, model)
+
+
+def _fields(scope: str, path: str) -> tuple[Stream, Stream]:
+    fields = Stream(f"{scope}_custom_fields", "full", path, m.CustomField, scope={"scope": scope})
+    options = Stream(
+        f"{scope}_custom_field_options",
+        "child",
+        path + "{parent_id}/options/",
+        m.CustomFieldOption,
+        scope={"scope": scope},
+        parent=fields.name,
+        parent_column="field_id",
+        parent_query=_select_fields_of(scope),
+    )
+    return fields, options
+
+
+STREAMS: tuple[Stream, ...] = (
+    _reference("departments", "departments/", m.Department),
+    _reference("statuses", "statuses/", m.TicketStatus),
+    _reference("priorities", "priorities/", m.Priority),
+    _reference("types", "types/", m.TicketType),
+    _reference("groups", "groups/", m.Group),
+    _reference("user_statuses", "user_statuses/", m.UserStatus),
+    *_fields("ticket", "custom_fields/"),
+    *_fields("user", "users/custom_fields/"),
+    *_fields("organization", "organizations/custom_fields/"),
+    Stream(
+        "organizations",
+        "windowed",
+        "organizations/",
+        m.Organization,
+        children=("organization_notes",),
+        get_path="organizations/{id}",
+        child_rows=organization_children,
+        child_tables=(
+            (m.OrganizationMember.__table__, "organization_id"),
+            (m.OrganizationCustomFieldValue.__table__, "organization_id"),
+        ),
+    ),
+    Stream(
+        "organization_notes", "child", "organizations/{parent_id}/notes/", m.OrganizationNote,
+        parent="organizations", parent_column="organization_id",
+    ),
+    Stream(
+        "users",
+        "windowed",
+        "users/",
+        m.User,
+        children=("user_notes",),
+        get_path="users/{id}",
+        secret_keys=("api_key",),
+        child_rows=user_children,
+        child_tables=((m.UserDepartment.__table__, "user_id"), (m.UserCustomFieldValue.__table__, "user_id")),
+    ),
+    Stream("user_notes", "child", "users/{parent_id}/notes/", m.UserNote, parent="users", parent_column="user_id"),
+    Stream(
+        "tickets",
+        "windowed",
+        "tickets/",
+        m.Ticket,
+        variants=_ACTIVE_AND_DELETED,
+        children=("ticket_posts", "ticket_comments", "ticket_audit", "ticket_billing"),
+        get_path="tickets/{id}",
+        child_rows=ticket_children,
+        child_tables=(
+            (m.TicketCustomFieldValue.__table__, "ticket_id"),
+            (m.TicketTag.__table__, "ticket_id"),
+            (m.TicketParticipant.__table__, "ticket_id"),
+        ),
+    ),
+    Stream("ticket_posts", "child", "tickets/{parent_id}/posts/", m.TicketPost, parent="tickets", parent_column="ticket_id"),
+    Stream(
+        "ticket_comments", "child", "tickets/{parent_id}/comments/", m.TicketComment,
+        parent="tickets", parent_column="ticket_id",
+    ),
+    Stream(
+        "ticket_audit", "child", "tickets/{parent_id}/audit/", m.TicketAudit,
+        parent="tickets", parent_column="ticket_id", optional=True,
+    ),
+    Stream(
+        "ticket_billing", "child", "tickets/{parent_id}/billing/", m.TicketBilling,
+        parent="tickets", parent_column="ticket_id", optional=True,
+    ),
+    Stream("kb_categories", "windowed", "knowledge_base/categories", m.KbCategory),
+    Stream(
+        "kb_articles",
+        "windowed",
+        "knowledge_base/articles",
+        m.KbArticle,
+        child_rows=article_children,
+        child_tables=((m.KbArticleCategory.__table__, "article_id"),),
+    ),
+)
+
+BY_NAME = {s.name: s for s in STREAMS}
+
+
+def select_streams(configured: tuple[str, ...], requested: tuple[str, ...] = ()) -> list[Stream]:
+    """Resolve stream names: "default" means every stream that is not optional.
+
+    Raises ValueError naming an unknown stream.
+    """
+    names: list[str] = []
+    for name in requested or configured:
+        if name == "default":
+            names.extend(s.name for s in STREAMS if not s.optional)
+        elif name in BY_NAME:
+            names.append(name)
+        else:
+            known = ", ".join(s.name for s in STREAMS)
+            raise ValueError(f"unknown stream {name!r} (known: default, {known})")
+    chosen = set(names)
+    return [s for s in STREAMS if s.name in chosen]
