@@ -15,6 +15,7 @@ import click
 from etl import jobs, log
 from etl.config import Config, load_config
 from etl.errors import ConfigError, DesksyncError
+from etl.extract.pool import Stopped
 
 
 def _load(ctx: click.Context) -> Config:
@@ -118,7 +119,7 @@ def sync(ctx: click.Context, connection: str | None, streams: tuple[str, ...], f
             summary = run_sync(config, name, streams, full, reconcile)
         except DesksyncError as exc:
             _fail(exc)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Stopped):
             click.echo("interrupted: committed work is kept; the next sync resumes from it", err=True)
             sys.exit(130)
         print_summary(summary)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from etl.clients import eddydesk
 from etl.config import Config
-from etl.errors import DesksyncError, RateLimitBlocked, RemoteError
+from etl.errors import AuthError, DesksyncError, RateLimitBlocked, RemoteError
 from etl.extract.children import run_children
 from etl.extract.context import Progress, RunContext
 from etl.extract.full import run_full
@@ -148,6 +148,8 @@ def sync(
                 summary.errors[stream.name] = str(exc)
                 record_error(engine, connection, stream.name, str(exc))
                 log.error("stream_blocked", stream=stream.name, error=str(exc))
+            except AuthError:
+                raise  # every other stream would be refused the same way
             except RemoteError as exc:
                 summary.errors[stream.name] = str(exc)
                 record_error(engine, connection, stream.name, str(exc))
@@ -160,6 +162,10 @@ def sync(
         summary.status = "failed" if summary.errors else "ok"
     except (Stopped, KeyboardInterrupt):
         summary.status = "interrupted"
+        raise
+    except DesksyncError as exc:
+        summary.status = "failed"
+        summary.errors["run"] = str(exc)
         raise
     finally:
         metrics = client.session.metrics

@@ -81,22 +81,35 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
 
     def consume(batch: list[tuple[int, list[dict[str, Any]] | None]]) -> None:
         nonlocal done
+        table, column = stream.table, stream.table.c[stream.parent_column]
+        parent_ids = [parent_id for parent_id, _ in batch]
         with ctx.engine.begin() as conn:
-            for parent_id, records in batch:
-                scope = {**stream.scope, **({stream.parent_column: parent_id} if keyed_by_parent else {})}
-                overrides = None if keyed_by_parent else {stream.parent_column: parent_id}
-                result = writer.upsert(conn, records or [], ctx.run_id, scope=scope, overrides=overrides)
+            if keyed_by_parent:  # option lists: the parent is part of the key
+                for parent_id, records in batch:
+                    scope = {**stream.scope, stream.parent_column: parent_id}
+                    result = writer.upsert(conn, records or [], ctx.run_id, scope=scope)
+                    ctx.stats.add(result.stats)
+                    vanished = writer.live_ids(conn, scope) - set(result.seen_ids)
+                    ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, scope)
+            else:
+                records = [r for _, rs in batch for r in rs or []]
+                owners = [{stream.parent_column: pid} for pid, rs in batch for _ in rs or []]
+                result = writer.upsert(conn, records, ctx.run_id, scope=stream.scope, overrides=owners)
                 ctx.stats.add(result.stats)
-                where = {} if keyed_by_parent else {stream.parent_column: parent_id}
-                vanished = writer.live_ids(conn, scope, **where) - set(result.seen_ids)
-                ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, scope)
-                conn.execute(
-                    _PENDING.delete().where(
-                        _PENDING.c.connection == ctx.connection,
-                        _PENDING.c.stream == stream.name,
-                        _PENDING.c.parent_id == parent_id,
+                known = conn.execute(
+                    sa.select(table.c.id).where(
+                        table.c.connection == ctx.connection, column.in_(parent_ids), table.c.is_deleted.is_(False)
                     )
+                ).scalars()
+                vanished = set(known) - set(result.seen_ids)
+                ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, stream.scope)
+            conn.execute(
+                _PENDING.delete().where(
+                    _PENDING.c.connection == ctx.connection,
+                    _PENDING.c.stream == stream.name,
+                    _PENDING.c.parent_id.in_(parent_ids),
                 )
+            )
         done += len(batch)
         ctx.report(stream.name, done, len(parents))
 

@@ -49,11 +49,13 @@ def _params(variant: Variant, lo: str | None, hi: str, page: int = 1) -> dict[st
     return params
 
 
-def _date_of(record: dict[str, Any], path: str) -> str:
-    value = record.get("date_updated")
-    if not isinstance(value, str) or len(value) != 19:
-        raise MalformedResponse("eddydesk", f"record {record.get('id')} has date_updated {value!r}", path=path)
-    return value
+def _date_of(records: list[dict[str, Any]], path: str, newest: bool = True) -> str:
+    """The newest (or oldest) usable date_updated on a page; one bad record does not stop paging."""
+    for record in reversed(records) if newest else records:
+        value = record.get("date_updated")
+        if isinstance(value, str) and len(value) == 19 and value[4] == "-":
+            return value
+    raise MalformedResponse("eddydesk", "no record on the page has a usable date_updated", path=path)
 
 
 class WindowScan:
@@ -82,7 +84,7 @@ class WindowScan:
             def job(emit: Emit) -> None:
                 records = client.list_page(path, _params(self.variant, lo, hi, page)).records
                 if records:
-                    emit(_date_of(records[0], path))
+                    emit(_date_of(records, path, newest=False))
 
             return job
 
@@ -107,7 +109,7 @@ class WindowScan:
             if page.total_pages <= 1 or not records:
                 emit(_PageResult(index, records, lo, True))
                 return
-            newest = _date_of(records[-1], path)
+            newest = _date_of(records, path)
             if lo is not None and newest <= lo:
                 # a whole page within one second: drain that second by page number, move past it
                 drained = self._drain_second(lo)

@@ -20,6 +20,11 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _json_loads(value: Any) -> Any:
+    # SQLite gives a column declared JSON numeric affinity: a stored "1" comes back as 1.
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cursor = dbapi_conn.cursor()
     # WAL lets readers (status, reporting) work during a sync; NORMAL is durable at each
@@ -33,7 +38,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
 def open_engine(url: str) -> sa.Engine:
     try:
         engine = sa.create_engine(
-            url, json_serializer=_json_dumps, json_deserializer=orjson.loads, pool_pre_ping=True
+            url, json_serializer=_json_dumps, json_deserializer=_json_loads, pool_pre_ping=True
         )
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise MirrorError(f"mirror.url is not usable: {exc}") from None

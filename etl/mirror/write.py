@@ -101,15 +101,17 @@ class TableWriter:
         *,
         scope: Mapping[str, Any] | None = None,
         deleted: bool = False,
-        overrides: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | list[Mapping[str, Any]] | None = None,
     ) -> UpsertResult:
+        """`overrides`: column values to set on every row, or one mapping per record."""
         scope = scope or {}
         result = UpsertResult()
         if not records:
             return result
         now = datetime.now(UTC)
         prepared: dict[Any, tuple[dict[str, Any], str, dict[str, Any]]] = {}
-        for record in records:
+        per_record = overrides if isinstance(overrides, list) else None
+        for n, record in enumerate(records):
             clean = strip_secrets(record, self.secret_keys)
             canonical = canonical_json(clean)
             digest = content_hash(canonical)
@@ -117,7 +119,9 @@ class TableWriter:
             if problems:
                 result.stats.problems += len(problems)
                 self.log.warning("field_unparseable", id=row.get("id"), problems=problems)
-            if overrides:
+            if per_record is not None:
+                row.update(per_record[n])
+            elif overrides:
                 row.update(overrides)
             row.update(scope)
             prepared[row["id"]] = (row, digest, clean)

@@ -1,0 +1,24 @@
+# Two commands for a fresh machine: `make demo` and `make test` (both install what they need).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+.PHONY: demo test bench lint
+demo: $(BIN)/.installed
+	$(BIN)/desksync demo
+
+# The whole suite, on SQLite and on a real PostgreSQL server (started, or installed, by the script).
+test: $(BIN)/.installed
+	DESKSYNC_TEST_PG_URL="$$(scripts/postgres-for-tests)" $(BIN)/pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_eddydesk.py
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check etl tests benchmarks scheduler.py

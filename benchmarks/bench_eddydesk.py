@@ -1,0 +1,165 @@
+"""EddyDesk extraction benchmark: prints records/second, requests/second and peak memory.
+
+    python benchmarks/bench_eddydesk.py                 # both runs below
+    python benchmarks/bench_eddydesk.py --only fast     # 100,000 tickets, no latency, no limit
+    python benchmarks/bench_eddydesk.py --only budget   # 2 real minutes, 400 ms latency, 300/min
+
+The simulator runs in its own process (the machine has two cores: one serves, one syncs).
+Each sync runs in a fresh child process so its peak memory (ru_maxrss) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_simulator(tickets: int, latency: float, rate_limit: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl.cli", "simulate", "--port", str(port), "--tickets", str(tickets),
+         "--users", "200", "--organizations", "20", "--articles", "20", "--latency", str(latency),
+         "--rate-limit", str(rate_limit)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base}/_sim/stats", timeout=1)
+            return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("simulator did not start")
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measured sync (runs in its own process)."""
+    os.environ["BENCH_API_KEY"] = "sim-api-key"
+    from etl import jobs, log
+    from etl.config import parse_config
+
+    log.configure("warning", json=True)
+    url = f"sqlite:///{args.db}"
+    config = parse_config({
+        "mirror": {"url": url},
+        "connections": {"bench": {
+            "system": "eddydesk", "base_url": args.base + "/api/v2", "email": "admin@example.com",
+            "api_key_env": "BENCH_API_KEY", "timezone": "Europe/Riga", "concurrency": args.concurrency,
+            "rate_limit": {"per_minute": args.per_minute, "knowledge_base_per_minute": max(1, args.per_minute // 5)},
+        }},
+    })
+    jobs.init(config)
+    stop = threading.Event()
+    if args.seconds:
+        threading.Timer(args.seconds, stop.set).start()
+    started = time.perf_counter()
+    try:
+        summary = jobs.sync(config, "bench", tuple(args.streams.split(",")), stop=stop)
+        status = summary.status
+    except Exception as exc:  # the Stopped raised at the time limit ends the measured window
+        if type(exc).__name__ != "Stopped":
+            raise
+        summary, status = None, "stopped at the time limit"
+    elapsed = time.perf_counter() - started
+    import sqlalchemy as sa
+
+    from etl.mirror.db import open_engine
+
+    with open_engine(url).connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM eddydesk_tickets")).scalar_one()
+        runs = conn.execute(sa.text("SELECT requests, rate_limit_wait_seconds FROM sync_runs ORDER BY id DESC")).first()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"status": status, "seconds": elapsed, "tickets": rows,
+                      "requests": summary.requests if summary else runs[0] if runs else None,
+                      "peak_mb": peak_mb}))
+
+
+def measure(base: str, streams: str, per_minute: int, seconds: float = 0, concurrency: int = 8) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", "--base", base, "--db", f"{tmp}/bench.sqlite", "--streams", streams,
+             "--per-minute", str(per_minute), "--seconds", str(seconds), "--concurrency", str(concurrency)],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def fast(tickets: int) -> dict[str, float]:
+    proc, base = start_simulator(tickets, 0.0, 0)
+    try:
+        result = measure(base, "tickets", 10**9)
+    finally:
+        proc.kill()
+    result["tickets_per_s"] = result["tickets"] / result["seconds"]
+    result["requests_per_s"] = result["requests"] / result["seconds"]
+    return result
+
+
+def budget(seconds: float) -> dict[str, float]:
+    proc, base = start_simulator(100_000, 0.4, 300)
+    try:
+        # the run is stopped at the time limit; the simulator's own count is the truth
+        httpx.post(f"{base}/_sim/reset-stats")
+        result = measure(base, "tickets", 300, seconds=seconds)
+        stats = httpx.get(f"{base}/_sim/stats").json()
+    finally:
+        proc.kill()
+    served = stats["requests"]
+    result["server_requests"] = served
+    result["rejections"] = stats["rate_limit_rejections"]
+    result["budget_share"] = served / (300 * result["seconds"] / 60)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--base")
+    parser.add_argument("--db")
+    parser.add_argument("--streams", default="tickets")
+    parser.add_argument("--per-minute", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--only", choices=("fast", "budget"))
+    parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--budget-seconds", type=float, default=120)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    if args.only in (None, "fast"):
+        for n in (args.tickets // 4, args.tickets):
+            r = fast(n)
+            print(f"fast   {n:>7,} tickets into SQLite, no latency, no limit: {r['tickets_per_s']:>8,.0f} tickets/s  "
+                  f"{r['requests_per_s']:>6,.0f} requests/s  {r['requests']:,} requests  "
+                  f"peak {r['peak_mb']:.0f} MB  ({r['seconds']:.1f} s)", flush=True)
+    if args.only in (None, "budget"):
+        r = budget(args.budget_seconds)
+        print(f"budget {args.budget_seconds:.0f} s, 400 ms latency, 300/min: {r['server_requests']} requests served "
+              f"= {r['budget_share']:.1%} of the rate budget, {r['rejections']} rejections, "
+              f"{r['tickets']:,} tickets mirrored, peak {r['peak_mb']:.0f} MB", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from etl.mirror.normalize import DateParseError, display_value, parse_api_date, strip_secrets, to_bool, to_int
+
+RIGA = ZoneInfo("Europe/Riga")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2017-01-13 12:36:58", datetime(2017, 1, 13, 10, 36, 58, tzinfo=UTC)),  # tickets, users (winter: UTC+2)
+        ("17:45:00 26.01.2017", datetime(2017, 1, 26, 15, 45, 0, tzinfo=UTC)),  # posts, notes
+        ("13.01.2017 12:36", datetime(2017, 1, 13, 10, 36, tzinfo=UTC)),  # sla_date
+        ("2019-07-01 12:00:00", datetime(2019, 7, 1, 9, 0, tzinfo=UTC)),  # summer: UTC+3
+    ],
+)
+def test_every_documented_date_format_becomes_utc(text, expected):
+    assert parse_api_date(text, RIGA) == expected
+
+
+@pytest.mark.parametrize("empty", ["null", "", None, "0000-00-00 00:00:00"])
+def test_null_and_empty_dates_are_none(empty):
+    assert parse_api_date(empty, RIGA) is None
+
+
+@pytest.mark.parametrize("bad", ["31.02.2020 25:61", "yesterday", "2017/01/13 12:36:58", 17])
+def test_unparseable_dates_raise_a_named_error(bad):
+    with pytest.raises(DateParseError):
+        parse_api_date(bad, RIGA)
+
+
+def test_display_value_prefers_the_configured_language_then_falls_back():
+    assert display_value({"ru": "Клиент", "en": "Client"}, "en") == "Client"
+    assert display_value({"fr": "Checkbox"}, "en") == "Checkbox"
+    assert display_value({"en": "", "ru": "Да"}, "en") == "Да"
+    assert display_value({"1": {"en": "Related"}, "2": {"en": "Related 2"}}, "en") == "Related / Related 2"
+    assert display_value(None, "en") is None
+
+
+def test_scalars():
+    assert to_int("42") == 42 and to_int("null") is None and to_int(True) == 1
+    assert to_bool(0) is False and to_bool("true") is True and to_bool("") is None
+    with pytest.raises(ValueError):
+        to_bool("maybe")
+
+
+def test_secrets_are_stripped_without_copying_clean_records():
+    clean = {"id": 1}
+    assert strip_secrets(clean, ("api_key",)) is clean
+    assert strip_secrets({"id": 1, "api_key": "k"}, ("api_key",)) == {"id": 1}

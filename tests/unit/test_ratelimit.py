@@ -1,0 +1,72 @@
+"""The limiter never lets more than the limit through in any window, with a fake clock."""
+
+import pytest
+
+from etl.errors import RateLimitBlocked
+from etl.http.ratelimit import RateLimiter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _limiter(clock: FakeClock, per_minute: int = 100, window: float = 60.0) -> RateLimiter:
+    return RateLimiter("main", per_minute, window, 1200, clock=clock, wall_clock=clock, sleep=clock.sleep)
+
+
+def test_no_window_ever_holds_more_than_the_limit():
+    clock = FakeClock()
+    limiter = _limiter(clock, 100)
+    sends = []
+    for _ in range(450):
+        limiter.acquire()
+        sends.append(clock.now)
+        limiter.release(None, None)
+    for i, start in enumerate(sends):
+        in_window = [t for t in sends[i:] if t < start + 60.0]
+        assert len(in_window) <= 100
+    # and the budget is used: 450 requests take a little over four windows
+    assert sends[-1] - sends[0] < 4.5 * 61
+
+
+def test_the_servers_limit_header_replaces_the_configured_limit():
+    clock = FakeClock()
+    limiter = _limiter(clock, 1000)
+    limiter.acquire()
+    limiter.release(limit=40, remaining=39)
+    assert limiter.limit == 40 and limiter.allowed < 40
+
+
+def test_few_remaining_slows_down_to_single_probes():
+    clock = FakeClock()
+    limiter = _limiter(clock, 300)
+    limiter.acquire()
+    limiter.release(limit=300, remaining=3)  # someone else spent the budget
+    start = clock.now
+    limiter.acquire()
+    limiter.release(limit=300, remaining=2)
+    limiter.acquire()
+    assert clock.now - start >= limiter.probe_interval  # paced, not a burst
+    limiter.release(limit=300, remaining=0)
+    before = clock.now
+    limiter.acquire()  # nothing left: wait for the window to roll over
+    assert clock.now - before >= 60.0
+
+
+def test_a_block_refuses_at_once_until_it_ends():
+    clock = FakeClock()
+    limiter = _limiter(clock, 100)
+    limiter.acquire()
+    error = limiter.block(1200)
+    assert isinstance(error, RateLimitBlocked)
+    with pytest.raises(RateLimitBlocked, match="blocked"):
+        limiter.acquire()
+    clock.now += 1201
+    limiter.acquire()
