@@ -14,9 +14,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from etl.errors import MirrorError
+from etl.mirror.normalize import JsonText
 
 
 def _json_dumps(value: Any) -> str:
+    if isinstance(value, JsonText):  # serialised once already, for the content hash
+        return value
     return orjson.dumps(value).decode()
 
 

@@ -103,6 +103,10 @@ def to_str(value: Any) -> str | None:
     return orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
 
 
+class JsonText(str):
+    """JSON already serialised (for the content hash); the engine's serializer passes it through."""
+
+
 def canonical_json(record: Any) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 

@@ -45,25 +45,30 @@ def _getter(source: Any) -> Getter:
     return lambda record: record.get(source, _MISSING)
 
 
-def _converter(column: sa.Column[Any], tz: tzinfo) -> Callable[[Any], Any]:
+# conversion kinds; plain values of the right type pass through without a call
+_JSON, _STR, _INT, _OTHER, _DISPLAY = range(5)
+
+
+def _kind(column: sa.Column[Any], tz: tzinfo) -> tuple[int, Callable[[Any], Any] | None]:
     kind = column.type
     if isinstance(kind, sa.DateTime):
-        return lambda v: parse_api_date(v, tz)
+        return _OTHER, lambda v: parse_api_date(v, tz)
     if isinstance(kind, sa.Boolean):
-        return to_bool
+        return _OTHER, to_bool
     if isinstance(kind, sa.Integer):
-        return to_int
+        return _INT, to_int
     if isinstance(kind, sa.String):  # Text is a String
-        return to_str
-    return lambda v: v
+        return _STR, to_str
+    return _JSON, None
 
 
 @dataclass(frozen=True)
 class _Column:
     name: str
-    get: Getter
-    convert: Callable[[Any], Any]
-    display_language: str | None = None
+    key: str | None  # a plain member name, read with dict.get
+    get: Getter | None  # dotted paths and alternatives
+    kind: int
+    convert: Callable[[Any], Any] | None
 
 
 class RowBuilder:
@@ -71,6 +76,7 @@ class RowBuilder:
 
     def __init__(self, table: sa.Table, tz: tzinfo, language: str) -> None:
         self.table = table
+        self.language = language
         columns: list[_Column] = []
         sources: dict[str, Any] = {}
         for column in table.columns:
@@ -81,27 +87,34 @@ class RowBuilder:
             if column.info.get("meta"):
                 continue
             if "display_of" in column.info:
-                source = sources[column.info["display_of"]]
-                columns.append(_Column(column.name, _getter(source), lambda v: v, language))
+                source, kind, convert = sources[column.info["display_of"]], _DISPLAY, None
             else:
-                columns.append(_Column(column.name, _getter(sources[column.name]), _converter(column, tz)))
+                source = sources[column.name]
+                kind, convert = _kind(column, tz)
+            simple = isinstance(source, str) and "." not in source
+            columns.append(_Column(column.name, source if simple else None, None if simple else _getter(source),
+                                   kind, convert))
         self.columns = tuple(columns)
         self.has_date_updated = "date_updated" in table.columns
 
     def build(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         row: dict[str, Any] = {}
         problems: list[str] = []
+        get = record.get
         for col in self.columns:
-            value = col.get(record)
-            if value is _MISSING:
+            value = get(col.key) if col.get is None else col.get(record)
+            if value is None or value is _MISSING:
                 row[col.name] = None
                 continue
-            if col.display_language is not None:
-                row[col.name] = display_value(value, col.display_language)
-                continue
-            try:
-                row[col.name] = col.convert(value)
-            except (ValueError, TypeError) as exc:
-                row[col.name] = None
-                problems.append(f"{col.name}: {exc}")
+            kind = col.kind
+            if kind == _JSON or (kind == _STR and type(value) is str) or (kind == _INT and type(value) is int):
+                row[col.name] = value
+            elif kind == _DISPLAY:
+                row[col.name] = display_value(value, self.language)
+            else:
+                try:
+                    row[col.name] = col.convert(value)  # type: ignore[misc]
+                except (ValueError, TypeError) as exc:
+                    row[col.name] = None
+                    problems.append(f"{col.name}: {exc}")
         return row, problems

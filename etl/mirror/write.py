@@ -15,8 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl.log import get_logger
+from etl.mirror.bulk import bulk_insert
 from etl.mirror.meta import ChangeLog
-from etl.mirror.normalize import canonical_json, content_hash, strip_secrets
+from etl.mirror.normalize import JsonText, canonical_json, content_hash, strip_secrets
 from etl.mirror.rows import RowBuilder
 
 ChildRows = dict[sa.Table, list[dict[str, Any]]]
@@ -109,7 +110,7 @@ class TableWriter:
         if not records:
             return result
         now = datetime.now(UTC)
-        prepared: dict[Any, tuple[dict[str, Any], str, dict[str, Any]]] = {}
+        prepared: dict[Any, tuple[dict[str, Any], str, dict[str, Any], bytes]] = {}
         per_record = overrides if isinstance(overrides, list) else None
         for n, record in enumerate(records):
             clean = strip_secrets(record, self.secret_keys)
@@ -124,7 +125,7 @@ class TableWriter:
             elif overrides:
                 row.update(overrides)
             row.update(scope)
-            prepared[row["id"]] = (row, digest, clean)
+            prepared[row["id"]] = (row, digest, clean, canonical)
         ids = list(prepared)
         result.seen_ids = ids
         known: dict[Any, tuple[str, bool]] = {}
@@ -138,12 +139,12 @@ class TableWriter:
         updates: list[dict[str, Any]] = []
         unchanged: list[Any] = []
         log_rows: list[dict[str, Any]] = []
-        for record_id, (row, digest, clean) in prepared.items():
+        for record_id, (row, digest, _, canonical) in prepared.items():
             old = known.get(record_id)
             if old == (digest, deleted):
                 unchanged.append(record_id)
                 continue
-            row["raw"] = clean
+            row["raw"] = JsonText(canonical.decode())
             row["content_hash"] = digest
             row["last_seen_at"] = now
             row["remote_updated_at"] = row.get("date_updated") if self.builder.has_date_updated else None
@@ -173,7 +174,7 @@ class TableWriter:
             )
             result.changed_ids.append(record_id)
         if inserts:
-            conn.execute(self.table.insert(), inserts)
+            bulk_insert(conn, self.table, inserts)
         if updates:
             conn.execute(self._update, updates)
         for chunk in _chunks(unchanged):
@@ -185,7 +186,7 @@ class TableWriter:
                 i for i in result.changed_ids if i in known
             ])
         if log_rows:
-            conn.execute(ChangeLog.__table__.insert(), log_rows)
+            bulk_insert(conn, ChangeLog.__table__, log_rows)
         result.stats.inserted += len(inserts)
         result.stats.updated += len(updates)
         result.stats.unchanged += len(unchanged)
@@ -203,8 +204,7 @@ class TableWriter:
             for table, rows in self.children(record, self.connection).items():
                 batches.setdefault(table, []).extend(rows)
         for table, rows in batches.items():
-            if rows:
-                conn.execute(table.insert(), rows)
+            bulk_insert(conn, table, rows)
 
     def mark_deleted(
         self, conn: sa.Connection, ids: list[Any], run_id: int | None, scope: Mapping[str, Any] | None = None
