@@ -42,15 +42,23 @@ def _sqlite_bool(value: Any) -> Any:
     return None if value is None else int(bool(value))
 
 
+# Rows per multi-row INSERT: far below SQLite's 32,766 and PostgreSQL's 65,535 parameters for
+# any of our tables. One statement per chunk instead of one step per row also matters for
+# threads: sqlite3 releases the GIL around every step, and getting it back from busy fetch
+# threads costs up to a switch interval each time.
+_ROWS_PER_STATEMENT = 200
+
+
 class BulkInsert:
-    """INSERT INTO table (columns) VALUES (...) for many rows, dialect by dialect."""
+    """INSERT INTO table (columns) VALUES (...), (...), ... for many rows, dialect by dialect."""
 
     def __init__(self, table: sa.Table, columns: Sequence[str]) -> None:
         self.table = table
         self.columns = tuple(columns)
-        self._compiled: dict[str, tuple[str, tuple[tuple[int, Convert], ...]]] = {}
+        self._compiled: dict[str, tuple[str, str, tuple[tuple[int, Convert], ...]]] = {}
+        self._statements: dict[tuple[str, int], str] = {}
 
-    def _compile(self, dialect: sa.Dialect) -> tuple[str, tuple[tuple[int, Convert], ...]]:
+    def _compile(self, dialect: sa.Dialect) -> tuple[str, str, tuple[tuple[int, Convert], ...]]:
         converters: list[Convert | None] = []
         placeholders: list[str] = []
         sqlite = dialect.name == "sqlite"
@@ -70,12 +78,17 @@ class BulkInsert:
                 converters.append(None)
                 placeholders.append(mark)
         preparer = dialect.identifier_preparer
-        sql = "INSERT INTO {} ({}) VALUES ({})".format(
-            preparer.format_table(self.table),
-            ", ".join(preparer.quote(c) for c in self.columns),
-            ", ".join(placeholders),
+        head = "INSERT INTO {} ({}) VALUES ".format(
+            preparer.format_table(self.table), ", ".join(preparer.quote(c) for c in self.columns)
         )
-        return sql, tuple((i, f) for i, f in enumerate(converters) if f is not None)
+        row = "(" + ", ".join(placeholders) + ")"
+        return head, row, tuple((i, f) for i, f in enumerate(converters) if f is not None)
+
+    def _statement(self, dialect: str, head: str, row: str, count: int) -> str:
+        sql = self._statements.get((dialect, count))
+        if sql is None:
+            sql = self._statements[(dialect, count)] = head + ", ".join([row] * count)
+        return sql
 
     def execute(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
@@ -84,16 +97,22 @@ class BulkInsert:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             compiled = self._compiled[dialect.name] = self._compile(dialect)
-        sql, converters = compiled
+        head, row_sql, converters = compiled
         columns = self.columns
-        values = []
-        for row in rows:
-            # rows built by one builder share their key order: take the values in one C call
-            value = list(row.values()) if tuple(row) == columns else [row.get(c) for c in columns]
-            for index, convert in converters:
-                value[index] = convert(value[index])
-            values.append(tuple(value))
-        conn.exec_driver_sql(sql, values)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                flat: list[Any] = []
+                for row in chunk:
+                    # rows made by one builder share their key order: take the values in one C call
+                    value = list(row.values()) if tuple(row) == columns else [row.get(c) for c in columns]
+                    for index, convert in converters:
+                        value[index] = convert(value[index])
+                    flat.extend(value)
+                cursor.execute(self._statement(dialect.name, head, row_sql, len(chunk)), flat)
+        finally:
+            cursor.close()
 
 
 _cache: dict[tuple[str, tuple[str, ...]], BulkInsert] = {}
