@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from etl import jobs
 from etl.config import parse_config
+from etl.mirror.base import table_of
 from etl.mirror.db import open_engine
 from etl.mirror.meta import ChangeLog
 from etl.simulators.eddydesk.data import Sizes
@@ -80,6 +81,6 @@ def _tables(config: object, database: Path) -> None:
                 .where(t.c.connection == "demo")
             ).one()
             click.echo(f"  {t.name:<40} {total:>7} / {deleted}")
-        changes = conn.execute(sa.select(sa.func.count()).select_from(ChangeLog.__table__)).scalar_one()
+        changes = conn.execute(sa.select(sa.func.count()).select_from(table_of(ChangeLog))).scalar_one()
         click.echo(f"  {'change_log':<40} {changes:>7}")
     engine.dispose()

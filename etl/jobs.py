@@ -20,13 +20,14 @@ from etl.extract.pool import Stopped
 from etl.extract.reconcile import reconcile
 from etl.extract.windowed import run_windowed
 from etl.log import get_logger
+from etl.mirror.base import table_of
 from etl.mirror.db import ensure_current, open_engine, upgrade
 from etl.mirror.meta import AccountBlock, SyncRun, SyncState
 from etl.mirror.state import load_state, record_error, save_state
 from etl.streams.eddydesk import Stream, select_streams
 
-_RUNS = SyncRun.__table__
-_BLOCKS = AccountBlock.__table__
+_RUNS = table_of(SyncRun)
+_BLOCKS = table_of(AccountBlock)
 
 
 @dataclass
@@ -125,7 +126,7 @@ def sync(
                 connection=connection, kind="sync", started_at=datetime.now(UTC), status="running",
                 streams=[s.name for s in chosen],
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
     ctx = RunContext(engine, client, connection, settings, run_id, frozenset(s.name for s in chosen), progress=progress)
     if stop is not None:
         ctx.stop = stop
@@ -202,7 +203,7 @@ def status(config: Config) -> dict[str, Any]:
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     ensure_current(engine)
     out: dict[str, Any] = {}
-    st = SyncState.__table__
+    st = table_of(SyncState)
     try:
         with engine.connect() as conn:
             states = {(r.connection, r.stream): r for r in conn.execute(sa.select(st))}

@@ -7,6 +7,7 @@ Each parent's rows and the removal of its queue entry commit together.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,10 +15,11 @@ import sqlalchemy as sa
 from etl.errors import ApiError
 from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
+from etl.mirror.base import table_of
 from etl.mirror.meta import PendingChildren
 from etl.streams.eddydesk import Stream
 
-_PENDING = PendingChildren.__table__
+_PENDING = table_of(PendingChildren)
 
 
 def enqueue(conn: sa.Connection, ctx: RunContext, parent: Stream, parent_ids: list[Any]) -> None:
@@ -68,9 +70,10 @@ def fetch_all_pages(ctx: RunContext, path: str) -> list[dict[str, Any]] | None:
 
 def run_children(ctx: RunContext, stream: Stream) -> None:
     assert stream.parent_column is not None
+    parent_column: str = stream.parent_column
     parents = _parents(ctx, stream)
     writer = ctx.writer(stream)
-    keyed_by_parent = stream.parent_column in stream.table.primary_key.columns
+    keyed_by_parent = parent_column in stream.table.primary_key.columns
     done = 0
 
     def job_for(parent_id: int) -> Any:
@@ -81,19 +84,19 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
 
     def consume(batch: list[tuple[int, list[dict[str, Any]] | None]]) -> None:
         nonlocal done
-        table, column = stream.table, stream.table.c[stream.parent_column]
+        table, column = stream.table, stream.table.c[parent_column]
         parent_ids = [parent_id for parent_id, _ in batch]
         with ctx.engine.begin() as conn:
             if keyed_by_parent:  # option lists: the parent is part of the key
                 for parent_id, records in batch:
-                    scope = {**stream.scope, stream.parent_column: parent_id}
+                    scope = {**stream.scope, parent_column: parent_id}
                     result = writer.upsert(conn, records or [], ctx.run_id, scope=scope)
                     ctx.stats.add(result.stats)
                     vanished = writer.live_ids(conn, scope) - set(result.seen_ids)
                     ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, scope)
             else:
                 records = [r for _, rs in batch for r in rs or []]
-                owners = [{stream.parent_column: pid} for pid, rs in batch for _ in rs or []]
+                owners: list[Mapping[str, Any]] = [{parent_column: pid} for pid, rs in batch for _ in rs or []]
                 result = writer.upsert(conn, records, ctx.run_id, scope=stream.scope, overrides=owners)
                 ctx.stats.add(result.stats)
                 known = conn.execute(

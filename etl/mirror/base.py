@@ -55,3 +55,10 @@ def display_of(source: str) -> dict[str, Any]:
 def src(key: str) -> dict[str, Any]:
     """Column info when the API member has another name than the column."""
     return {"src": key}
+
+
+def table_of(model: type[Any]) -> sa.Table:
+    """A model's Core table (typed: SQLAlchemy annotates `__table__` as a FromClause)."""
+    table = model.__table__
+    assert isinstance(table, sa.Table)
+    return table

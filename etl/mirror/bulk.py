@@ -31,11 +31,9 @@ def _sqlite_datetime(value: Any) -> Any:
     # SQLAlchemy's SQLite DATETIME storage format ("%Y-%m-%d %H:%M:%S.%f"), in UTC
     if value is None:
         return None
-    if value.tzinfo is not None:
-        if value.utcoffset():
-            value = value.astimezone(UTC)
-        value = value.replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
+    if value.tzinfo is not None and value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def _sqlite_bool(value: Any) -> Any:

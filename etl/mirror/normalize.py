@@ -10,7 +10,7 @@ The account's time zone is a connection setting; the mirror stores UTC.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import orjson
@@ -21,6 +21,22 @@ class DateParseError(ValueError):
 
 
 _EMPTY = ("", "null", "0000-00-00 00:00:00", None)
+
+
+_offsets: dict[tuple[tzinfo, datetime], Any] = {}
+
+
+def _to_utc(local: datetime, tz: tzinfo) -> datetime:
+    # Zone offsets change at most hourly (DST): cache them per local hour. Ambiguous and
+    # missing local hours around DST changes follow zoneinfo (fold=0), as astimezone would.
+    hour = local.replace(minute=0, second=0)
+    offset = _offsets.get((tz, hour))
+    if offset is None:
+        offset = hour.replace(tzinfo=tz).utcoffset() or timedelta(0)
+        if len(_offsets) > 100_000:
+            _offsets.clear()
+        _offsets[(tz, hour)] = offset
+    return (local - offset).replace(tzinfo=UTC)
 
 
 def parse_api_date(value: Any, tz: tzinfo) -> datetime | None:
@@ -45,7 +61,7 @@ def parse_api_date(value: Any, tz: tzinfo) -> datetime | None:
         if isinstance(exc, DateParseError):
             raise
         raise DateParseError(f"invalid date {value!r}: {exc}") from None
-    return local.replace(tzinfo=tz).astimezone(UTC)
+    return _to_utc(local, tz)
 
 
 def display_value(value: Any, language: str) -> str | None:

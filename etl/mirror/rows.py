@@ -102,7 +102,7 @@ class RowBuilder:
         problems: list[str] = []
         get = record.get
         for col in self.columns:
-            value = get(col.key) if col.get is None else col.get(record)
+            value = get(col.key) if col.get is None else col.get(record)  # type: ignore[arg-type]
             if value is None or value is _MISSING:
                 row[col.name] = None
                 continue

@@ -7,9 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from etl.mirror.base import table_of
 from etl.mirror.meta import SyncState
 
-_T = SyncState.__table__
+_T = table_of(SyncState)
 
 
 def load_state(conn: sa.Connection, connection: str, stream: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl.log import get_logger
+from etl.mirror.base import table_of
 from etl.mirror.bulk import bulk_insert
 from etl.mirror.meta import ChangeLog
 from etl.mirror.normalize import JsonText, canonical_json, content_hash, strip_secrets
@@ -122,7 +123,7 @@ class TableWriter:
                 self.log.warning("field_unparseable", id=row.get("id"), problems=problems)
             if per_record is not None:
                 row.update(per_record[n])
-            elif overrides:
+            elif isinstance(overrides, Mapping):
                 row.update(overrides)
             row.update(scope)
             prepared[row["id"]] = (row, digest, clean, canonical)
@@ -186,7 +187,7 @@ class TableWriter:
                 i for i in result.changed_ids if i in known
             ])
         if log_rows:
-            bulk_insert(conn, ChangeLog.__table__, log_rows)
+            bulk_insert(conn, table_of(ChangeLog), log_rows)
         result.stats.inserted += len(inserts)
         result.stats.updated += len(updates)
         result.stats.unchanged += len(unchanged)
@@ -229,7 +230,7 @@ class TableWriter:
                 flagged.extend(found)
         if flagged:
             conn.execute(
-                ChangeLog.__table__.insert(),
+                table_of(ChangeLog).insert(),
                 [
                     {
                         "table_name": self.table.name,

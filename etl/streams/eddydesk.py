@@ -17,7 +17,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from etl.mirror import eddydesk as m
-from etl.mirror.base import Base
+from etl.mirror.base import Base, table_of
 from etl.mirror.normalize import to_int, to_str
 from etl.mirror.write import ChildRows
 
@@ -53,7 +53,7 @@ class Stream:
 
     @property
     def table(self) -> sa.Table:
-        return self.model.__table__  # type: ignore[attr-defined,no-any-return]
+        return table_of(self.model)
 
 
 # --- child rows -----------------------------------------------------------------------------------
@@ -78,9 +78,9 @@ def _custom_values(table: sa.Table, parent_column: str) -> Callable[[dict[str, A
     return rows
 
 
-_ticket_cf = _custom_values(m.TicketCustomFieldValue.__table__, "ticket_id")
-_user_cf = _custom_values(m.UserCustomFieldValue.__table__, "user_id")
-_org_cf = _custom_values(m.OrganizationCustomFieldValue.__table__, "organization_id")
+_ticket_cf = _custom_values(table_of(m.TicketCustomFieldValue), "ticket_id")
+_user_cf = _custom_values(table_of(m.UserCustomFieldValue), "user_id")
+_org_cf = _custom_values(table_of(m.OrganizationCustomFieldValue), "organization_id")
 
 
 def ticket_children(record: dict[str, Any], connection: str) -> ChildRows:
@@ -104,19 +104,19 @@ def ticket_children(record: dict[str, Any], connection: str) -> ChildRows:
                 }
             )
     return {
-        m.TicketCustomFieldValue.__table__: _ticket_cf(record, connection),
-        m.TicketTag.__table__: tags,
-        m.TicketParticipant.__table__: people,
+        table_of(m.TicketCustomFieldValue): _ticket_cf(record, connection),
+        table_of(m.TicketTag): tags,
+        table_of(m.TicketParticipant): people,
     }
 
 
 def user_children(record: dict[str, Any], connection: str) -> ChildRows:
     departments = {to_int(d) for d in record.get("department") or [] if to_int(d) is not None}
     return {
-        m.UserDepartment.__table__: [
+        table_of(m.UserDepartment): [
             {"connection": connection, "user_id": record["id"], "department_id": d} for d in sorted(departments)  # type: ignore[type-var]
         ],
-        m.UserCustomFieldValue.__table__: _user_cf(record, connection),
+        table_of(m.UserCustomFieldValue): _user_cf(record, connection),
     }
 
 
@@ -127,12 +127,12 @@ def organization_children(record: dict[str, Any], connection: str) -> ChildRows:
         for uid in record.get(key) or []
     }
     return {
-        m.OrganizationMember.__table__: [
+        table_of(m.OrganizationMember): [
             {"connection": connection, "organization_id": record["id"], "role": role, "user_id": uid}
             for role, uid in sorted(members, key=lambda x: (x[0], x[1] or 0))
             if uid is not None
         ],
-        m.OrganizationCustomFieldValue.__table__: _org_cf(record, connection),
+        table_of(m.OrganizationCustomFieldValue): _org_cf(record, connection),
     }
 
 
@@ -143,7 +143,7 @@ def article_children(record: dict[str, Any], connection: str) -> ChildRows:
         if cid is not None and cid not in seen:
             seen[cid] = i
     return {
-        m.KbArticleCategory.__table__: [
+        table_of(m.KbArticleCategory): [
             {"connection": connection, "article_id": record["id"], "category_id": cid, "position": pos}
             for cid, pos in seen.items()
         ]
@@ -152,7 +152,7 @@ def article_children(record: dict[str, Any], connection: str) -> ChildRows:
 
 def _select_fields_of(scope: str) -> Callable[[str], sa.Select[Any]]:
     """Option lists exist only for select and hierarchy fields (seed 003, "Attention")."""
-    t = m.CustomField.__table__
+    t = table_of(m.CustomField)
 
     def query(connection: str) -> sa.Select[Any]:
         return sa.select(t.c.id).where(
@@ -208,8 +208,8 @@ STREAMS: tuple[Stream, ...] = (
         get_path="organizations/{id}",
         child_rows=organization_children,
         child_tables=(
-            (m.OrganizationMember.__table__, "organization_id"),
-            (m.OrganizationCustomFieldValue.__table__, "organization_id"),
+            (table_of(m.OrganizationMember), "organization_id"),
+            (table_of(m.OrganizationCustomFieldValue), "organization_id"),
         ),
     ),
     Stream(
@@ -225,7 +225,7 @@ STREAMS: tuple[Stream, ...] = (
         get_path="users/{id}",
         secret_keys=("api_key",),
         child_rows=user_children,
-        child_tables=((m.UserDepartment.__table__, "user_id"), (m.UserCustomFieldValue.__table__, "user_id")),
+        child_tables=((table_of(m.UserDepartment), "user_id"), (table_of(m.UserCustomFieldValue), "user_id")),
     ),
     Stream("user_notes", "child", "users/{parent_id}/notes/", m.UserNote, parent="users", parent_column="user_id"),
     Stream(
@@ -238,9 +238,9 @@ STREAMS: tuple[Stream, ...] = (
         get_path="tickets/{id}",
         child_rows=ticket_children,
         child_tables=(
-            (m.TicketCustomFieldValue.__table__, "ticket_id"),
-            (m.TicketTag.__table__, "ticket_id"),
-            (m.TicketParticipant.__table__, "ticket_id"),
+            (table_of(m.TicketCustomFieldValue), "ticket_id"),
+            (table_of(m.TicketTag), "ticket_id"),
+            (table_of(m.TicketParticipant), "ticket_id"),
         ),
     ),
     Stream("ticket_posts", "child", "tickets/{parent_id}/posts/", m.TicketPost, parent="tickets", parent_column="ticket_id"),
@@ -263,7 +263,7 @@ STREAMS: tuple[Stream, ...] = (
         "knowledge_base/articles",
         m.KbArticle,
         child_rows=article_children,
-        child_tables=((m.KbArticleCategory.__table__, "article_id"),),
+        child_tables=((table_of(m.KbArticleCategory), "article_id"),),
     ),
 )
 

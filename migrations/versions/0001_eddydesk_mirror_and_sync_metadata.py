@@ -1,7 +1,7 @@
 """EddyDesk mirror and sync metadata
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-22 20:54:41.590097
 """
 

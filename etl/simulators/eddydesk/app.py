@@ -195,13 +195,17 @@ def list_plain(records: list[Record], per_page: int, params: Any, keyed: bool = 
     return _envelope(items, keyed, _pagination(len(records), per_page, page, total_as_string))
 
 
+def _member_in(member: str, wanted: set[str]) -> Callable[[Record], bool]:
+    return lambda r: str(r.get(member)) in wanted
+
+
 def _ticket_predicates(params: Any) -> list[Callable[[Record], bool]]:
     preds: list[Callable[[Record], bool]] = []
     for name, member in (("status_list", "status_id"), ("priority_list", "priority_id"), ("type_list", "type_id"),
                          ("owner_list", "owner_id"), ("user_list", "user_id")):
         wanted = _id_list(params, name)
         if wanted is not None:
-            preds.append(lambda r, w=wanted, m=member: str(r.get(m)) in w)
+            preds.append(_member_in(member, wanted))
     freeze = _int_param(params, "freeze")
     if freeze is not None:
         preds.append(lambda r: int(r.get("freeze") or 0) == freeze)
@@ -224,6 +228,11 @@ def _user_predicates(params: Any) -> list[Callable[[Record], bool]]:
     if search:
         preds.append(lambda r: search.lower() in f"{r['name']} {r['lastname']} {r['email']}".lower())
     return preds
+
+
+def _organization_predicates(params: Any) -> list[Callable[[Record], bool]]:
+    search = params.get("search")
+    return [lambda r: search.lower() in r["name"].lower()] if search else []
 
 
 def _kb_predicates(params: Any, list_param: str, member: str) -> list[Callable[[Record], bool]]:
@@ -263,8 +272,7 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
         "users": ListSpec(state.users, 30, ("date_created", "date_updated", "name"), "name{asc}",
                           predicates=_user_predicates),
         "organizations": ListSpec(state.organizations, 30, ("date_created", "date_updated", "name"), "name{asc}",
-                                  total_as_string=True,
-                                  predicates=lambda p: [lambda r, s=p.get("search"): s.lower() in r["name"].lower()] if p.get("search") else []),
+                                  total_as_string=True, predicates=_organization_predicates),
         "categories": ListSpec(state.kb_categories, 30, ("date_created", "date_updated", "position"), "position{asc}",
                                keyed=True, predicates=lambda p: _kb_predicates(p, "parent_list", "parent_id")),
         "articles": ListSpec(state.kb_articles, 10, ("date_created", "date_updated", "views", "pin"), "date_created{desc}",

@@ -22,10 +22,11 @@ SLA = "%d.%m.%Y %H:%M"  # sla_date, freeze_date
 EPOCH = datetime(2023, 1, 1)
 SPAN_SECONDS = 3 * 365 * 24 * 3600  # generated history: three years before the simulator starts
 
-WORDS = (
-    "printer email login invoice refund password access delivery update error crash slow "
-    "report export import account billing contract renewal setup install network vpn"
-).split()
+WORDS = [
+    "printer", "email", "login", "invoice", "refund", "password", "access", "delivery", "update", "error",
+    "crash", "slow", "report", "export", "import", "account", "billing", "contract", "renewal", "setup",
+    "install", "network", "vpn",
+]
 LANGS = ("en", "ru", "ua")
 
 
@@ -39,6 +40,9 @@ class Sizes:
     posts_per_ticket: int = 3  # upper bound; 0..n each
     comments_per_ticket: int = 2
     notes_per_parent: int = 2
+
+
+DEFAULT_SIZES = Sizes()
 
 
 def _lang(rng: random.Random, text: str, langs: int = 2) -> dict[str, str]:

@@ -22,7 +22,7 @@ Record = dict[str, Any]
 
 
 class HelpdeskState:
-    def __init__(self, sizes: data.Sizes = data.Sizes(), seed: int = 1, timezone: str = "Europe/Riga",
+    def __init__(self, sizes: data.Sizes = data.DEFAULT_SIZES, seed: int = 1, timezone: str = "Europe/Riga",
                  admin_email: str = "admin@example.com", admin_api_key: str = "sim-api-key") -> None:
         self.lock = threading.RLock()
         self.seed = seed
