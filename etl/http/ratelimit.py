@@ -64,17 +64,18 @@ class RateLimiter:
         self.reserve = max(1, math.ceil(limit * 0.02))
         self.allowed = max(1, limit - self.reserve)
 
+    def _blocked(self, what: str, seconds: float) -> RateLimitBlocked:
+        return RateLimitBlocked(
+            system=self.system,
+            message=f"{what} for exceeding the {self.name} rate limit; no requests for {seconds:.0f}s",
+            status=429,
+            blocked_until=self._wall() + seconds,
+            budget=self.name,
+        )
+
     def _check_block(self, now: float) -> None:
         if now < self.blocked_until:
-            remaining = self.blocked_until - now
-            raise RateLimitBlocked(
-                system=self.system,
-                message=f"account is blocked for exceeding the {self.name} rate limit; "
-                f"no requests until the block ends in {remaining:.0f}s",
-                status=429,
-                blocked_until=self._wall() + remaining,
-                budget=self.name,
-            )
+            raise self._blocked("the account is blocked", self.blocked_until - now)
 
     def _delay(self, now: float) -> float:
         span = self.window + self.pad
@@ -138,14 +139,7 @@ class RateLimiter:
             self._in_flight = max(0, self._in_flight - 1)
             duration = self.block_seconds if seconds is None else seconds
             self.blocked_until = self._clock() + duration
-            return RateLimitBlocked(
-                system=self.system,
-                message=f"the server refused a request for exceeding the {self.name} rate limit; "
-                f"the account is blocked, no requests for {duration:.0f}s",
-                status=429,
-                blocked_until=self._wall() + duration,
-                budget=self.name,
-            )
+            return self._blocked("the server refused a request and blocked the account", duration)
 
     def block_until_wall_time(self, until_epoch: float) -> None:
         """Carry a block recorded by an earlier process into this one."""
