@@ -79,13 +79,15 @@ def _save_block(engine: sa.Engine, connection: str, exc: RateLimitBlocked) -> No
 def _reconcile_due(engine: sa.Engine, connection: str, stream: Stream, every_hours: float) -> bool:
     if every_hours <= 0:
         return False
-    with engine.connect() as conn:
-        state = load_state(conn, connection, f"{stream.name}/reconcile")
-    last = state.get("last_reconcile_at")
-    if last is None:
-        # a first backfill has just seen every id: start the cadence from now
-        return False
-    return datetime.strptime(last, "%Y-%m-%d %H:%M:%S") < datetime.now() - timedelta(hours=every_hours)
+    key = f"{stream.name}/reconcile"
+    with engine.begin() as conn:
+        state = load_state(conn, connection, key)
+        last = state.get("last_reconcile_at_utc")
+        if last is None:
+            # the first backfill sees every id anyway: the cadence starts now
+            save_state(conn, connection, key, {**state, "last_reconcile_at_utc": datetime.now(UTC).isoformat()})
+            return False
+    return datetime.fromisoformat(last) < datetime.now(UTC) - timedelta(hours=every_hours)
 
 
 def _run_stream(ctx: RunContext, stream: Stream, full: bool, do_reconcile: bool) -> None:

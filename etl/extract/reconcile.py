@@ -8,6 +8,7 @@ of [walk end - lookback, now] (repeated while it keeps finding some) before they
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +61,7 @@ def reconcile(ctx: RunContext, stream: Stream) -> int:
                 )
                 deleted += child_writer.mark_deleted(conn, ids, ctx.run_id)
         state = load_state(conn, ctx.connection, f"{stream.name}/reconcile")
-        save_state(conn, ctx.connection, f"{stream.name}/reconcile", {**state, "last_reconcile_at": hi}, success=True)
+        save_state(conn, ctx.connection, f"{stream.name}/reconcile",
+                   {**state, "last_reconcile_at_utc": datetime.now(UTC).isoformat()}, success=True)
     ctx.stats.deleted += deleted
     return len(gone)

@@ -35,9 +35,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
-    # a 32 MB page cache keeps the indexes of a large backfill in memory; checkpoints every
-    # 40 MB of WAL instead of 4 MB spare most of the fsyncs of a long run
-    cursor.execute("PRAGMA cache_size=-32768")
+    # checkpoints every 40 MB of WAL instead of 4 MB spare most of the fsyncs of a long run
     cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()

@@ -80,3 +80,15 @@ def test_two_accounts_share_one_mirror_side_by_side(db_url, simulator, make_conf
         counts = dict(conn.execute(sa.text(
             "SELECT connection, count(*) FROM eddydesk_tickets GROUP BY connection")).all())
     assert counts == {"east": 90, "west": 60}
+
+
+def test_reconciliation_runs_on_its_cadence_without_the_flag(sqlite_url, simulator, make_config):
+    server = simulator(Sizes(tickets=60, users=20, organizations=2, kb_articles=4))
+    config = make_config(sqlite_url, server, reconcile_every_hours=0.0003)  # about one second
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    server.state.hard_delete_ticket(9)
+    time.sleep(1.5)
+    summary = jobs.sync(config, "helpdesk", ("tickets",))
+    assert summary.deleted >= 1
+    with open_engine(sqlite_url).connect() as conn:
+        assert conn.execute(sa.text("SELECT is_deleted FROM eddydesk_tickets WHERE id = 9")).scalar_one()
