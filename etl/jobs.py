@@ -186,7 +186,7 @@ def sync(
             conn.execute(
                 _RUNS.update().where(_RUNS.c.id == run_id).values(
                     finished_at=datetime.now(UTC),
-                    status=summary.status if summary.status != "ok" or not summary.errors else "failed",
+                    status=summary.status,
                     requests=summary.requests,
                     rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
                     rows_inserted=summary.inserted,

@@ -94,8 +94,8 @@ class WindowScan:
             workers=self.ctx.settings.concurrency,
             stop=self.ctx.stop,
         )
-        slices = plan_slices(lo, hi, boundaries)
-        return slices, first if slices[0].lo == lo else None
+        # the first page of the window is also the first page of the first slice
+        return plan_slices(lo, hi, boundaries), first
 
     # -- walking a slice -----------------------------------------------------------------------
     def _walk(self, index: int, piece: Slice, prefetched: Any, emit: Emit) -> None:
