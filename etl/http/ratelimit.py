@@ -38,9 +38,12 @@ class RateLimiter:
         self.name = name
         self.system = system
         self.window = window_seconds
-        # Sends and arrivals differ by the response latency; a pad of 1/60 of the window
-        # (one second of a real minute) keeps arrivals inside the limit too.
-        self.pad = window_seconds / 60.0
+        # Sends and arrivals differ by up to a response's latency, which does not shrink with
+        # a shorter test "minute": pad the window by a second of a real minute (at least 250 ms)
+        # or by the slowest recent answer, whichever is longer.
+        self.base_pad = max(window_seconds / 60.0, 0.25)
+        self.pad = self.base_pad
+        self._latencies: deque[float] = deque(maxlen=64)
         # When the server says its window is nearly spent, send one probe at a time this often
         # until a response shows the window has rolled over.
         self.probe_interval = 2 * self.pad
@@ -117,10 +120,12 @@ class RateLimiter:
             self._sleep(step)
             waited += step
 
-    def release(self, limit: int | None = None, remaining: int | None = None) -> None:
+    def release(self, limit: int | None = None, remaining: int | None = None, latency: float = 0.0) -> None:
         """Called after each response with its X-Rate-Limit headers, if the server sent them."""
         with self._lock:
             self._in_flight = max(0, self._in_flight - 1)
+            self._latencies.append(latency)
+            self.pad = max(self.base_pad, max(self._latencies))
             if limit is not None and limit > 0 and limit != self.limit:
                 self.set_limit(limit)
             if remaining is not None:

@@ -107,7 +107,9 @@ class Session:
                 self._before_retry(attempt, attempts, path, last_problem)
                 continue
             elapsed = time.perf_counter() - started
-            limiter.release(_int_header(http.headers, "X-Rate-Limit"), _int_header(http.headers, "X-Rate-Limit-Remaining"))
+            limiter.release(
+                _int_header(http.headers, "X-Rate-Limit"), _int_header(http.headers, "X-Rate-Limit-Remaining"), elapsed
+            )
             self.log.debug("request", method=method, path=path, status=http.status_code, ms=round(elapsed * 1000, 1))
             text = http.text
             action = classify_status(http.status_code, text)

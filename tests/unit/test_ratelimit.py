@@ -70,3 +70,11 @@ def test_a_block_refuses_at_once_until_it_ends():
         limiter.acquire()
     clock.now += 1201
     limiter.acquire()
+
+
+def test_slow_answers_widen_the_window_pad():
+    clock = FakeClock()
+    limiter = _limiter(clock, 100)
+    limiter.acquire()
+    limiter.release(None, None, latency=3.0)
+    assert limiter.pad == 3.0
