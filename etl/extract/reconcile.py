@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl.extract.context import RunContext
-from etl.extract.window import local_now, window_start
+from etl.extract.window import fmt, local_now, window_start
 from etl.extract.windowed import WindowScan
 from etl.mirror.state import load_state, save_state
 from etl.streams.eddydesk import BY_NAME, Stream
@@ -33,7 +33,7 @@ def _scan_ids(ctx: RunContext, stream: Stream, lo: str | None, hi: str) -> set[A
 
 
 def reconcile(ctx: RunContext, stream: Stream) -> int:
-    hi = local_now(ctx.tz).strftime("%Y-%m-%d %H:%M:%S")
+    hi = fmt(local_now(ctx.tz))
     seen = _scan_ids(ctx, stream, None, hi)
     writer = ctx.writer(stream)
     with ctx.engine.connect() as conn:
@@ -41,7 +41,7 @@ def reconcile(ctx: RunContext, stream: Stream) -> int:
     for _ in range(_RECHECK_ROUNDS):
         if not candidates:
             break
-        lo, hi = window_start(hi, ctx.settings.lookback_seconds), local_now(ctx.tz).strftime("%Y-%m-%d %H:%M:%S")
+        lo, hi = window_start(hi, ctx.settings.lookback_seconds), fmt(local_now(ctx.tz))
         candidates -= _scan_ids(ctx, stream, lo, hi)
     gone = sorted(candidates)
     with ctx.engine.begin() as conn:

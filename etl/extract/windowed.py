@@ -15,7 +15,7 @@ from etl.errors import MalformedResponse
 from etl.extract import children
 from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
-from etl.extract.window import Slice, local_now, next_second, plan_slices, probe_pages, window_start
+from etl.extract.window import Slice, fmt, local_now, next_second, plan_slices, probe_pages, window_start
 from etl.log import get_logger
 from etl.mirror.state import load_state, save_state
 from etl.streams.eddydesk import Stream, Variant
@@ -187,10 +187,8 @@ def run_windowed(ctx: RunContext, stream: Stream, *, full: bool = False) -> None
             scan.log.info("scan_resumed", hi=hi, slices_left=sum(not s.done for s in slices))
         else:
             lo = None if full else window_start(state.get("cursor"), ctx.settings.lookback_seconds)
-            hi = local_now(ctx.tz)
-            hi_s = hi.strftime("%Y-%m-%d %H:%M:%S")
-            slices, prefetched = scan.plan(lo, hi_s)
-            hi = hi_s
+            hi = fmt(local_now(ctx.tz))
+            slices, prefetched = scan.plan(lo, hi)
             with ctx.engine.begin() as conn:
                 save_state(conn, ctx.connection, scan.key, {**state, "scan": _scan_json(hi, slices)})
         scan.run(slices, prefetched, hi, state)
