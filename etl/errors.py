@@ -23,11 +23,11 @@ class DesksyncError(Exception):
 
 
 class ConfigError(DesksyncError):
-    pass
+    """The configuration file or environment is wrong; the message names the key."""
 
 
 class MirrorError(DesksyncError):
-    pass
+    """The mirror database cannot be used as asked (unreachable, schema missing or behind)."""
 
 
 @dataclass
@@ -50,7 +50,7 @@ class RemoteError(DesksyncError):
 
 @dataclass
 class AuthError(RemoteError):
-    pass
+    """Credentials refused (HTTP 401/403): every further request would be refused too."""
 
 
 @dataclass
@@ -71,4 +71,4 @@ class TransientError(RemoteError):
 
 @dataclass
 class MalformedResponse(RemoteError):
-    pass
+    """The answer does not have the shape the documentation gives."""

@@ -17,7 +17,7 @@ import orjson
 
 
 class DateParseError(ValueError):
-    pass
+    """A date in none of the documented formats; the column gets NULL, `raw` keeps the text."""
 
 
 _EMPTY = ("", "null", "0000-00-00 00:00:00", None)
