@@ -23,7 +23,7 @@ from etl.log import get_logger
 from etl.mirror.base import table_of
 from etl.mirror.db import ensure_current, open_engine, upgrade
 from etl.mirror.meta import AccountBlock, SyncRun, SyncState
-from etl.mirror.state import load_state, record_error, save_state
+from etl.mirror.state import load_state, record_error, record_success, save_state
 from etl.streams.eddydesk import Stream, select_streams
 
 _RUNS = table_of(SyncRun)
@@ -132,7 +132,7 @@ def sync(
     ctx = RunContext(engine, client, connection, settings, run_id, frozenset(s.name for s in chosen), progress=progress)
     if stop is not None:
         ctx.stop = stop
-    summary = SyncSummary(run_id, connection, "ok")
+    summary = SyncSummary(run_id, connection, "failed")  # until the streams loop completes
     blocked_budgets: set[str] = set()
     try:
         _check_blocks(engine, connection, client)
@@ -145,22 +145,18 @@ def sync(
             log.info("stream_started", stream=stream.name, kind=stream.kind)
             try:
                 _run_stream(ctx, stream, full, do_reconcile and stream.kind == "windowed")
-            except RateLimitBlocked as exc:
-                _save_block(engine, connection, exc)
-                blocked_budgets.add(exc.budget)
-                summary.errors[stream.name] = str(exc)
-                record_error(engine, connection, stream.name, str(exc))
-                log.error("stream_blocked", stream=stream.name, error=str(exc))
             except AuthError:
                 raise  # every other stream would be refused the same way
             except RemoteError as exc:
+                if isinstance(exc, RateLimitBlocked):
+                    _save_block(engine, connection, exc)
+                    blocked_budgets.add(exc.budget)
                 summary.errors[stream.name] = str(exc)
                 record_error(engine, connection, stream.name, str(exc))
                 log.error("stream_failed", stream=stream.name, error=str(exc))
             else:
-                if stream.kind != "windowed":
-                    with engine.begin() as conn:
-                        save_state(conn, connection, stream.name, load_state(conn, connection, stream.name), success=True)
+                if stream.kind != "windowed":  # windowed streams record success with their cursor
+                    record_success(engine, connection, stream.name)
                 log.info("stream_finished", stream=stream.name)
         summary.status = "failed" if summary.errors else "ok"
     except (Stopped, KeyboardInterrupt):
@@ -171,33 +167,34 @@ def sync(
         summary.errors["run"] = str(exc)
         raise
     finally:
-        metrics = client.session.metrics
-        stats = ctx.stats
-        summary.requests = metrics.requests
-        summary.retries = metrics.retries
-        summary.rate_limit_rejections = metrics.rate_limit_rejections
-        summary.rate_limit_wait_seconds = client.session.rate_limit_wait_seconds
-        summary.inserted, summary.updated, summary.deleted = stats.inserted, stats.updated, stats.deleted
-        summary.unchanged, summary.problems = stats.unchanged, stats.problems
         summary.seconds = time.perf_counter() - started
-        if summary.status == "ok" and summary.errors:
-            summary.status = "failed"
-        with engine.begin() as conn:
-            conn.execute(
-                _RUNS.update().where(_RUNS.c.id == run_id).values(
-                    finished_at=datetime.now(UTC),
-                    status=summary.status,
-                    requests=summary.requests,
-                    rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
-                    rows_inserted=summary.inserted,
-                    rows_updated=summary.updated,
-                    rows_deleted=summary.deleted,
-                    error="; ".join(f"{k}: {v}" for k, v in summary.errors.items()) or None,
-                )
-            )
+        _finish_run(engine, summary, client, ctx)
         client.close()
         engine.dispose()
     return summary
+
+
+def _finish_run(engine: sa.Engine, summary: SyncSummary, client: eddydesk.EddyDeskClient, ctx: RunContext) -> None:
+    """Copy the run's counters into the summary and its sync_runs row."""
+    metrics, stats = client.session.metrics, ctx.stats
+    summary.requests, summary.retries = metrics.requests, metrics.retries
+    summary.rate_limit_rejections = metrics.rate_limit_rejections
+    summary.rate_limit_wait_seconds = client.session.rate_limit_wait_seconds
+    summary.inserted, summary.updated, summary.deleted = stats.inserted, stats.updated, stats.deleted
+    summary.unchanged, summary.problems = stats.unchanged, stats.problems
+    with engine.begin() as conn:
+        conn.execute(
+            _RUNS.update().where(_RUNS.c.id == summary.run_id).values(
+                finished_at=datetime.now(UTC),
+                status=summary.status,
+                requests=summary.requests,
+                rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
+                rows_inserted=summary.inserted,
+                rows_updated=summary.updated,
+                rows_deleted=summary.deleted,
+                error="; ".join(f"{k}: {v}" for k, v in summary.errors.items()) or None,
+            )
+        )
 
 
 def status(config: Config) -> dict[str, Any]:

@@ -42,6 +42,11 @@ def save_state(
         conn.execute(_T.insert().values(connection=connection, stream=stream, **values))
 
 
+def record_success(engine: sa.Engine, connection: str, stream: str) -> None:
+    with engine.begin() as conn:
+        save_state(conn, connection, stream, load_state(conn, connection, stream), success=True)
+
+
 def record_error(engine: sa.Engine, connection: str, stream: str, error: str) -> None:
     with engine.begin() as conn:
         save_state(conn, connection, stream, load_state(conn, connection, stream), error=error)
