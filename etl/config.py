@@ -14,12 +14,13 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from etl.errors import ConfigError
 from etl.log import register_secret
 
 DEFAULT_CONFIG_PATHS = ("desksync.toml", "config/desksync.toml")
+SYSTEMS = ("eddydesk", "servicego", "udesk_knowledge")
 
 
 class _Frozen(BaseModel):
@@ -42,6 +43,39 @@ class RetryConfig(_Frozen):
     max_backoff_seconds: Annotated[float, Field(ge=0)] = 30.0
 
 
+def _check_url(value: str, example: str) -> str:
+    try:
+        url = httpx.URL(value)
+    except Exception as exc:  # httpx raises several types for bad URLs
+        raise ValueError(f"not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"must be an http(s) URL with a host, e.g. {example}")
+    return value.rstrip("/")
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Riga)") from None
+    return value
+
+
+def _check_email(value: str) -> str:
+    if "@" not in value:
+        raise ValueError("must be the API user's e-mail address")
+    return value
+
+
+def secret_from_env(env_name: str, connection: str, key: str) -> str:
+    """A connection's secret, read from the environment variable the config names."""
+    value = os.environ.get(env_name)
+    if not value:
+        raise ConfigError(f"connections.{connection}.{key}: environment variable {env_name} is not set or empty")
+    register_secret(value)
+    return value
+
+
 class EddyDeskConnection(_Frozen):
     system: Literal["eddydesk"]
     base_url: str
@@ -58,44 +92,108 @@ class EddyDeskConnection(_Frozen):
     rate_limit: RateLimitConfig = RateLimitConfig()
     retry: RetryConfig = RetryConfig()
 
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        try:
-            url = httpx.URL(value)
-        except Exception as exc:  # httpx raises several types for bad URLs
-            raise ValueError(f"not a URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an http(s) URL with a host, e.g. https://acme.eddydesk.com/api/v2")
-        return value.rstrip("/")
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Riga)") from None
-        return value
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        if "@" not in value:
-            raise ValueError("must be the API user's e-mail address")
-        return value
+    _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://acme.eddydesk.com/api/v2")))
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
+    _email = field_validator("email")(classmethod(lambda cls, v: _check_email(v)))
 
     def api_key(self, name: str) -> str:
-        value = os.environ.get(self.api_key_env)
-        if not value:
-            raise ConfigError(
-                f"connections.{name}.api_key_env: environment variable {self.api_key_env} is not set or empty"
-            )
-        register_secret(value)
-        return value
+        return secret_from_env(self.api_key_env, name, "api_key_env")
 
 
-Connection = EddyDeskConnection
+class UdeskRateLimit(_Frozen):
+    """Not in the seeds; the vendor's public docs give 60 requests per minute per account."""
+
+    per_minute: Annotated[int, Field(gt=0)] = 60
+    window_seconds: Annotated[float, Field(gt=0)] = 60.0
+
+
+class Condition(_Frozen):
+    """One ServiceGo search condition (seed 004, conditionList[])."""
+
+    field: str
+    operator: str
+    value: str = ""
+
+
+class ServiceGoObject(_Frozen):
+    name: str  # objectApiName
+    filter_id: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    judge_strategy: Literal[1, 2, 3] = 1
+    custom_judge_logic: str | None = None
+
+    @model_validator(mode="after")
+    def _logic(self) -> ServiceGoObject:
+        if self.judge_strategy == 3 and not self.custom_judge_logic:
+            raise ValueError("custom_judge_logic is required when judge_strategy is 3")
+        return self
+
+
+class ServiceGoConnection(_Frozen):
+    system: Literal["servicego"]
+    base_url: str
+    email: str
+    api_token_env: str
+    sign_hash: Literal["sha1", "sha256"] = "sha1"
+    timezone: str = "Asia/Shanghai"
+    objects: tuple[ServiceGoObject, ...]
+    page_size: Annotated[int, Field(ge=1, le=100)] = 100
+    overlap_minutes: Annotated[float, Field(ge=1)] = 5.0
+    reconcile_every_hours: Annotated[float, Field(ge=0)] = 24.0
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    rate_limit: UdeskRateLimit = UdeskRateLimit()
+    retry: RetryConfig = RetryConfig()
+
+    _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://servicego.udesk.cn/api/v1")))
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
+    _email = field_validator("email")(classmethod(lambda cls, v: _check_email(v)))
+
+    def api_token(self, name: str) -> str:
+        return secret_from_env(self.api_token_env, name, "api_token_env")
+
+
+KNOWLEDGE_TYPES = ("question", "useful_expression", "useful_link", "attachment")
+
+
+class UdeskKnowledgeConnection(_Frozen):
+    """The knowledge open API (seed 001) and, when km_base_url is set, the KM robot entities (seed 002)."""
+
+    system: Literal["udesk_knowledge"]
+    base_url: str
+    email: str
+    api_token_env: str
+    sign_version: Literal["v1", "v2"] = "v2"
+    timezone: str = "Asia/Shanghai"
+    agent_ids: tuple[int, ...] = (0,)
+    knowledge_types: tuple[Literal["question", "useful_expression", "useful_link", "attachment"], ...] = KNOWLEDGE_TYPES
+    km_base_url: str | None = None
+    robot_ids: tuple[int, ...] = ()
+    download_attachments: bool = False
+    attachments_dir: str = "attachments"
+    max_attachment_bytes: Annotated[int, Field(gt=0)] = 20 * 1024 * 1024
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    rate_limit: UdeskRateLimit = UdeskRateLimit()
+    retry: RetryConfig = RetryConfig()
+
+    _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://demo.udesk.cn/open_api_v1")))
+    _km = field_validator("km_base_url")(
+        classmethod(lambda cls, v: None if v is None else _check_url(v, "https://km.udesk.cn/api/v1")))
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
+    _email = field_validator("email")(classmethod(lambda cls, v: _check_email(v)))
+
+    @model_validator(mode="after")
+    def _robots(self) -> UdeskKnowledgeConnection:
+        if self.robot_ids and not self.km_base_url:
+            raise ValueError("robot_ids needs km_base_url (the KM entity API's address)")
+        return self
+
+    def api_token(self, name: str) -> str:
+        return secret_from_env(self.api_token_env, name, "api_token_env")
+
+
+Connection = Annotated[
+    EddyDeskConnection | ServiceGoConnection | UdeskKnowledgeConnection, Field(discriminator="system")
+]
 
 
 class MirrorConfig(_Frozen):
@@ -137,7 +235,7 @@ class Config(_Frozen):
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"] if p != "eddydesk")
+        path = ".".join(str(p) for p in err["loc"] if p not in SYSTEMS)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             msg = "required key is missing"

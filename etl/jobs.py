@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,23 +11,36 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from etl.clients import eddydesk
-from etl.config import Config
+from etl.clients import eddydesk, servicego, udesk_km
+from etl.config import (
+    Config,
+    Connection,
+    EddyDeskConnection,
+    ServiceGoConnection,
+    ServiceGoObject,
+    UdeskKnowledgeConnection,
+)
 from etl.errors import AuthError, DesksyncError, RateLimitBlocked, RemoteError
 from etl.extract.children import run_children
 from etl.extract.context import Progress, RunContext
 from etl.extract.full import run_full
 from etl.extract.pool import Stopped
 from etl.extract.reconcile import reconcile
+from etl.extract.servicego import ObjectSync, search_args, state_key
+from etl.extract.servicego_deletes import find_deletions
+from etl.extract.udesk_knowledge import run_stream as run_knowledge_stream
+from etl.extract.udesk_knowledge import select_streams as select_knowledge_streams
 from etl.extract.windowed import run_windowed
 from etl.log import get_logger
 from etl.mirror.base import table_of
 from etl.mirror.db import ensure_current, open_engine, upgrade
 from etl.mirror.meta import AccountBlock, SyncRun, SyncState
+from etl.mirror.servicego import ObjectSchema
 from etl.mirror.state import load_state, record_error, record_success, save_state
 from etl.streams.eddydesk import Stream, select_streams
 
 _RUNS = table_of(SyncRun)
+Client = eddydesk.EddyDeskClient | servicego.ServiceGoClient | udesk_km.KnowledgeClient
 _BLOCKS = table_of(AccountBlock)
 
 
@@ -56,7 +70,7 @@ def init(config: Config) -> str:
         engine.dispose()
 
 
-def _check_blocks(engine: sa.Engine, connection: str, client: eddydesk.EddyDeskClient) -> None:
+def _check_blocks(engine: sa.Engine, connection: str, client: Client) -> None:
     """Carry blocks recorded by earlier runs into this run's limiters."""
     with engine.connect() as conn:
         rows = conn.execute(sa.select(_BLOCKS).where(_BLOCKS.c.connection == connection)).mappings().all()
@@ -76,10 +90,10 @@ def _save_block(engine: sa.Engine, connection: str, exc: RateLimitBlocked) -> No
         conn.execute(_BLOCKS.insert().values(connection=connection, budget=exc.budget, blocked_until=until, reason=str(exc)))
 
 
-def _reconcile_due(engine: sa.Engine, connection: str, stream: Stream, every_hours: float) -> bool:
+def _reconcile_due(engine: sa.Engine, connection: str, stream: str, every_hours: float) -> bool:
     if every_hours <= 0:
         return False
-    key = f"{stream.name}/reconcile"
+    key = f"{stream}/reconcile"
     with engine.begin() as conn:
         state = load_state(conn, connection, key)
         last = state.get("last_reconcile_at_utc")
@@ -88,6 +102,12 @@ def _reconcile_due(engine: sa.Engine, connection: str, stream: Stream, every_hou
             save_state(conn, connection, key, {**state, "last_reconcile_at_utc": datetime.now(UTC).isoformat()})
             return False
     return datetime.fromisoformat(last) < datetime.now(UTC) - timedelta(hours=every_hours)
+
+
+def _reconciled(engine: sa.Engine, connection: str, stream: str) -> None:
+    key = f"{stream}/reconcile"
+    with engine.begin() as conn:
+        save_state(conn, connection, key, {"last_reconcile_at_utc": datetime.now(UTC).isoformat()})
 
 
 def _run_stream(ctx: RunContext, stream: Stream, full: bool, do_reconcile: bool) -> None:
@@ -99,6 +119,68 @@ def _run_stream(ctx: RunContext, stream: Stream, full: bool, do_reconcile: bool)
         run_windowed(ctx, stream, full=full)
         if do_reconcile:
             reconcile(ctx, stream)
+
+
+@dataclass(frozen=True)
+class PlannedStream:
+    """One stream of a run: its name, the rate budget it draws on, and how to run it."""
+
+    name: str
+    budget: str
+    run: Callable[[RunContext], None]
+    records_success: bool = True  # False: the stream records success with its own cursor
+    state_key: str = ""  # the stream's sync_state row, when not its name
+
+    @property
+    def key(self) -> str:
+        return self.state_key or self.name
+
+
+def _eddydesk_plan(settings: EddyDeskConnection, requested: tuple[str, ...], full: bool, reconcile_deletes: bool,
+                   engine: sa.Engine, connection: str) -> list[PlannedStream]:
+    chosen = select_streams(settings.streams, requested)
+    plan = []
+    for stream in chosen:
+        due = stream.kind == "windowed" and (
+            reconcile_deletes or _reconcile_due(engine, connection, stream.name, settings.reconcile_every_hours))
+        plan.append(PlannedStream(stream.name, eddydesk.budget_of(stream.path),
+                                  lambda ctx, s=stream, d=due: _run_stream(ctx, s, full, d),
+                                  records_success=stream.kind != "windowed"))
+    return plan
+
+
+def _servicego_plan(settings: ServiceGoConnection, requested: tuple[str, ...], full: bool, reconcile_deletes: bool,
+                    engine: sa.Engine, connection: str) -> list[PlannedStream]:
+    known = [o.name for o in settings.objects]
+    unknown = [n for n in requested if n not in known]
+    if unknown:
+        raise ValueError(f"unknown object {unknown[0]!r} (configured: {', '.join(known)})")
+
+    def run(ctx: RunContext, obj: ServiceGoObject) -> None:
+        sync_ = ObjectSync(ctx, obj)
+        mode = sync_.run(full)
+        if mode != "full":
+            due = reconcile_deletes or _reconcile_due(engine, connection, sync_.key, settings.reconcile_every_hours)
+            total = ctx.client.scroll_search(obj.name, 0, page_size=1, **search_args(obj)).total  # type: ignore[union-attr]
+            ctx.stats.deleted += find_deletions(sync_, total, full_pass=due)
+            if due:
+                _reconciled(engine, connection, sync_.key)
+
+    return [PlannedStream(o.name, "main", lambda ctx, o=o: run(ctx, o), False, state_key(o.name))
+            for o in settings.objects if not requested or o.name in requested]
+
+
+def _knowledge_plan(settings: UdeskKnowledgeConnection, requested: tuple[str, ...]) -> list[PlannedStream]:
+    return [PlannedStream(s.name, "main", lambda ctx, s=s: run_knowledge_stream(ctx, s))
+            for s in select_knowledge_streams(requested, settings)]
+
+
+def _connect(name: str, settings: Connection, transport: httpx.BaseTransport | None) -> Client:
+    if isinstance(settings, ServiceGoConnection):
+        return servicego.connect(name, settings, transport)
+    if isinstance(settings, UdeskKnowledgeConnection):
+        return udesk_km.connect(name, settings, transport)
+    return eddydesk.connect(name, settings, transport=transport)
 
 
 def sync(
@@ -113,51 +195,56 @@ def sync(
     stop: Any = None,
 ) -> SyncSummary:
     settings = config.connection(connection)
-    try:
-        chosen = select_streams(settings.streams, streams)
-    except ValueError as exc:
-        raise DesksyncError(str(exc)) from None
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
-    ensure_current(engine)
-    client = eddydesk.connect(connection, settings, transport=transport)
+    try:
+        ensure_current(engine)
+        if isinstance(settings, ServiceGoConnection):
+            plan = _servicego_plan(settings, streams, full, reconcile_deletes, engine, connection)
+        elif isinstance(settings, UdeskKnowledgeConnection):
+            plan = _knowledge_plan(settings, streams)
+        else:
+            plan = _eddydesk_plan(settings, streams, full, reconcile_deletes, engine, connection)
+    except ValueError as exc:
+        engine.dispose()
+        raise DesksyncError(str(exc)) from None
+    client = _connect(connection, settings, transport)
     log = get_logger(connection=connection)
     started = time.perf_counter()
     with engine.begin() as conn:
         run_id = conn.execute(
             _RUNS.insert().values(
                 connection=connection, kind="sync", started_at=datetime.now(UTC), status="running",
-                streams=[s.name for s in chosen],
+                streams=[p.name for p in plan],
             )
         ).inserted_primary_key[0]  # type: ignore[index]
-    ctx = RunContext(engine, client, connection, settings, run_id, frozenset(s.name for s in chosen), progress=progress)
+    ctx = RunContext(engine, client, connection, settings, run_id, frozenset(p.name for p in plan), progress=progress,
+                     base_dir=config.base_dir)
     if stop is not None:
         ctx.stop = stop
     summary = SyncSummary(run_id, connection, "failed")  # until the streams loop completes
     blocked_budgets: set[str] = set()
     try:
         _check_blocks(engine, connection, client)
-        for stream in chosen:
-            budget = eddydesk.budget_of(stream.path)
-            if budget in blocked_budgets:
-                summary.errors[stream.name] = f"skipped: the {budget} budget is blocked"
+        for planned in plan:
+            if planned.budget in blocked_budgets:
+                summary.errors[planned.name] = f"skipped: the {planned.budget} budget is blocked"
                 continue
-            do_reconcile = reconcile_deletes or _reconcile_due(engine, connection, stream, settings.reconcile_every_hours)
-            log.info("stream_started", stream=stream.name, kind=stream.kind)
+            log.info("stream_started", stream=planned.name)
             try:
-                _run_stream(ctx, stream, full, do_reconcile and stream.kind == "windowed")
+                planned.run(ctx)
             except AuthError:
                 raise  # every other stream would be refused the same way
             except RemoteError as exc:
                 if isinstance(exc, RateLimitBlocked):
                     _save_block(engine, connection, exc)
                     blocked_budgets.add(exc.budget)
-                summary.errors[stream.name] = str(exc)
-                record_error(engine, connection, stream.name, str(exc))
-                log.error("stream_failed", stream=stream.name, error=str(exc))
+                summary.errors[planned.name] = str(exc)
+                record_error(engine, connection, planned.key, str(exc))
+                log.error("stream_failed", stream=planned.name, error=str(exc))
             else:
-                if stream.kind != "windowed":  # windowed streams record success with their cursor
-                    record_success(engine, connection, stream.name)
-                log.info("stream_finished", stream=stream.name)
+                if planned.records_success:
+                    record_success(engine, connection, planned.key)
+                log.info("stream_finished", stream=planned.name)
         summary.status = "failed" if summary.errors else "ok"
     except (Stopped, KeyboardInterrupt):
         summary.status = "interrupted"
@@ -174,7 +261,7 @@ def sync(
     return summary
 
 
-def _finish_run(engine: sa.Engine, summary: SyncSummary, client: eddydesk.EddyDeskClient, ctx: RunContext) -> None:
+def _finish_run(engine: sa.Engine, summary: SyncSummary, client: Client, ctx: RunContext) -> None:
     """Copy the run's counters into the summary and its sync_runs row."""
     metrics, stats = client.session.metrics, ctx.stats
     summary.requests, summary.retries = metrics.requests, metrics.retries
@@ -197,6 +284,21 @@ def _finish_run(engine: sa.Engine, summary: SyncSummary, client: eddydesk.EddyDe
         )
 
 
+def _status_tables(conn: sa.Connection, settings: Connection) -> list[tuple[str, sa.Table]]:
+    if isinstance(settings, ServiceGoConnection):
+        existing = set(sa.inspect(conn).get_table_names())
+        out = []
+        for obj in settings.objects:
+            schema = ObjectSchema(obj.name)
+            if schema.table.name in existing:
+                schema.load(conn)
+                out.append((obj.name, schema.table))
+        return out
+    if isinstance(settings, UdeskKnowledgeConnection):
+        return [(s.name, table_of(s.model)) for s in select_knowledge_streams((), settings)]
+    return [(s.name, s.table) for s in select_streams(settings.streams)]
+
+
 def status(config: Config) -> dict[str, Any]:
     """Per connection and stream: last success, cursor, rows, deleted rows, last error."""
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
@@ -209,18 +311,18 @@ def status(config: Config) -> dict[str, Any]:
             blocks = conn.execute(sa.select(_BLOCKS)).mappings().all()
             for name, settings in config.connections.items():
                 streams_out: dict[str, Any] = {}
-                for stream in select_streams(settings.streams):
-                    t = stream.table
+                for stream_name, t in _status_tables(conn, settings):
                     counts = conn.execute(
                         sa.select(
                             sa.func.count(),
                             sa.func.sum(sa.case((t.c.is_deleted.is_(True), 1), else_=0)),
                         ).where(t.c.connection == name)
                     ).one()
-                    row = states.get((name, stream.name))
+                    key = f"servicego/{stream_name}" if isinstance(settings, ServiceGoConnection) else stream_name
+                    row = states.get((name, key))
                     state = dict(row.state) if row else {}
-                    deleted_state = states.get((name, f"{stream.name}/deleted"))
-                    streams_out[stream.name] = {
+                    deleted_state = states.get((name, f"{stream_name}/deleted"))
+                    streams_out[stream_name] = {
                         "rows": int(counts[0] or 0),
                         "deleted_rows": int(counts[1] or 0),
                         "cursor": state.get("cursor"),

@@ -6,6 +6,8 @@ from alembic import context
 
 import etl.mirror.eddydesk  # noqa: F401  (registers the tables on the metadata)
 import etl.mirror.meta  # noqa: F401
+import etl.mirror.servicego  # noqa: F401
+import etl.mirror.udesk_knowledge  # noqa: F401
 from etl.mirror.base import Base
 
 target_metadata = Base.metadata

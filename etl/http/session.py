@@ -21,6 +21,9 @@ from etl.http.retry import RETRYABLE_EXCEPTIONS, Action, Backoff, classify_statu
 from etl.log import get_logger, scrub_text
 
 ErrorParser = Callable[[Any], tuple[str | None, str, list[dict[str, str]]]]
+# Some APIs report failures inside HTTP 200 (Udesk: {"code": 400, "message": ...}). An envelope
+# check returns None for a success, else the action and the remote's own code and message.
+EnvelopeCheck = Callable[[Any], tuple[Action, str | None, str] | None]
 
 
 @dataclass
@@ -64,12 +67,14 @@ class Session:
         backoff: Backoff,
         parse_error: ErrorParser,
         sleep: Callable[[float], None] = time.sleep,
+        envelope: EnvelopeCheck | None = None,
     ) -> None:
         self.system = system
         self.client = client
         self.limiters = dict(limiters)
         self.backoff = backoff
         self.parse_error = parse_error
+        self.envelope = envelope
         self.metrics = SessionMetrics()
         self._sleep = sleep
         self.log = get_logger(system=system)
@@ -96,6 +101,7 @@ class Session:
         attempts = self.backoff.attempts if retry else 1
         last_problem = ""
         for attempt in range(1, attempts + 1):
+            last_problem = ""
             limiter.acquire()
             self.metrics.count(budget)
             started = time.perf_counter()
@@ -121,9 +127,18 @@ class Session:
                     snippet = scrub_text(text[:80]).replace("\n", " ")
                     last_problem = f"HTTP {http.status_code} body is not valid JSON ({exc}); it starts {snippet!r}"
                 else:
-                    return Response(http.status_code, http.headers, body, elapsed)
+                    refusal = self.envelope(body) if self.envelope else None
+                    if refusal is None:
+                        return Response(http.status_code, http.headers, body, elapsed)
+                    action, code, message = refusal
+                    if action is Action.RETRY:
+                        last_problem = f"HTTP {http.status_code} [{code}] {message}"
+                    elif action is Action.AUTH:
+                        raise AuthError(self.system, message or "credentials refused", http.status_code, code, path)
+                    elif action is not Action.BLOCKED:
+                        raise ApiError(self.system, message, http.status_code, code, path)
             if action is Action.RETRY:
-                if not last_problem.startswith(f"HTTP {http.status_code} body"):
+                if not last_problem:
                     last_problem = f"HTTP {http.status_code}: {self._describe(text)}"
                 self._before_retry(attempt, attempts, path, last_problem)
                 continue

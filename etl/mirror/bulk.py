@@ -40,6 +40,15 @@ def _sqlite_bool(value: Any) -> Any:
     return None if value is None else int(bool(value))
 
 
+def _sqlite_number(value: Any) -> Any:
+    # as SQLAlchemy's Numeric on SQLite: stored as a float (PostgreSQL keeps the Decimal exact)
+    return None if value is None else float(value)
+
+
+def _sqlite_date(value: Any) -> Any:
+    return None if value is None else value.isoformat()
+
+
 # Rows per multi-row INSERT: far below SQLite's 32,766 and PostgreSQL's 65,535 parameters for
 # any of our tables. One statement per chunk instead of one step per row also matters for
 # threads: sqlite3 releases the GIL around every step, and getting it back from busy fetch
@@ -71,6 +80,12 @@ class BulkInsert:
                 placeholders.append(mark)
             elif isinstance(kind, sa.Boolean) and sqlite:
                 converters.append(_sqlite_bool)
+                placeholders.append(mark)
+            elif isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Integer | sa.Float) and sqlite:
+                converters.append(_sqlite_number)
+                placeholders.append(mark)
+            elif isinstance(kind, sa.Date) and sqlite:
+                converters.append(_sqlite_date)
                 placeholders.append(mark)
             else:
                 converters.append(None)

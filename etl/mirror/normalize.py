@@ -55,6 +55,12 @@ def parse_api_date(value: Any, tz: tzinfo) -> datetime | None:
             local = datetime(int(s[6:10]), int(s[3:5]), int(s[0:2]), int(s[11:13]), int(s[14:16]))
         elif len(s) == 10 and s[4] == "-":
             local = datetime(int(s[0:4]), int(s[5:7]), int(s[8:10]))
+        elif len(s) > 19 and s[10] == "T":
+            # ISO 8601 with its own offset (Udesk knowledge: "2018-03-22T11:29:59.000+08:00")
+            parsed = datetime.fromisoformat(s)
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+            local = parsed
         else:
             raise DateParseError(f"unknown date format: {value!r}")
     except ValueError as exc:

@@ -11,13 +11,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from etl.mirror.normalize import display_value, parse_api_date, to_bool, to_int, to_str
 
 Getter = Callable[[dict[str, Any]], Any]
+
+
+class Builder(Protocol):
+    """What TableWriter needs from a row builder: column values (and problems) for a record,
+    and which column holds the remote's last-update time."""
+
+    updated_column: str | None
+
+    def build(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]: ...
+
 _MISSING = object()
 
 
@@ -95,7 +105,7 @@ class RowBuilder:
             columns.append(_Column(column.name, source if simple else None, None if simple else _getter(source),
                                    kind, convert))
         self.columns = tuple(columns)
-        self.has_date_updated = "date_updated" in table.columns
+        self.updated_column: str | None = "date_updated" if "date_updated" in table.columns else None
 
     def build(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         row: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from etl.mirror.base import table_of
 from etl.mirror.bulk import bulk_insert
 from etl.mirror.meta import ChangeLog
 from etl.mirror.normalize import JsonText, canonical_json, content_hash, strip_secrets
-from etl.mirror.rows import RowBuilder
+from etl.mirror.rows import Builder
 
 ChildRows = dict[sa.Table, list[dict[str, Any]]]
 ChildBuilder = Callable[[dict[str, Any], str], ChildRows]
@@ -65,7 +65,7 @@ class TableWriter:
     def __init__(
         self,
         table: sa.Table,
-        builder: RowBuilder,
+        builder: Builder,
         connection: str,
         *,
         secret_keys: tuple[str, ...] = (),
@@ -148,7 +148,8 @@ class TableWriter:
             row["raw"] = JsonText(canonical.decode())
             row["content_hash"] = digest
             row["last_seen_at"] = now
-            row["remote_updated_at"] = row.get("date_updated") if self.builder.has_date_updated else None
+            updated = self.builder.updated_column
+            row["remote_updated_at"] = row.get(updated) if updated else None
             row["is_deleted"] = deleted
             row["deleted_at"] = now if deleted else None
             row["last_run_id"] = run_id

@@ -1,0 +1,253 @@
+"""ServiceGo objects as wide tables whose columns follow the objects' fields (seed 004).
+
+ServiceGo objects are configured by each customer, so their tables cannot be written as
+migrations: `servicego_<object>` is created on first sight and a field seen for the first time
+(in any record's fieldDataList) becomes a column at once, on SQLite and PostgreSQL alike, through
+Alembic's operations (which know each dialect's ALTER TABLE). The `servicego_fields` registry
+(itself a normal migration) remembers which column holds which field, so names stay stable.
+
+Columns per field, by fieldTypeApiName:
+    <field>            fieldValue: NUMERIC for numbers and formulas, DATE for dates, a UTC
+                       TIMESTAMP for date-times (minute resolution, account time zone), else TEXT
+    <field>_names      optionNameList (single and multi select), JSON
+    <field>_tags       tagValueList (phone, email), JSON
+    <field>_name       foreignDataName (lookup)
+    <field>_email      userEmail (employee lookup)
+    <field>_owner      ownerResult (owner), JSON
+    <field>_attachments richText.attachmentList (rich text; fieldValue holds the content), JSON
+    <field>_sign       signDto (signature), JSON
+`raw` keeps the whole record (id and fieldDataList) as received.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy.orm import Mapped, mapped_column
+
+from etl.mirror.base import Base, JSONType, Timestamp, table_of
+from etl.mirror.normalize import to_str
+
+RESERVED = {"connection", "id", "raw", "content_hash", "first_seen_at", "last_seen_at", "remote_updated_at",
+            "is_deleted", "deleted_at", "last_run_id"}
+
+
+class ServiceGoField(Base):
+    """Which column of `servicego_<object>` holds which field, and the type it was created with."""
+
+    __tablename__ = "servicego_fields"
+    object_name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    field: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    column_name: Mapped[str] = mapped_column(sa.String(63))
+    field_type: Mapped[str] = mapped_column(sa.String(64))
+    added_at: Mapped[datetime]
+
+
+FIELDS = table_of(ServiceGoField)
+
+# member of a fieldDataList entry -> column suffix, per field type
+EXTRAS: dict[str, tuple[str, str, Any]] = {
+    "field_type_single_select": ("optionNameList", "_names", JSONType),
+    "field_type_multi_select": ("optionNameList", "_names", JSONType),
+    "field_type_phone": ("tagValueList", "_tags", JSONType),
+    "field_type_email": ("tagValueList", "_tags", JSONType),
+    "field_type_lookup": ("foreignDataName", "_name", sa.Text()),
+    "field_type_lookup_user": ("userEmail", "_email", sa.Text()),
+    "field_type_owner": ("ownerResult", "_owner", JSONType),
+    "field_type_sign": ("signDto", "_sign", JSONType),
+}
+
+
+def value_type(field_type: str) -> Any:
+    if field_type in ("field_type_number", "field_type_formular"):
+        return sa.Numeric()
+    if field_type == "field_type_date":
+        return sa.Date()
+    if field_type == "field_type_date_time":
+        return Timestamp
+    return sa.Text()
+
+
+def table_name(obj: str) -> str:
+    return "servicego_" + re.sub(r"[^a-z0-9_]", "_", obj.lower())[:50]
+
+
+def snake(name: str) -> str:
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    text = re.sub(r"[^A-Za-z0-9_]", "_", text).lower().strip("_") or "field"
+    if text[0].isdigit():
+        text = "f_" + text
+    return text[:40]
+
+
+@dataclass(frozen=True)
+class FieldColumn:
+    field: str
+    field_type: str
+    column: str
+
+    def columns(self) -> list[sa.Column[Any]]:
+        out: list[sa.Column[Any]] = [sa.Column(self.column, value_type(self.field_type))]
+        if self.field_type == "field_type_rich_text":
+            out.append(sa.Column(self.column + "_attachments", JSONType))
+        elif self.field_type in EXTRAS:
+            _, suffix, kind = EXTRAS[self.field_type]
+            out.append(sa.Column(self.column + suffix, kind))
+        return out
+
+
+def _base_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("connection", sa.String(64), primary_key=True),
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("raw", JSONType, nullable=False),
+        sa.Column("content_hash", sa.String(32), nullable=False),
+        sa.Column("first_seen_at", Timestamp, nullable=False),
+        sa.Column("last_seen_at", Timestamp, nullable=False),
+        sa.Column("remote_updated_at", Timestamp),
+        sa.Column("is_deleted", sa.Boolean, nullable=False, default=False),
+        sa.Column("deleted_at", Timestamp),
+        sa.Column("last_run_id", sa.Integer),
+    ]
+
+
+class ObjectSchema:
+    """The registry's view of one object; `ensure` grows the table to cover new fields."""
+
+    def __init__(self, obj: str) -> None:
+        self.obj = obj
+        self.fields: dict[str, FieldColumn] = {}
+        self.table = self._build()
+
+    def _build(self) -> sa.Table:
+        columns = _base_columns()
+        for f in self.fields.values():
+            columns.extend(f.columns())
+        return sa.Table(table_name(self.obj), sa.MetaData(), *columns)
+
+    def load(self, conn: sa.Connection) -> None:
+        rows = conn.execute(sa.select(FIELDS).where(FIELDS.c.object_name == self.obj)).mappings()
+        self.fields = {r["field"]: FieldColumn(r["field"], r["field_type"], r["column_name"]) for r in rows}
+        self.table = self._build()
+
+    def ensure(self, conn: sa.Connection, seen: dict[str, str]) -> list[str]:
+        """Create the table and add columns for fields not seen before; returns the new fields."""
+        self.load(conn)
+        self.table.create(conn, checkfirst=True)
+        new = [(name, kind) for name, kind in seen.items() if name not in self.fields]
+        if not new:
+            return []
+        taken = {c.name for c in self.table.columns} | RESERVED
+        ops = Operations(MigrationContext.configure(conn))
+        now = datetime.now(UTC)
+        for name, kind in new:
+            column = base = snake(name)
+            n = 2
+            while any(c in taken for c in (column, *(x.name for x in FieldColumn(name, kind, column).columns()))):
+                column, n = f"{base}_{n}", n + 1
+            spec = FieldColumn(name, kind, column)
+            for col in spec.columns():
+                ops.add_column(self.table.name, col)
+                taken.add(col.name)
+            conn.execute(FIELDS.insert().values(object_name=self.obj, field=name, column_name=column, field_type=kind,
+                                                added_at=now))
+            self.fields[name] = spec
+        self.table = self._build()
+        return [name for name, _ in new]
+
+
+def fields_of(record: dict[str, Any]) -> dict[str, str]:
+    return {e["fieldApiName"]: str(e.get("fieldTypeApiName") or "") for e in record.get("fieldDataList") or []
+            if isinstance(e, dict) and e.get("fieldApiName")}
+
+
+def _minute(tz: tzinfo) -> Callable[[Any], datetime | None]:
+    cache: dict[str, datetime] = {}
+
+    def parse(value: Any) -> datetime | None:
+        if value in (None, ""):
+            return None
+        text = str(value).strip()
+        hit = cache.get(text)
+        if hit is None:
+            local = datetime.strptime(text[:16], "%Y-%m-%d %H:%M") if len(text) >= 16 else datetime.strptime(text, "%Y-%m-%d")
+            hit = local.replace(tzinfo=tz).astimezone(UTC)
+            if len(cache) > 50_000:
+                cache.clear()
+            cache[text] = hit
+        return hit
+
+    return parse
+
+
+def _number(value: Any) -> Decimal | None:
+    if value in (None, ""):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+
+
+def _date(value: Any) -> date | None:
+    if value in (None, ""):
+        return None
+    return date.fromisoformat(str(value)[:10])
+
+
+class RecordBuilder:
+    """Column values of one ServiceGo record for the object's current table."""
+
+    updated_column: str | None
+
+    def __init__(self, schema: ObjectSchema, tz: tzinfo) -> None:
+        minute = _minute(tz)
+        converters: dict[str, Callable[[Any], Any]] = {
+            "field_type_number": _number, "field_type_formular": _number, "field_type_date": _date,
+            "field_type_date_time": minute,
+        }
+        self.empty = {c.name: None for c in schema.table.columns if c.name not in RESERVED}
+        self.plan: dict[str, tuple[str, Callable[[Any], Any] | None, str | None, str | None]] = {}
+        for f in schema.fields.values():
+            member, extra = None, None
+            if f.field_type == "field_type_rich_text":
+                member, extra = "richText", f.column + "_attachments"
+            elif f.field_type in EXTRAS:
+                member, suffix, _ = EXTRAS[f.field_type]
+                extra = f.column + suffix
+            self.plan[f.field] = (f.column, converters.get(f.field_type), member, extra)
+        update = schema.fields.get("updateTime")
+        self.updated_column = update.column if update else None
+
+    def build(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        row = dict(self.empty)
+        row["id"] = record["id"]
+        problems: list[str] = []
+        plan = self.plan
+        for entry in record.get("fieldDataList") or ():
+            spec = plan.get(entry.get("fieldApiName"))
+            if spec is None:
+                continue
+            column, convert, member, extra = spec
+            value = entry.get("fieldValue")
+            if convert is None:
+                row[column] = to_str(value) if value != "" else None
+            else:
+                try:
+                    row[column] = convert(value)
+                except (ValueError, TypeError) as exc:
+                    problems.append(f"{column}: {exc}")
+            if extra is not None:
+                carried = entry.get(member)  # type: ignore[arg-type]
+                if member == "richText":
+                    carried = carried.get("attachmentList") if isinstance(carried, dict) else None
+                row[extra] = carried
+        return row, problems

@@ -1,0 +1,1 @@
+"""Simulator of the Udesk ServiceGo records API (seed 004)."""

@@ -1,0 +1,30 @@
+"""A ServiceGo simulator on 127.0.0.1 (see app.py for the readings of seed 004 it follows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from etl.simulators.http_server import AppServer
+from etl.simulators.servicego.app import build_app
+from etl.simulators.servicego.store import ServiceGoState
+
+
+class ServiceGoServer(AppServer):
+    def __init__(self, state: ServiceGoState, latency: float = 0.0, per_minute: int | None = None,
+                 port: int = 0) -> None:
+        self.state = state
+        super().__init__(build_app(state, latency, per_minute), "/api/v1", port, "servicego-simulator")
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.app.state.stats  # type: ignore[no-any-return]
+
+    def requests_to(self, endpoint: str) -> int:
+        return int(self.stats["by_endpoint"].get(endpoint, 0))
+
+    def queue_faults(self, *faults: str) -> None:
+        self.app.state.settings["faults"].extend(faults)
+
+    def start(self) -> ServiceGoServer:
+        super().start()
+        return self
