@@ -144,7 +144,7 @@ class ServiceGoConnection(_Frozen):
     rate_limit: UdeskRateLimit = UdeskRateLimit()
     retry: RetryConfig = RetryConfig()
 
-    _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://servicego.udesk.cn/api/v1")))
+    _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://servicego.udesk.cn/api")))
     _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
     _email = field_validator("email")(classmethod(lambda cls, v: _check_email(v)))
 
@@ -177,7 +177,7 @@ class UdeskKnowledgeConnection(_Frozen):
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://demo.udesk.cn/open_api_v1")))
     _km = field_validator("km_base_url")(
-        classmethod(lambda cls, v: None if v is None else _check_url(v, "https://km.udesk.cn/api/v1")))
+        classmethod(lambda cls, v: None if v is None else _check_url(v, "https://km.udesk.cn/api")))
     _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
     _email = field_validator("email")(classmethod(lambda cls, v: _check_email(v)))
 

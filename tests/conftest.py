@@ -18,6 +18,12 @@ from etl.simulators.eddydesk.data import Sizes
 from etl.simulators.eddydesk.limits import Limits
 from etl.simulators.eddydesk.server import SimulatorServer
 from etl.simulators.eddydesk.store import HelpdeskState
+from etl.simulators.servicego.server import ServiceGoServer
+from etl.simulators.servicego.store import ServiceGoState
+from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+from etl.simulators.udesk_knowledge.server import KnowledgeServer
+from etl.simulators.udesk_knowledge.store import KnowledgeState
+from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
 
 API_KEY_ENV = "DESKSYNC_TEST_API_KEY"
 PG_ENV = "DESKSYNC_TEST_PG_URL"
@@ -128,3 +134,79 @@ def _quiet_logs() -> None:
     from etl import log
 
     log.configure("warning", json=True)
+
+
+# --- Udesk: ServiceGo, knowledge and KM ------------------------------------------------------------
+
+UDESK_TOKEN_ENV = "DESKSYNC_TEST_UDESK_TOKEN"
+UDESK_TOKEN = "221b368d7f5f597867f525971f28ff75"  # seed 000's worked example
+
+
+@pytest.fixture
+def servicego_sim() -> Iterator[Callable[..., ServiceGoServer]]:
+    started: list[ServiceGoServer] = []
+
+    def start(sizes: ServiceGoSizes | None = None, seed: int = 1, **kwargs: Any) -> ServiceGoServer:
+        server = ServiceGoServer(ServiceGoState(sizes or ServiceGoSizes(), seed=seed, api_token=UDESK_TOKEN), **kwargs)
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def knowledge_sim() -> Iterator[Callable[..., KnowledgeServer]]:
+    started: list[KnowledgeServer] = []
+
+    def start(sizes: KnowledgeSizes | None = None, seed: int = 1, **kwargs: Any) -> KnowledgeServer:
+        server = KnowledgeServer(KnowledgeState(sizes or KnowledgeSizes(), seed=seed, api_token=UDESK_TOKEN), **kwargs)
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def servicego_settings(server: ServiceGoServer, **overrides: Any) -> dict[str, Any]:
+    return {
+        "system": "servicego",
+        "base_url": server.url,
+        "email": server.state.email,
+        "api_token_env": UDESK_TOKEN_ENV,
+        "objects": [{"name": "customer"}, {"name": "contact"}, {"name": "case"}],
+        "retry": {"attempts": 4, "backoff_seconds": 0.01, "max_backoff_seconds": 0.05},
+        "rate_limit": {"per_minute": 1_000_000},
+        **overrides,
+    }
+
+
+def knowledge_settings(server: KnowledgeServer, **overrides: Any) -> dict[str, Any]:
+    return {
+        "system": "udesk_knowledge",
+        "base_url": server.url,
+        "km_base_url": server.km_url,
+        "robot_ids": [83],
+        "agent_ids": [0, 12],
+        "email": server.state.email,
+        "api_token_env": UDESK_TOKEN_ENV,
+        "retry": {"attempts": 4, "backoff_seconds": 0.01, "max_backoff_seconds": 0.05},
+        "rate_limit": {"per_minute": 1_000_000},
+        **overrides,
+    }
+
+
+@pytest.fixture
+def udesk_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Config]:
+    """A config with the given connections (name -> settings), its mirror initialised."""
+    monkeypatch.setenv(UDESK_TOKEN_ENV, UDESK_TOKEN)
+
+    def make(url: str, connections: dict[str, dict[str, Any]], init: bool = True) -> Config:
+        config = parse_config({"mirror": {"url": url}, "connections": connections}, base_dir=tmp_path)
+        if init:
+            jobs.init(config)
+        return config
+
+    return make

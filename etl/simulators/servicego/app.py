@@ -204,7 +204,7 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
         return Response(body, status_code=status, media_type="application/json")
 
     async def api(request: Request) -> Response:
-        path = request.url.path.removeprefix("/api/v1")
+        path = request.url.path.removeprefix("/api")
         endpoint = f"{request.method} {path}"
         stats["requests"] += 1
         stats["by_endpoint"][endpoint] = stats["by_endpoint"].get(endpoint, 0) + 1

@@ -13,7 +13,7 @@ class ServiceGoServer(AppServer):
     def __init__(self, state: ServiceGoState, latency: float = 0.0, per_minute: int | None = None,
                  port: int = 0) -> None:
         self.state = state
-        super().__init__(build_app(state, latency, per_minute), "/api/v1", port, "servicego-simulator")
+        super().__init__(build_app(state, latency, per_minute), "/api", port, "servicego-simulator")
 
     @property
     def stats(self) -> dict[str, Any]:
