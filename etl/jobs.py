@@ -158,13 +158,14 @@ def _servicego_plan(settings: ServiceGoConnection, requested: tuple[str, ...], f
 
     def run(ctx: RunContext, obj: ServiceGoObject) -> None:
         sync_ = ObjectSync(ctx, obj)
-        mode = sync_.run(full)
-        if mode != "full":
-            due = reconcile_deletes or _reconcile_due(engine, connection, sync_.key, settings.reconcile_every_hours)
-            total = ctx.client.scroll_search(obj.name, 0, page_size=1, **search_args(obj)).total  # type: ignore[union-attr]
-            ctx.stats.deleted += find_deletions(sync_, total, full_pass=due)
-            if due:
-                _reconciled(engine, connection, sync_.key)
+        sync_.run(full)
+        # Even after a full scan: one that was resumed cannot have seen deletions among the
+        # records it read before the interruption. Equal counts cost one request.
+        due = reconcile_deletes or _reconcile_due(engine, connection, sync_.key, settings.reconcile_every_hours)
+        total = ctx.client.scroll_search(obj.name, 0, page_size=1, **search_args(obj)).total  # type: ignore[union-attr]
+        ctx.stats.deleted += find_deletions(sync_, total, full_pass=due)
+        if due:
+            _reconciled(engine, connection, sync_.key)
 
     return [PlannedStream(o.name, "main", lambda ctx, o=o: run(ctx, o), False, state_key(o.name))
             for o in settings.objects if not requested or o.name in requested]

@@ -112,20 +112,10 @@ def make_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[...
 
 def write_config_file(path: Path, url: str, connections: dict[str, dict[str, Any]]) -> Path:
     """A TOML config for tests that run the real `desksync` command in a subprocess."""
-    import json
+    import tomli_w
 
-    lines = ["[mirror]", f"url = {json.dumps(url)}", "", "[log]", 'level = "info"', "json = true", ""]
-    for name, settings in connections.items():
-        lines.append(f"[connections.{name}]")
-        nested = {k: v for k, v in settings.items() if isinstance(v, dict)}
-        for key, value in settings.items():
-            if not isinstance(value, dict):
-                lines.append(f"{key} = {json.dumps(value)}")
-        for key, table in nested.items():
-            lines.append(f"[connections.{name}.{key}]")
-            lines.extend(f"{k} = {json.dumps(v)}" for k, v in table.items())
-        lines.append("")
-    path.write_text("\n".join(lines))
+    document = {"mirror": {"url": url}, "log": {"level": "info", "json": True}, "connections": connections}
+    path.write_text(tomli_w.dumps(document))
     return path
 
 

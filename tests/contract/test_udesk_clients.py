@@ -1,0 +1,177 @@
+"""Udesk signing and envelopes: the seeds' worked examples, and the clients against their
+simulators over real HTTP (refusals reported clearly, validation errors never retried)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from etl.clients import servicego, udesk_km
+from etl.clients.udesk_sign import UdeskSignAuth, sign_params, sign_v1, sign_v2
+from etl.config import parse_config
+from etl.errors import ApiError, AuthError
+from etl.simulators.servicego.server import ServiceGoServer
+from etl.simulators.servicego.store import Sizes
+from etl.simulators.udesk_knowledge.server import KnowledgeServer
+from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+from tests.conftest import UDESK_TOKEN, UDESK_TOKEN_ENV, knowledge_settings, servicego_settings
+
+TOKEN = "221b368d7f5f597867f525971f28ff75"
+
+
+def test_seed_000_worked_example() -> None:
+    assert sign_v1("email@udesk.cn", TOKEN, 1496631984) == "a32be53bb42314850715f8b9ab92542f5ed54c5e"
+
+
+def test_seed_004_examples_are_signed_the_same_way() -> None:
+    assert sign_v1("admin@udesk.cn", TOKEN, 1496631984).startswith("ef506d04")
+
+
+def test_sha256_accounts_hash_the_same_text() -> None:
+    expected = hashlib.sha256(f"admin@udesk.cn&{TOKEN}&1496631984".encode()).hexdigest()
+    assert sign_v1("admin@udesk.cn", TOKEN, 1496631984, "sha256") == expected
+
+
+def test_v2_vector() -> None:
+    sign = sign_v2("admin@udesk.cn", TOKEN, 1494474404, "2d931510-d99f-494a-8c67-87feb05e1594")
+    assert sign == "7b005466229d853ac9c479aef2a6bdcbf351f661bf9cf6a5c3a78cd7bd52ae82"
+
+
+def test_every_request_is_signed_afresh() -> None:
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json={"code": 1000})
+
+    clock = iter([1000.0, 1001.0])
+    client = httpx.Client(transport=httpx.MockTransport(handler),
+                          auth=UdeskSignAuth("admin@udesk.cn", TOKEN, "v2", now=lambda: next(clock)))
+    client.get("https://demo.udesk.cn/open_api_v1/knowledge_questions", params={"agent_id": 0})
+    client.get("https://demo.udesk.cn/open_api_v1/knowledge_questions", params={"agent_id": 0})
+    first, second = (dict(u.params) for u in seen)
+    assert first["timestamp"] == "1000" and second["timestamp"] == "1001"
+    assert first["nonce"] != second["nonce"] and first["sign_version"] == "v2"
+    assert first["agent_id"] == "0"
+    assert first["sign"] == sign_v2("admin@udesk.cn", TOKEN, 1000, first["nonce"])
+
+
+def _sg_client(server: ServiceGoServer, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> servicego.ServiceGoClient:
+    monkeypatch.setenv(UDESK_TOKEN_ENV, overrides.pop("token", UDESK_TOKEN))
+    config = parse_config({"connections": {"sg": servicego_settings(server, **overrides)}})
+    settings = config.connection("sg")
+    assert isinstance(settings, servicego.ServiceGoConnection)
+    return servicego.connect("sg", settings)
+
+
+@pytest.mark.parametrize(
+    ("setup", "overrides", "reason"),
+    [
+        ("expired", {}, "timestamp expired"),
+        ("", {"token": "0" * 32}, "sign mismatch"),
+        ("", {"email": "someone.else@udesk.cn"}, "unknown administrator email"),
+    ],
+)
+def test_refused_signatures_are_reported_clearly(
+    servicego_sim: Callable[..., ServiceGoServer], monkeypatch: pytest.MonkeyPatch,
+    setup: str, overrides: dict[str, Any], reason: str,
+) -> None:
+    server = servicego_sim(Sizes(10, 10, 10))
+    if setup == "expired":
+        server.app.state.signer.clock_skew = 6 * 60  # the server's clock is six minutes ahead
+    client = _sg_client(server, monkeypatch, **overrides)
+    with pytest.raises(AuthError) as caught:
+        client.scroll_search("contact", 0)
+    message = str(caught.value)
+    assert reason in message and "HTTP 401" in message and "servicego" in message
+    assert "0" * 32 not in message and UDESK_TOKEN not in message
+    assert server.stats["requests"] == 1  # refused credentials are not retried
+
+
+def test_sha256_accounts_sign_with_sha256(servicego_sim: Callable[..., ServiceGoServer],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    server = servicego_sim(Sizes(10, 10, 10))
+    server.state.hash_name = "sha256"
+    server.app.state.signer.account.hash_name = "sha256"
+    assert _sg_client(server, monkeypatch, sign_hash="sha256").scroll_search("contact", 0).total == 10
+    with pytest.raises(AuthError, match="sign mismatch"):
+        _sg_client(server, monkeypatch).scroll_search("contact", 0)
+
+
+def test_a_validation_failure_inside_http_200_is_not_retried(servicego_sim: Callable[..., ServiceGoServer],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    server = servicego_sim(Sizes(10, 10, 10))
+    client = _sg_client(server, monkeypatch)
+    with pytest.raises(ApiError) as caught:
+        client.scroll_search("contact", 0, filter_id=99)
+    assert caught.value.code == "400" and "filter 99 does not exist" in str(caught.value)
+    with pytest.raises(ApiError, match="operator greater_than is not supported for field name"):
+        client.scroll_search("contact", 0, conditions=[{"fieldApiName": "name", "operator": "greater_than", "value": "a"}])
+    assert server.stats["requests"] == 2
+
+
+def test_server_failures_are_retried(servicego_sim: Callable[..., ServiceGoServer],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    server = servicego_sim(Sizes(10, 10, 10))
+    server.queue_faults("500", "code500")
+    assert _sg_client(server, monkeypatch).scroll_search("contact", 0).total == 10
+    assert server.stats["requests"] == 3
+
+
+def test_the_list_endpoint_serves_only_10000_hits(servicego_sim: Callable[..., ServiceGoServer],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    server = servicego_sim(Sizes(10, 10_050, 10))
+    client = _sg_client(server, monkeypatch)
+    answer = client.session.request_json("GET", "v1/datas", params={"objectApiName": "contact", "pageSize": 100,
+                                                                    "pageNum": 100})
+    assert len(answer.body["data"]) == 100
+    with pytest.raises(ApiError, match="first 10000 hits"):
+        client.session.request_json("GET", "v1/datas", params={"objectApiName": "contact", "pageSize": 100,
+                                                               "pageNum": 101})
+
+
+def test_scroll_pages_follow_the_largest_id(servicego_sim: Callable[..., ServiceGoServer],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    server = servicego_sim(Sizes(10, 250, 10))
+    client = _sg_client(server, monkeypatch)
+    ids: list[int] = []
+    scroll_id = 0
+    while True:
+        page = client.scroll("contact", scroll_id)
+        ids += [r["id"] for r in page.records]
+        assert set(page.records[0]) == {"id", "createUser", "createTime", "updateUser", "updateTime", "owner"} \
+            if page.records else True
+        if len(page.records) < client.page_size:
+            break
+        scroll_id = servicego.next_scroll_id(page.records, scroll_id, "v1/datas/scroll")
+    assert ids == server.state.ids["contact"]
+
+
+def test_knowledge_failures_carry_the_documented_code(knowledge_sim: Callable[..., KnowledgeServer],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    server = knowledge_sim(KnowledgeSizes(questions=5))
+    monkeypatch.setenv(UDESK_TOKEN_ENV, UDESK_TOKEN)
+    settings = parse_config({"connections": {"kn": knowledge_settings(server)}}).connection("kn")
+    assert isinstance(settings, udesk_km.UdeskKnowledgeConnection)
+    client = udesk_km.connect("kn", settings)
+    other_agents = next(c for c in server.state.catalogs.values() if c["agent_id"] == 12)
+    with pytest.raises(ApiError) as caught:
+        client.session.request_json("GET", "knowledge_questions", params={"catalog_id": other_agents["id"], "agent_id": 0})
+    assert caught.value.code == "2000" and "does not exist under the agent's name" in str(caught.value)
+    with pytest.raises(ApiError) as missing:
+        client.session.request_json("PUT", "useful_links/999999", json={"name": "x", "agent_id": 0})
+    assert missing.value.code == "2005"
+
+
+def test_a_reused_nonce_is_refused(knowledge_sim: Callable[..., KnowledgeServer]) -> None:
+    server = knowledge_sim(KnowledgeSizes(questions=5))
+    params = {**sign_params(server.state.email, UDESK_TOKEN, "v2", new_nonce=lambda: "fixed-nonce"),
+              "knowledge_type_name": "question", "agent_id": "0"}
+    first = httpx.get(f"{server.url}/knowledge_catalogs", params=params)
+    again = httpx.get(f"{server.url}/knowledge_catalogs", params=params)
+    assert first.json()["code"] == 1000
+    assert again.status_code == 401 and "nonce already used" in again.json()["message"]
