@@ -132,9 +132,13 @@ class ObjectSync:
             nonlocal done, finished, writer
             records = [r for page, _, _ in batch for r in page]
             finished = finished or any(not page for page, _, _ in batch)
-            seen = {}
-            for record in records:
-                seen.update(fields_of(record))
+            seen: dict[str, str] = {}
+            # every record lists every field of its object: a field added during the scan shows
+            # in the first or last record of a page
+            for page, _, _ in batch:
+                if page:
+                    seen.update(fields_of(page[0]))
+                    seen.update(fields_of(page[-1]))
             with self.ctx.engine.begin() as conn:
                 if any(name not in self.schema.fields for name in seen):
                     self.schema.ensure(conn, seen)  # a field added during the scan

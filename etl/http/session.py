@@ -117,14 +117,16 @@ class Session:
                 _int_header(http.headers, "X-Rate-Limit"), _int_header(http.headers, "X-Rate-Limit-Remaining"), elapsed
             )
             self.log.debug("request", method=method, path=path, status=http.status_code, ms=round(elapsed * 1000, 1))
-            text = http.text
-            action = classify_status(http.status_code, text)
+            # the body as text is only needed to describe a failure: decoding it costs on big pages
+            ok = 200 <= http.status_code < 300
+            text = "" if ok else http.text
+            action = Action.OK if ok else classify_status(http.status_code, text)
             if action is Action.OK:
                 try:
                     body = orjson.loads(http.content)
                 except orjson.JSONDecodeError as exc:
                     action = Action.RETRY
-                    snippet = scrub_text(text[:80]).replace("\n", " ")
+                    snippet = scrub_text(http.text[:80]).replace("\n", " ")
                     last_problem = f"HTTP {http.status_code} body is not valid JSON ({exc}); it starts {snippet!r}"
                 else:
                     refusal = self.envelope(body) if self.envelope else None
@@ -139,7 +141,7 @@ class Session:
                         raise ApiError(self.system, message, http.status_code, code, path)
             if action is Action.RETRY:
                 if not last_problem:
-                    last_problem = f"HTTP {http.status_code}: {self._describe(text)}"
+                    last_problem = f"HTTP {http.status_code}: {self._describe(text or http.text)}"
                 self._before_retry(attempt, attempts, path, last_problem)
                 continue
             if action is Action.BLOCKED:

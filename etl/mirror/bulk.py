@@ -9,6 +9,7 @@ them, so reads through SQLAlchemy see no difference.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC
 from typing import Any
@@ -27,13 +28,24 @@ def _json_text(value: Any) -> Any:
     return value if isinstance(value, JsonText) else orjson.dumps(value).decode()
 
 
+_recent = threading.local()  # a batch's rows share their "now": format it once per thread
+
+
 def _sqlite_datetime(value: Any) -> Any:
     # SQLAlchemy's SQLite DATETIME storage format ("%Y-%m-%d %H:%M:%S.%f"), in UTC
     if value is None:
         return None
+    last = getattr(_recent, "last", None)
+    if last is None:
+        last = _recent.last = [None, None]
+    if value is last[0]:
+        return last[1]
+    text = value
     if value.tzinfo is not None and value.utcoffset():
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+        text = value.astimezone(UTC)
+    text = text.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+    last[0], last[1] = value, text
+    return text
 
 
 def _sqlite_bool(value: Any) -> Any:

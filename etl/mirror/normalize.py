@@ -53,6 +53,8 @@ def parse_api_date(value: Any, tz: tzinfo) -> datetime | None:
             local = datetime(int(s[15:19]), int(s[12:14]), int(s[9:11]), int(s[0:2]), int(s[3:5]), int(s[6:8]))
         elif len(s) == 16 and s[2] == "." and s[10] == " ":
             local = datetime(int(s[6:10]), int(s[3:5]), int(s[0:2]), int(s[11:13]), int(s[14:16]))
+        elif len(s) == 16 and s[4] == "-" and s[10] == " ":  # Udesk ServiceGo: minute resolution
+            local = datetime(int(s[0:4]), int(s[5:7]), int(s[8:10]), int(s[11:13]), int(s[14:16]))
         elif len(s) == 10 and s[4] == "-":
             local = datetime(int(s[0:4]), int(s[5:7]), int(s[8:10]))
         elif len(s) > 19 and s[10] == "T":

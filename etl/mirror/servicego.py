@@ -34,7 +34,7 @@ from alembic.operations import Operations
 from sqlalchemy.orm import Mapped, mapped_column
 
 from etl.mirror.base import Base, JSONType, Timestamp, table_of
-from etl.mirror.normalize import to_str
+from etl.mirror.normalize import parse_api_date, to_str
 
 RESERVED = {"connection", "id", "raw", "content_hash", "first_seen_at", "last_seen_at", "remote_updated_at",
             "is_deleted", "deleted_at", "last_run_id"}
@@ -157,6 +157,8 @@ class ObjectSchema:
             for col in spec.columns():
                 ops.add_column(self.table.name, col)
                 taken.add(col.name)
+            if name == "createTime":  # deletions are searched by createTime ranges (servicego_deletes)
+                ops.create_index(f"ix_{self.table.name}_{column}", self.table.name, ["connection", column])
             conn.execute(FIELDS.insert().values(object_name=self.obj, field=name, column_name=column, field_type=kind,
                                                 added_at=now))
             self.fields[name] = spec
@@ -167,25 +169,6 @@ class ObjectSchema:
 def fields_of(record: dict[str, Any]) -> dict[str, str]:
     return {e["fieldApiName"]: str(e.get("fieldTypeApiName") or "") for e in record.get("fieldDataList") or []
             if isinstance(e, dict) and e.get("fieldApiName")}
-
-
-def _minute(tz: tzinfo) -> Callable[[Any], datetime | None]:
-    cache: dict[str, datetime] = {}
-
-    def parse(value: Any) -> datetime | None:
-        if value in (None, ""):
-            return None
-        text = str(value).strip()
-        hit = cache.get(text)
-        if hit is None:
-            local = datetime.strptime(text[:16], "%Y-%m-%d %H:%M") if len(text) >= 16 else datetime.strptime(text, "%Y-%m-%d")
-            hit = local.replace(tzinfo=tz).astimezone(UTC)
-            if len(cache) > 50_000:
-                cache.clear()
-            cache[text] = hit
-        return hit
-
-    return parse
 
 
 def _number(value: Any) -> Decimal | None:
@@ -209,7 +192,9 @@ class RecordBuilder:
     updated_column: str | None
 
     def __init__(self, schema: ObjectSchema, tz: tzinfo) -> None:
-        minute = _minute(tz)
+        def minute(value: Any) -> datetime | None:
+            return parse_api_date(value, tz)
+
         converters: dict[str, Callable[[Any], Any]] = {
             "field_type_number": _number, "field_type_formular": _number, "field_type_date": _date,
             "field_type_date_time": minute,

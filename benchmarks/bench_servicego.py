@@ -1,0 +1,133 @@
+"""ServiceGo extraction benchmark: records/second, requests and peak memory.
+
+    python benchmarks/bench_servicego.py                  # 100,000 records
+    python benchmarks/bench_servicego.py --records 20000   # a smaller run (memory is flat in size)
+
+1. backfill of customer, contact and case (10/30/60 % of the records), no latency, no limit;
+2. 1 % of the records change remotely (updates, creates and deletes);
+3. the incremental sync: its requests, compared with the backfill's.
+The simulator runs in its own process; each sync runs in a fresh child process so its peak
+memory (ru_maxrss) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "221b368d7f5f597867f525971f28ff75"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_simulator(records: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl.cli", "simulate", "--system", "servicego", "--port", str(port),
+         "--records", str(records)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base}/_sim/stats", timeout=1)
+            return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("simulator did not start")
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measured sync (runs in its own process)."""
+    os.environ["BENCH_UDESK_TOKEN"] = TOKEN
+    import sqlalchemy as sa
+
+    from etl import jobs, log
+    from etl.config import parse_config
+    from etl.mirror.db import open_engine
+
+    log.configure("warning", json=True)
+    url = f"sqlite:///{args.db}"
+    config = parse_config({
+        "mirror": {"url": url},
+        "connections": {"bench": {
+            "system": "servicego", "base_url": args.base + "/api", "email": "admin@udesk.cn",
+            "api_token_env": "BENCH_UDESK_TOKEN", "rate_limit": {"per_minute": 10**9},
+            "objects": [{"name": "customer"}, {"name": "contact"}, {"name": "case"}],
+        }},
+    })
+    jobs.init(config)
+    started = time.perf_counter()
+    summary = jobs.sync(config, "bench")
+    elapsed = time.perf_counter() - started
+    with open_engine(url).connect() as conn:
+        rows = sum(conn.execute(sa.text(f"SELECT count(*) FROM servicego_{o} WHERE NOT is_deleted")).scalar_one()
+                   for o in ("customer", "contact", "case"))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"status": summary.status, "seconds": elapsed, "records": rows, "requests": summary.requests,
+                      "inserted": summary.inserted, "updated": summary.updated, "deleted": summary.deleted,
+                      "peak_mb": peak_mb}))
+
+
+def measure(base: str, db: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--child", "--base", base, "--db", db],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--base")
+    parser.add_argument("--db")
+    parser.add_argument("--records", type=int, default=100_000)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    proc, base = start_simulator(args.records)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = f"{tmp}/bench.sqlite"
+            backfill = measure(base, db)
+            changed = args.records // 100
+            httpx.post(f"{base}/_sim/changes", json={"seed": 9, "updates": changed, "creates": 0, "deletes": 0},
+                       timeout=120)
+            incremental = measure(base, db)
+            # deletions cost more: each is found by counting createTime ranges (etl.extract.servicego_deletes)
+            httpx.post(f"{base}/_sim/changes", json={"seed": 10, "updates": 0, "creates": changed // 10,
+                                                     "deletes": changed // 10}, timeout=120)
+            with_deletes = measure(base, db)
+    finally:
+        proc.kill()
+    rate = backfill["records"] / backfill["seconds"]
+    print(f"ServiceGo backfill: {backfill['records']:,} records in {backfill['seconds']:.1f} s = {rate:,.0f} records/s, "
+          f"{backfill['requests']:,} requests, peak {backfill['peak_mb']:.0f} MB")
+    share = incremental["requests"] / backfill["requests"]
+    print(f"incremental after {changed:,} records changed (1 %): {incremental['requests']:,} requests "
+          f"({share:.1%} of the backfill's), {incremental['updated']} updated in {incremental['seconds']:.1f} s, "
+          f"peak {incremental['peak_mb']:.0f} MB")
+    print(f"incremental after {changed // 10} creates and {changed // 10} deletes: {with_deletes['requests']:,} requests "
+          f"({with_deletes['requests'] / backfill['requests']:.1%}), {with_deletes['inserted']} inserted, "
+          f"{with_deletes['deleted']} deleted in {with_deletes['seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
