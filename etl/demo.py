@@ -1,4 +1,8 @@
-"""`desksync demo`: the main job end to end against the built-in simulator, into SQLite."""
+"""`desksync demo`: the main job end to end against the built-in simulators, into SQLite.
+
+EddyDesk, then Udesk ServiceGo, then Udesk knowledge and KM entities: each is mirrored, changed
+remotely, and synced again.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,17 @@ from etl.simulators.eddydesk.data import Sizes
 from etl.simulators.eddydesk.limits import Limits
 from etl.simulators.eddydesk.server import SimulatorServer
 from etl.simulators.eddydesk.store import HelpdeskState
+from etl.simulators.servicego.server import ServiceGoServer
+from etl.simulators.servicego.store import ServiceGoState
+from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+from etl.simulators.udesk_knowledge.server import KnowledgeServer
+from etl.simulators.udesk_knowledge.store import KnowledgeState
+from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
 from etl.streams.eddydesk import select_streams
 
 DEMO_KEY_ENV = "DESKSYNC_DEMO_API_KEY"
+DEMO_TOKEN_ENV = "DESKSYNC_DEMO_UDESK_TOKEN"
+UDESK_TOKEN = "221b368d7f5f597867f525971f28ff75"  # seed 000's example token: the simulators' account
 
 
 def run_demo(database: Path) -> None:
@@ -60,7 +72,43 @@ def run_demo(database: Path) -> None:
         _summary("incremental sync with --reconcile", second)
         _tables(config, database)
         click.echo(f"rate-limit rejections by the simulator: {limits.rejections}")
+    _udesk(database)
     click.echo(f"\nexplore it: sqlite3 {database} 'select id, title, status_id, date_updated from eddydesk_tickets limit 5'")
+    click.echo(f"            sqlite3 {database} 'select id, name, organization_name, youxiang_tags from servicego_contact limit 5'")
+
+
+def _udesk(database: Path) -> None:
+    """ServiceGo records and Udesk knowledge into the same mirror."""
+    os.environ[DEMO_TOKEN_ENV] = UDESK_TOKEN
+    click.echo("\nstarting the Udesk simulators (ServiceGo: 6,000 records; knowledge: 300 questions, KM entities)…")
+    servicego = ServiceGoState(ServiceGoSizes(customers=600, contacts=2_400, cases=3_000))
+    knowledge = KnowledgeState(KnowledgeSizes(questions=300))
+    # 60 requests per minute (the vendor's default), with a 1.5-second "minute" as above
+    with ServiceGoServer(servicego, per_minute=60, minute_seconds=1.5) as sg, \
+            KnowledgeServer(knowledge, per_minute=60, minute_seconds=1.5) as kn:
+        common = {"email": "admin@udesk.cn", "api_token_env": DEMO_TOKEN_ENV,
+                  "rate_limit": {"per_minute": 60, "window_seconds": 1.5}}
+        config = parse_config({
+            "mirror": {"url": f"sqlite:///{database.resolve()}"},
+            "connections": {
+                "servicego": {"system": "servicego", "base_url": sg.url, **common,
+                              "objects": [{"name": "customer"}, {"name": "contact"}, {"name": "case"}]},
+                "knowledge": {"system": "udesk_knowledge", "base_url": kn.url, "km_base_url": kn.km_url,
+                              "robot_ids": [83], "agent_ids": [0, 12], **common},
+            },
+        })
+        for name in ("servicego", "knowledge"):
+            _summary(f"{name} first sync", jobs.sync(config, name))
+        servicego.random_changes(seed=7, updates=40, creates=10, deletes=5)
+        knowledge.random_changes(seed=7, updates=10, creates=5, deletes=3)
+        click.echo("remote changes: ServiceGo 40 updated, 10 created, 5 deleted; knowledge 10 updated, 5 created, 3 deleted")
+        for name in ("servicego", "knowledge"):
+            _summary(f"{name} incremental sync", jobs.sync(config, name))
+        status = jobs.status(config)
+        click.echo("\nUdesk mirror tables (rows / deleted):")
+        for name in ("servicego", "knowledge"):
+            for stream, info in status[name]["streams"].items():
+                click.echo(f"  {name + '/' + stream:<40} {info['rows']:>7} / {info['deleted_rows']}")
 
 
 def _summary(label: str, s: jobs.SyncSummary) -> None:

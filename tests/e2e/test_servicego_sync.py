@@ -147,3 +147,16 @@ def test_filter_and_custom_logic_select_the_mirrored_subset(sqlite_url: str,
     jobs.sync(config, "sg")
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT is_deleted FROM servicego_case WHERE id = :i"), {"i": open_case}).scalar()
+
+
+def test_the_udesk_limit_is_never_exceeded(sqlite_url: str, servicego_sim: Callable[..., ServiceGoServer],
+                                           udesk_config: Callable[..., Any]) -> None:
+    # the vendor's 60/minute, scaled to 20 per one-second "minute" so the test is paced
+    server = servicego_sim(Sizes(customers=500, contacts=1_500, cases=1_000), per_minute=20, minute_seconds=1.0)
+    config = udesk_config(sqlite_url, {"sg": servicego_settings(server, rate_limit={"per_minute": 20,
+                                                                                     "window_seconds": 1.0})})
+    summary = jobs.sync(config, "sg")
+    assert summary.status == "ok", summary.errors
+    assert summary.requests > 30 and summary.rate_limit_wait_seconds > 0
+    assert server.app.state.limit.rejections == 0
+    assert_servicego_matches(open_engine(sqlite_url), server.state)

@@ -193,10 +193,11 @@ def _conditions_of(body: dict[str, Any]) -> dict[str, Any]:
     return {k: body[k] for k in ("conditionList", "judgeStrategy", "customJudgeLogic") if k in body}
 
 
-def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | None = None) -> Starlette:
+def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | None = None,
+              minute_seconds: float = 60.0) -> Starlette:
     handlers = Handlers(state)
     signer = Signer(Account(state.email, state.api_token, state.hash_name))
-    limit = MinuteLimit(per_minute)
+    limit = MinuteLimit(per_minute, minute_seconds)
     stats: dict[str, Any] = {"requests": 0, "by_endpoint": {}, "refused": 0}
     settings: dict[str, Any] = {"latency": latency, "faults": []}
 

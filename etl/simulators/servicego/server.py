@@ -11,9 +11,9 @@ from etl.simulators.servicego.store import ServiceGoState
 
 class ServiceGoServer(AppServer):
     def __init__(self, state: ServiceGoState, latency: float = 0.0, per_minute: int | None = None,
-                 port: int = 0) -> None:
+                 port: int = 0, minute_seconds: float = 60.0) -> None:
         self.state = state
-        super().__init__(build_app(state, latency, per_minute), "/api", port, "servicego-simulator")
+        super().__init__(build_app(state, latency, per_minute, minute_seconds), "/api", port, "servicego-simulator")
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -185,11 +185,12 @@ class KnowledgeHandlers:
         return out
 
 
-def build_app(state: KnowledgeState, latency: float = 0.0, per_minute: int | None = None) -> Starlette:
+def build_app(state: KnowledgeState, latency: float = 0.0, per_minute: int | None = None,
+              minute_seconds: float = 60.0) -> Starlette:
     handlers = KnowledgeHandlers(state)
     knowledge_signer = Signer(Account(state.email, state.api_token), allow_v2=True)
     km_signer = Signer(Account(state.email, state.api_token))
-    limits = {"knowledge": MinuteLimit(per_minute), "km": MinuteLimit(per_minute)}
+    limits = {"knowledge": MinuteLimit(per_minute, minute_seconds), "km": MinuteLimit(per_minute, minute_seconds)}
     stats: dict[str, Any] = {"requests": 0, "by_endpoint": {}}
     settings: dict[str, Any] = {"latency": latency}
 

@@ -12,9 +12,9 @@ from etl.simulators.udesk_knowledge.store import KnowledgeState
 
 class KnowledgeServer(AppServer):
     def __init__(self, state: KnowledgeState, latency: float = 0.0, per_minute: int | None = None,
-                 port: int = 0) -> None:
+                 port: int = 0, minute_seconds: float = 60.0) -> None:
         self.state = state
-        super().__init__(build_app(state, latency, per_minute), "/open_api_v1", port, "udesk-knowledge-simulator")
+        super().__init__(build_app(state, latency, per_minute, minute_seconds), "/open_api_v1", port, "udesk-knowledge-simulator")
         self.km_url = f"{self.base}/api"
 
     @property
