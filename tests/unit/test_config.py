@@ -76,3 +76,39 @@ def test_relative_sqlite_paths_are_relative_to_the_config_file(tmp_path: Path):
                     'base_url = "http://127.0.0.1:1/api/v2"\nemail = "a@b.c"\napi_key_env = "K"\n')
     config = load_config(path)
     assert config.mirror.resolved_url(config.base_dir) == f"sqlite:///{tmp_path / 'conf' / 'data' / 'm.sqlite'}"
+
+
+SERVICEGO = {
+    "system": "servicego",
+    "base_url": "https://servicego.udesk.cn/api",
+    "email": "admin@udesk.cn",
+    "api_token_env": "SG_TOKEN",
+    "objects": [{"name": "contact"}],
+}
+
+
+def test_udesk_connections_default_to_the_vendor_limit():
+    config = parse_config({"connections": {"sg": SERVICEGO, "kn": {
+        "system": "udesk_knowledge", "base_url": "https://demo.udesk.cn/open_api_v1", "email": "admin@udesk.cn",
+        "api_token_env": "KN_TOKEN"}}})
+    assert config.connection("sg").rate_limit.per_minute == 60
+    assert config.connection("kn").sign_version == "v2"
+
+
+def test_udesk_config_errors_are_named():
+    assert "connections.sg.objects: required key is missing" in _error(
+        {"connections": {"sg": {k: v for k, v in SERVICEGO.items() if k != "objects"}}})
+    assert "custom_judge_logic is required" in _error(
+        {"connections": {"sg": {**SERVICEGO, "objects": [{"name": "contact", "judge_strategy": 3}]}}})
+    assert "robot_ids needs km_base_url" in _error({"connections": {"kn": {
+        "system": "udesk_knowledge", "base_url": "https://demo.udesk.cn/open_api_v1", "email": "admin@udesk.cn",
+        "api_token_env": "KN_TOKEN", "robot_ids": [83]}}})
+    assert "connections.sg.sign_hash" in _error({"connections": {"sg": {**SERVICEGO, "sign_hash": "md5"}}})
+    assert "connections.x" in _error({"connections": {"x": {**SERVICEGO, "system": "zendesk"}}})
+
+
+def test_a_missing_udesk_token_names_the_variable(monkeypatch):
+    monkeypatch.delenv("SG_TOKEN", raising=False)
+    settings = parse_config({"connections": {"sg": SERVICEGO}}).connection("sg")
+    with pytest.raises(ConfigError, match="connections.sg.api_token_env: environment variable SG_TOKEN"):
+        settings.api_token("sg")
