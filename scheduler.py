@@ -1,42 +1,33 @@
-"""Unattended replication on an APScheduler cadence.
+"""Unattended replication on an APScheduler cadence: `python scheduler.py [--config FILE]`.
 
-A minimal cadence for now: every connection is synced every `--every` seconds, never two runs
-of one connection at once. The scheduling issue (run history, cron jobs, locks across
-processes, health) builds the full scheduler here.
+Runs the jobs of the config's [jobs] table (or, without one, a pull of every connection every
+`--every` seconds) until SIGINT or SIGTERM; `desksync schedule` is the same. The rules (no
+overlaps, shared account budgets, backoff, locks across processes) live in etl/schedule.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from apscheduler.schedulers.blocking import BlockingScheduler
-
-from etl import jobs, log
+from etl import log
 from etl.config import load_config
 from etl.errors import DesksyncError
+from etl.schedule import serve
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config")
-    parser.add_argument("--every", type=float, default=300.0, help="seconds between syncs of a connection")
+    parser.add_argument("--every", type=float, default=300.0, help="seconds between pulls when no jobs are configured")
     args = parser.parse_args()
-    config = load_config(args.config)
-    log.configure(config.log.level, config.log.json_output)
-    logger = log.get_logger(component="scheduler")
-    scheduler = BlockingScheduler()
-
-    def run(name: str) -> None:
-        try:
-            summary = jobs.sync(config, name)
-            logger.info("sync_finished", connection=name, status=summary.status, requests=summary.requests)
-        except DesksyncError as exc:
-            logger.error("sync_failed", connection=name, error=str(exc))
-
-    for name in config.connections:
-        scheduler.add_job(run, "interval", args=[name], seconds=args.every, id=f"sync:{name}",
-                          max_instances=1, coalesce=True, misfire_grace_time=int(args.every))
-    scheduler.start()
+    try:
+        config = load_config(args.config)
+        log.configure(config.log.level, config.log.json_output)
+        serve(config, args.every)
+    except DesksyncError as exc:
+        print(f"desksync scheduler: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

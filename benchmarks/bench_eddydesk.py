@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,33 +23,13 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from simulator_process import ROOT, start_simulator  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_simulator(tickets: int, latency: float, rate_limit: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etl.cli", "simulate", "--port", str(port), "--tickets", str(tickets),
-         "--users", "200", "--organizations", "20", "--articles", "20", "--latency", str(latency),
-         "--rate-limit", str(rate_limit)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base}/_sim/stats", timeout=1)
-            return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("simulator did not start")
+def start_eddydesk(tickets: int, latency: float, rate_limit: int) -> tuple[subprocess.Popen[bytes], str]:
+    return start_simulator("--tickets", str(tickets), "--users", "200", "--organizations", "20", "--articles", "20",
+                           "--latency", str(latency), "--rate-limit", str(rate_limit))
 
 
 def child(args: argparse.Namespace) -> None:
@@ -106,7 +85,7 @@ def measure(base: str, streams: str, per_minute: int, seconds: float = 0, concur
 
 
 def fast(tickets: int) -> dict[str, float]:
-    proc, base = start_simulator(tickets, 0.0, 0)
+    proc, base = start_eddydesk(tickets, 0.0, 0)
     try:
         result = measure(base, "tickets", 10**9)
     finally:
@@ -117,7 +96,7 @@ def fast(tickets: int) -> dict[str, float]:
 
 
 def budget(seconds: float) -> dict[str, float]:
-    proc, base = start_simulator(100_000, 0.4, 300)
+    proc, base = start_eddydesk(100_000, 0.4, 300)
     try:
         # the run is stopped at the time limit; the simulator's own count is the truth
         httpx.post(f"{base}/_sim/reset-stats")

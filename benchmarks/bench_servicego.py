@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,33 +24,10 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from simulator_process import ROOT, start_simulator  # noqa: E402
+
 TOKEN = "221b368d7f5f597867f525971f28ff75"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_simulator(records: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etl.cli", "simulate", "--system", "servicego", "--port", str(port),
-         "--records", str(records)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base}/_sim/stats", timeout=1)
-            return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("simulator did not start")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -102,7 +78,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    proc, base = start_simulator(args.records)
+    proc, base = start_simulator("--system", "servicego", "--records", str(args.records))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             db = f"{tmp}/bench.sqlite"

@@ -129,22 +129,34 @@ def sync(ctx: click.Context, connection: str | None, streams: tuple[str, ...], f
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--check", is_flag=True,
+              help="Exit 1 when a job failed schedule.max_consecutive_failures times in a row, or its data is "
+                   "older than its max_lag_minutes (for monitoring).")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Per connection and stream: last success, cursor, rows, deleted rows, last error."""
+def status(ctx: click.Context, as_json: bool, check: bool) -> None:
+    """Per connection and stream: rows, cursor, last success and error; per scheduled job: last and next run."""
     config = _load(ctx)
     try:
         report = jobs.status(config)
     except DesksyncError as exc:
         _fail(exc)
+    problems = [f"job {name}: {p}" for name, info in report.get("jobs", {}).items() for p in info["problems"]]
     if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
-        return
+        click.echo(json.dumps({**report, "healthy": not problems}, indent=2, default=str))
+    else:
+        _print_status(report)
+        for problem in problems:
+            click.echo(f"UNHEALTHY {problem}", err=True)
+    if check and problems:
+        sys.exit(1)
+
+
+def _print_status(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    for name, info in report.items():
+    for name, info in report["connections"].items():
         table = Table(title=f"connection {name}")
         for column in ("stream", "rows", "deleted", "cursor", "last success", "last error"):
             table.add_column(column)
@@ -154,6 +166,61 @@ def status(ctx: click.Context, as_json: bool) -> None:
         console.print(table)
         for block in info["blocks"]:
             console.print(f"[red]{block['budget']} budget blocked until {block['blocked_until']}[/red]")
+    if report.get("jobs"):
+        table = Table(title="scheduled jobs")
+        for column in ("job", "connection", "last run", "status", "failures in a row", "next run"):
+            table.add_column(column)
+        for name, job in report["jobs"].items():
+            last = job["last_run"] or {}
+            table.add_row(name, job["connection"], str(last.get("started_at") or "-"), str(last.get("status") or "-"),
+                          str(job["consecutive_failures"]), job["next_run_at"])
+        console.print(table)
+
+
+@main.command()
+@click.option("--job", help="Only this job's runs.")
+@click.option("--limit", default=30, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None:
+    """The run history, newest first: job, start, end, outcome, records, requests, rate-limit waits, error."""
+    from etl.mirror.db import ensure_current, open_engine
+    from etl.schedule import run_history
+
+    config = _load(ctx)
+    engine = open_engine(config.mirror.resolved_url(config.base_dir))
+    try:
+        ensure_current(engine)
+        with engine.connect() as conn:
+            history = run_history(conn, job, limit)
+    except DesksyncError as exc:
+        _fail(exc)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(history, indent=2, default=str))
+        return
+    for run in history:
+        click.echo(
+            f"{run['id']:>6} {run['job'] or '(by hand)':<20} {run['connection']:<12} {run['started_at']} "
+            f"{run['status']:<11} read {run['records_read']}, +{run['rows_inserted']} ~{run['rows_updated']} "
+            f"-{run['rows_deleted']}, {run['requests']} requests, {run['rate_limit_wait_seconds']:.1f}s waiting"
+            + (f"  {run['error']}" if run["error"] else "")
+        )
+
+
+@main.command()
+@click.option("--every", default=300.0, show_default=True, help="Seconds between pulls when no [jobs] are configured.")
+@click.pass_context
+def schedule(ctx: click.Context, every: float) -> None:
+    """Run the configured jobs on their cadences until SIGINT/SIGTERM (same as scheduler.py)."""
+    from etl.schedule import serve
+
+    config = _load(ctx)
+    try:
+        serve(config, every)
+    except DesksyncError as exc:
+        _fail(exc)
 
 
 @main.command()

@@ -218,11 +218,57 @@ class LogConfig(_Frozen):
     json_output: bool | None = Field(default=None, alias="json")
 
 
+class JobConfig(_Frozen):
+    """One scheduled job: a pull of one connection's streams on an interval or a cron cadence."""
+
+    connection: str
+    kind: Literal["pull", "push", "pipeline"] = "pull"
+    streams: tuple[str, ...] = ()  # empty: the connection's configured streams (objects, lists)
+    every_seconds: Annotated[float, Field(gt=0)] | None = None
+    cron: str | None = None  # five crontab fields, e.g. "*/5 * * * *"
+    reconcile: bool = False  # every run also looks for records deleted outright
+    max_lag_minutes: Annotated[float, Field(gt=0)] | None = None  # health: data older than this is unhealthy
+
+    @model_validator(mode="after")
+    def _cadence(self) -> JobConfig:
+        if (self.every_seconds is None) == (self.cron is None):
+            raise ValueError("give exactly one of every_seconds and cron")
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron)
+            except ValueError as exc:
+                raise ValueError(f"cron {self.cron!r} is not a crontab expression: {exc}") from None
+        if self.kind != "pull":
+            raise ValueError(f"kind {self.kind!r} is not available yet (write-back and pipelines come later)")
+        return self
+
+
+class ScheduleConfig(_Frozen):
+    """How the scheduler treats failures, and what `desksync status --check` calls unhealthy."""
+
+    misfire_grace_seconds: Annotated[float, Field(gt=0)] = 300.0
+    failure_backoff_seconds: Annotated[float, Field(gt=0)] = 30.0
+    max_failure_backoff_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    max_consecutive_failures: Annotated[int, Field(ge=1)] = 3
+
+
 class Config(_Frozen):
     mirror: MirrorConfig = MirrorConfig()
     log: LogConfig = LogConfig()
     connections: dict[str, Connection]
+    jobs: dict[str, JobConfig] = {}
+    schedule: ScheduleConfig = ScheduleConfig()
     base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _job_connections(self) -> Config:
+        for name, job in self.jobs.items():
+            if job.connection not in self.connections:
+                known = ", ".join(sorted(self.connections)) or "none"
+                raise ValueError(f"jobs.{name}.connection: {job.connection!r} is not a connection (known: {known})")
+        return self
 
     def connection(self, name: str) -> Connection:
         try:
@@ -241,7 +287,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             msg = "required key is missing"
         elif err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling)"
-        lines.append(f"  {path}: {msg}")
+        lines.append(f"  {path}: {msg}" if path else f"  {msg}")
     return "\n".join(lines)
 
 

@@ -107,7 +107,7 @@ def _udesk(database: Path) -> None:
         status = jobs.status(config)
         click.echo("\nUdesk mirror tables (rows / deleted):")
         for name in ("servicego", "knowledge"):
-            for stream, info in status[name]["streams"].items():
+            for stream, info in status["connections"][name]["streams"].items():
                 click.echo(f"  {name + '/' + stream:<40} {info['rows']:>7} / {info['deleted_rows']}")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from etl.extract.servicego_deletes import find_deletions
 from etl.extract.udesk_knowledge import run_stream as run_knowledge_stream
 from etl.extract.udesk_knowledge import select_streams as select_knowledge_streams
 from etl.extract.windowed import run_windowed
+from etl.http.ratelimit import RateLimiter
 from etl.log import get_logger
 from etl.mirror.base import table_of
 from etl.mirror.db import ensure_current, open_engine, upgrade
@@ -176,12 +179,22 @@ def _knowledge_plan(settings: UdeskKnowledgeConnection, requested: tuple[str, ..
             for s in select_knowledge_streams(requested, settings)]
 
 
-def _connect(name: str, settings: Connection, transport: httpx.BaseTransport | None) -> Client:
+def new_limiters(settings: Connection) -> dict[str, RateLimiter]:
+    """An account's rate budgets; the scheduler hands one set to every job of the account."""
     if isinstance(settings, ServiceGoConnection):
-        return servicego.connect(name, settings, transport)
+        return servicego.new_limiters(settings)
     if isinstance(settings, UdeskKnowledgeConnection):
-        return udesk_km.connect(name, settings, transport)
-    return eddydesk.connect(name, settings, transport=transport)
+        return udesk_km.new_limiters(settings)
+    return eddydesk.new_limiters(settings)
+
+
+def _connect(name: str, settings: Connection, transport: httpx.BaseTransport | None,
+             limiters: dict[str, RateLimiter] | None) -> Client:
+    if isinstance(settings, ServiceGoConnection):
+        return servicego.connect(name, settings, transport, limiters)
+    if isinstance(settings, UdeskKnowledgeConnection):
+        return udesk_km.connect(name, settings, transport, limiters)
+    return eddydesk.connect(name, settings, transport=transport, limiters=limiters)
 
 
 def sync(
@@ -194,7 +207,14 @@ def sync(
     progress: Progress | None = None,
     transport: httpx.BaseTransport | None = None,
     stop: Any = None,
+    job: str | None = None,
+    limiters: dict[str, RateLimiter] | None = None,
 ) -> SyncSummary:
+    """Pull one connection's streams into the mirror; one sync_runs row records the run.
+
+    `job` names the scheduled job that asked (run history); `limiters` shares an account's rate
+    budgets between concurrent jobs of that account.
+    """
     settings = config.connection(connection)
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     try:
@@ -208,14 +228,14 @@ def sync(
     except ValueError as exc:
         engine.dispose()
         raise DesksyncError(str(exc)) from None
-    client = _connect(connection, settings, transport)
+    client = _connect(connection, settings, transport, limiters)
     log = get_logger(connection=connection)
     started = time.perf_counter()
     with engine.begin() as conn:
         run_id = conn.execute(
             _RUNS.insert().values(
                 connection=connection, kind="sync", started_at=datetime.now(UTC), status="running",
-                streams=[p.name for p in plan],
+                streams=[p.name for p in plan], job=job, host=socket.gethostname(), pid=os.getpid(),
             )
         ).inserted_primary_key[0]  # type: ignore[index]
     ctx = RunContext(engine, client, connection, settings, run_id, frozenset(p.name for p in plan), progress=progress,
@@ -280,6 +300,7 @@ def _finish_run(engine: sa.Engine, summary: SyncSummary, client: Client, ctx: Ru
                 rows_inserted=summary.inserted,
                 rows_updated=summary.updated,
                 rows_deleted=summary.deleted,
+                records_read=summary.inserted + summary.updated + summary.unchanged,
                 error="; ".join(f"{k}: {v}" for k, v in summary.errors.items()) or None,
             )
         )
@@ -301,10 +322,12 @@ def _status_tables(conn: sa.Connection, settings: Connection) -> list[tuple[str,
 
 
 def status(config: Config) -> dict[str, Any]:
-    """Per connection and stream: last success, cursor, rows, deleted rows, last error."""
+    """{"connections": per connection and stream: last success, cursor, rows, deleted rows, last
+    error; "jobs": per scheduled job: last run, failures in a row, next run, health problems}."""
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     ensure_current(engine)
     out: dict[str, Any] = {}
+    connections: dict[str, Any] = {}
     st = table_of(SyncState)
     try:
         with engine.connect() as conn:
@@ -334,7 +357,7 @@ def status(config: Config) -> dict[str, Any]:
                 last_run = conn.execute(
                     sa.select(_RUNS).where(_RUNS.c.connection == name).order_by(_RUNS.c.id.desc()).limit(1)
                 ).mappings().first()
-                out[name] = {
+                connections[name] = {
                     "streams": streams_out,
                     "last_run": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in last_run.items()} if last_run else None,
                     "blocks": [
@@ -342,6 +365,11 @@ def status(config: Config) -> dict[str, Any]:
                         for b in blocks if b["connection"] == name
                     ],
                 }
+            out["connections"] = connections
+            if config.jobs:
+                from etl.schedule import job_report  # the scheduler imports this module
+
+                out["jobs"] = job_report(conn, config, dict(config.jobs))
     finally:
         engine.dispose()
     return out

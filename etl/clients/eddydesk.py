@@ -112,15 +112,20 @@ class EddyDeskClient:
         self.session.close()
 
 
-def connect(name: str, conn: EddyDeskConnection, transport: httpx.BaseTransport | None = None) -> EddyDeskClient:
-    """Build the account's client: Basic auth, one connection pool, one limiter per budget."""
+def new_limiters(conn: EddyDeskConnection) -> dict[str, RateLimiter]:
+    """The account's budgets; jobs of one account share them (the scheduler passes them in)."""
     rl = conn.rate_limit
-    limiters = {
+    return {
         MAIN: RateLimiter(MAIN, rl.per_minute, rl.window_seconds, rl.block_seconds, SYSTEM),
         KNOWLEDGE_BASE: RateLimiter(
             KNOWLEDGE_BASE, rl.knowledge_base_per_minute, rl.window_seconds, rl.knowledge_base_block_seconds, SYSTEM
         ),
     }
+
+
+def connect(name: str, conn: EddyDeskConnection, transport: httpx.BaseTransport | None = None,
+            limiters: dict[str, RateLimiter] | None = None) -> EddyDeskClient:
+    """Build the account's client: Basic auth, one connection pool, one limiter per budget."""
     http = new_http_client(
         conn.base_url + "/",
         conn.timeout_seconds,
@@ -129,4 +134,4 @@ def connect(name: str, conn: EddyDeskConnection, transport: httpx.BaseTransport 
         transport=transport,
     )
     backoff = Backoff(conn.retry.attempts, conn.retry.backoff_seconds, conn.retry.max_backoff_seconds)
-    return EddyDeskClient(Session(SYSTEM, http, limiters, backoff, parse_error))
+    return EddyDeskClient(Session(SYSTEM, http, limiters or new_limiters(conn), backoff, parse_error))

@@ -22,9 +22,10 @@ from typing import Any
 
 import httpx
 
-from etl.clients.udesk_sign import signed_session
+from etl.clients.udesk_sign import new_limiter, signed_session
 from etl.config import Condition, ServiceGoConnection
 from etl.errors import MalformedResponse
+from etl.http.ratelimit import RateLimiter
 from etl.http.retry import Action
 from etl.http.session import Session
 
@@ -133,10 +134,17 @@ class ServiceGoClient:
         self.session.close()
 
 
-def connect(name: str, conn: ServiceGoConnection, transport: httpx.BaseTransport | None = None) -> ServiceGoClient:
+def new_limiters(conn: ServiceGoConnection) -> dict[str, RateLimiter]:
+    return {"main": new_limiter(SYSTEM, conn.rate_limit.per_minute, conn.rate_limit.window_seconds)}
+
+
+def connect(name: str, conn: ServiceGoConnection, transport: httpx.BaseTransport | None = None,
+            limiters: dict[str, RateLimiter] | None = None) -> ServiceGoClient:
+    limiter = (limiters or new_limiters(conn))["main"]
     session = signed_session(
         SYSTEM, conn.base_url, conn.email, conn.api_token(name), conn.sign_hash,
         per_minute=conn.rate_limit.per_minute, window_seconds=conn.rate_limit.window_seconds, retry=conn.retry,
         timeout=conn.timeout_seconds, envelope=check_envelope, parse_error=parse_error, transport=transport,
+        limiter=limiter,
     )
     return ServiceGoClient(session, conn.page_size)

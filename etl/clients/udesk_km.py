@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 
 from etl.clients import servicego
-from etl.clients.udesk_sign import signed_session
+from etl.clients.udesk_sign import new_limiter, signed_session
 from etl.config import UdeskKnowledgeConnection
 from etl.errors import MalformedResponse
+from etl.http.ratelimit import RateLimiter
 from etl.http.retry import Action
 from etl.http.session import Session
 
@@ -131,14 +132,25 @@ class KnowledgeClient:
             self.km.close()
 
 
-def connect(name: str, conn: UdeskKnowledgeConnection, transport: httpx.BaseTransport | None = None) -> KnowledgeClient:
+def new_limiters(conn: UdeskKnowledgeConnection) -> dict[str, RateLimiter]:
+    """The knowledge API and the KM API are separate services, each with its own budget."""
+    rl = conn.rate_limit
+    return {SYSTEM: new_limiter(SYSTEM, rl.per_minute, rl.window_seconds),
+            KM_SYSTEM: new_limiter(KM_SYSTEM, rl.per_minute, rl.window_seconds)}
+
+
+def connect(name: str, conn: UdeskKnowledgeConnection, transport: httpx.BaseTransport | None = None,
+            limiters: dict[str, RateLimiter] | None = None) -> KnowledgeClient:
     token = conn.api_token(name)
+    limiters = limiters or new_limiters(conn)
     common = {"per_minute": conn.rate_limit.per_minute, "window_seconds": conn.rate_limit.window_seconds,
               "retry": conn.retry, "timeout": conn.timeout_seconds, "transport": transport}
     open_api = signed_session(SYSTEM, conn.base_url, conn.email, token, "v2" if conn.sign_version == "v2" else "sha1",
-                              envelope=check_envelope, parse_error=parse_error, **common)  # type: ignore[arg-type]
+                              envelope=check_envelope, parse_error=parse_error, limiter=limiters[SYSTEM],
+                              **common)  # type: ignore[arg-type]
     km = None
     if conn.km_base_url:
         km = signed_session(KM_SYSTEM, conn.km_base_url, conn.email, token, "sha1",
-                            envelope=servicego.check_envelope, parse_error=servicego.parse_error, **common)  # type: ignore[arg-type]
+                            envelope=servicego.check_envelope, parse_error=servicego.parse_error,
+                            limiter=limiters[KM_SYSTEM], **common)  # type: ignore[arg-type]
     return KnowledgeClient(open_api, km)

@@ -80,6 +80,11 @@ class UdeskSignAuth(httpx.Auth):
         yield request
 
 
+def new_limiter(system: str, per_minute: int, window_seconds: float, budget: str = "main") -> RateLimiter:
+    """No block length is documented for Udesk: a refusal waits out the window."""
+    return RateLimiter(budget, per_minute, window_seconds, window_seconds, system)
+
+
 def signed_session(
     system: str,
     base_url: str,
@@ -95,12 +100,13 @@ def signed_session(
     parse_error: ErrorParser,
     budget: str = "main",
     transport: httpx.BaseTransport | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Session:
     """A Udesk account's session: one pool, signed requests, one limiter (60/min by default).
 
     No block length is documented for Udesk; a refusal (HTTP 429) waits out the window.
     """
-    limiter = RateLimiter(budget, per_minute, window_seconds, window_seconds, system)
+    limiter = limiter or new_limiter(system, per_minute, window_seconds, budget)
     http = new_http_client(base_url + "/", timeout, 4, auth=UdeskSignAuth(email, api_token, version),
                            headers={"Accept": "application/json"}, transport=transport)
     backoff = Backoff(retry.attempts, retry.backoff_seconds, retry.max_backoff_seconds)

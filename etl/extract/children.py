@@ -17,14 +17,20 @@ from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
 from etl.mirror.base import table_of
 from etl.mirror.meta import PendingChildren
-from etl.streams.eddydesk import Stream
+from etl.streams.eddydesk import Stream, select_streams
 
 _PENDING = table_of(PendingChildren)
 
 
 def enqueue(conn: sa.Connection, ctx: RunContext, parent: Stream, parent_ids: list[Any]) -> None:
-    """Queue the selected child streams of `parent` for these changed parents."""
-    streams = [name for name in parent.children if name in ctx.selected]
+    """Queue the connection's child streams of `parent` for these changed parents.
+
+    Every configured child stream, not only those of this run: a run of `tickets` alone (a
+    scheduled job, `--stream tickets`) moves the cursor past these tickets, so their posts must
+    wait in the queue for the next run that includes posts.
+    """
+    configured = {s.name for s in select_streams(ctx.settings.streams)}  # type: ignore[union-attr]
+    streams = [name for name in parent.children if name in configured or name in ctx.selected]
     if not streams or not parent_ids:
         return
     ids = [int(i) for i in parent_ids]

@@ -29,9 +29,15 @@ class SyncState(Base):
 
 
 class SyncRun(Base):
+    """The run history: every sync, by hand or by a scheduled job (`job`, with the process that ran it)."""
+
     __tablename__ = "sync_runs"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     connection: Mapped[str] = mapped_column(sa.String(64), index=True)
+    job: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    pid: Mapped[int | None]
+    records_read: Mapped[int] = mapped_column(default=0)
     kind: Mapped[str] = mapped_column(sa.String(16))  # sync | reconcile
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]

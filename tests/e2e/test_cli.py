@@ -37,7 +37,7 @@ def test_init_sync_and_status_json(sqlite_url, simulator, tmp_path, monkeypatch)
     assert synced.exit_code == 0, synced.output
     assert "helpdesk: ok" in synced.output
     status = runner.invoke(main, ["--config", str(path), "status", "--json"])
-    report = json.loads(status.output)["helpdesk"]
+    report = json.loads(status.output)["connections"]["helpdesk"]
     assert report["streams"]["tickets"]["rows"] == 45 and report["streams"]["tickets"]["cursor"]
     assert report["last_run"]["status"] == "ok"
     unknown = runner.invoke(main, ["--config", str(path), "sync", "helpdesk", "--stream", "nope"])

@@ -64,5 +64,5 @@ def test_a_block_is_not_retried_into_and_is_remembered_by_the_next_run(sqlite_ur
     second = jobs.sync(config, "helpdesk", ("tickets",))
     assert second.status == "failed" and "blocked" in second.errors["tickets"]
     assert server.stats.requests == before, "a new process must not send into a recorded block"
-    status = jobs.status(config)["helpdesk"]
+    status = jobs.status(config)["connections"]["helpdesk"]
     assert status["blocks"] and status["blocks"][0]["budget"] == "main"

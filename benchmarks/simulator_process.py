@@ -1,0 +1,36 @@
+"""Run a `desksync simulate` server in its own process for a benchmark (one core serves, one syncs)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_simulator(*options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `desksync simulate OPTIONS` on a free port; returns the process and its base URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "simulate", "--port", str(port), *options],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base}/_sim/stats", timeout=1)
+            return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("simulator did not start")

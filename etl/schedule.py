@@ -1,0 +1,283 @@
+"""Unattended replication: the configured jobs on their cadences (APScheduler 3).
+
+Rules, and where each is kept:
+- A job never overlaps itself: APScheduler's max_instances=1 and coalesced missed runs within
+  one process; an advisory lock per job across processes (etl.locks).
+- The jobs of one account share its rate budgets: one set of limiters per connection in the
+  process, where they run one after another (their streams' scans must not interleave), and
+  an account lock across processes, so that two schedulers never spend one account's budget
+  at the same time.
+- A failing job backs off (base × 2^(failures−1), capped) without touching the others; the
+  count of consecutive failures comes from the run history, so it survives restarts.
+- An account blocked for its rate limit: its jobs wait until the block has ended.
+- A stop (SIGINT/SIGTERM) sets the event every running sync watches: the page in progress
+  commits, the run is recorded as interrupted, and the next start resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from etl import jobs
+from etl.config import Config, JobConfig
+from etl.errors import DesksyncError
+from etl.extract.pool import Stopped
+from etl.http.ratelimit import RateLimiter
+from etl.locks import AdvisoryLocks, SchedulerFileLock
+from etl.log import get_logger
+from etl.mirror.base import table_of
+from etl.mirror.db import ensure_current, open_engine
+from etl.mirror.meta import AccountBlock, SyncRun
+
+_RUNS = table_of(SyncRun)
+_BLOCKS = table_of(AccountBlock)
+
+
+def default_jobs(config: Config, every_seconds: float) -> dict[str, JobConfig]:
+    """Without a [jobs] table: pull every connection every `every_seconds`."""
+    return {f"pull_{name}": JobConfig(connection=name, every_seconds=every_seconds) for name in config.connections}
+
+
+def trigger_of(spec: JobConfig) -> Any:
+    if spec.cron is not None:
+        return CronTrigger.from_crontab(spec.cron, timezone=UTC)
+    return IntervalTrigger(seconds=spec.every_seconds, timezone=UTC)
+
+
+def consecutive_failures(conn: sa.Connection, job: str) -> int:
+    statuses = conn.execute(
+        sa.select(_RUNS.c.status).where(_RUNS.c.job == job, _RUNS.c.status != "running")
+        .order_by(_RUNS.c.id.desc()).limit(50)
+    ).scalars()
+    count = 0
+    for status in statuses:
+        if status != "failed":
+            break
+        count += 1
+    return count
+
+
+def blocked_until(conn: sa.Connection, connection: str) -> datetime | None:
+    until = conn.execute(sa.select(sa.func.max(_BLOCKS.c.blocked_until)).where(_BLOCKS.c.connection == connection)).scalar()
+    if until is None:
+        return None
+    until = until if until.tzinfo else until.replace(tzinfo=UTC)
+    return until if until > datetime.now(UTC) else None
+
+
+@dataclass
+class Runner:
+    """Runs the configured jobs in one process."""
+
+    config: Config
+    jobs: dict[str, JobConfig]
+    stop: threading.Event = field(default_factory=threading.Event)
+    scheduler: BaseScheduler | None = None
+    _limiters: dict[str, dict[str, RateLimiter]] = field(default_factory=dict)
+    _limiters_lock: threading.Lock = field(default_factory=threading.Lock)
+    _accounts: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.url = self.config.mirror.resolved_url(self.config.base_dir)
+        self.engine = open_engine(self.url)
+        self.locks = AdvisoryLocks(self.engine)
+        self.file_lock: SchedulerFileLock | None = None
+        self.log = get_logger(component="scheduler")
+
+    def start_checks(self) -> None:
+        """Refuse to start on an old schema, or beside another scheduler on one SQLite file."""
+        ensure_current(self.engine)
+        if self.engine.dialect.name == "sqlite":
+            database = self.engine.url.database or ""
+            self.file_lock = SchedulerFileLock(database)
+            self.file_lock.acquire()
+
+    def limiters(self, connection: str) -> dict[str, RateLimiter]:
+        with self._limiters_lock:
+            if connection not in self._limiters:
+                self._limiters[connection] = jobs.new_limiters(self.config.connection(connection))
+                self._accounts[connection] = threading.Lock()
+            return self._limiters[connection]
+
+    def _take_account(self, connection: str) -> bool:
+        """Jobs of one account run one after another (their streams' cursors and scans must not
+        interleave); they wait for each other rather than skip."""
+        self.limiters(connection)
+        lock = self._accounts[connection]
+        while not self.stop.is_set():
+            if lock.acquire(timeout=0.5):
+                return True
+        return False
+
+    def build(self, scheduler: BaseScheduler) -> None:
+        grace = int(self.config.schedule.misfire_grace_seconds)
+        for name, spec in self.jobs.items():
+            scheduler.add_job(self.run_job, trigger_of(spec), args=[name], id=name, name=name, max_instances=1,
+                              coalesce=True, misfire_grace_time=grace, next_run_time=datetime.now(UTC))
+        self.scheduler = scheduler
+
+    def _delay(self, name: str, until: datetime, reason: str) -> None:
+        if self.scheduler is not None and not self.stop.is_set():
+            self.scheduler.modify_job(name, next_run_time=until)
+            self.log.info("job_delayed", job=name, until=until.isoformat(), reason=reason)
+
+    def run_job(self, name: str) -> None:
+        if self.stop.is_set():
+            return
+        spec = self.jobs[name]
+        log = self.log.bind(job=name, connection=spec.connection)
+        with self.engine.connect() as conn:
+            until = blocked_until(conn, spec.connection)
+        if until is not None:
+            self._delay(name, until + timedelta(seconds=1), "the account is blocked for its rate limit")
+            return
+        if not self.locks.try_acquire("job", name):
+            log.info("job_skipped", reason="running in another scheduler")
+            return
+        try:
+            if not self._take_account(spec.connection):
+                return
+            try:
+                if not self.locks.try_acquire("account", spec.connection):
+                    log.info("job_skipped", reason="another scheduler is using this account's budget")
+                    return
+                try:
+                    self._sync(name, spec, log)
+                finally:
+                    self.locks.release("account", spec.connection)
+            finally:
+                self._accounts[spec.connection].release()
+        finally:
+            self.locks.release("job", name)
+
+    def _sync(self, name: str, spec: JobConfig, log: Any) -> None:
+        failed = False
+        try:
+            summary = jobs.sync(self.config, spec.connection, spec.streams, reconcile_deletes=spec.reconcile,
+                                stop=self.stop, job=name, limiters=self.limiters(spec.connection))
+            failed = summary.status != "ok"
+            log.info("job_finished", status=summary.status, requests=summary.requests, inserted=summary.inserted,
+                     updated=summary.updated, deleted=summary.deleted, seconds=round(summary.seconds, 2))
+        except (Stopped, KeyboardInterrupt):
+            log.info("job_interrupted")
+            return
+        except DesksyncError as exc:
+            failed = True
+            log.error("job_failed", error=str(exc))
+        with self.engine.connect() as conn:
+            until = blocked_until(conn, spec.connection)
+            failures = consecutive_failures(conn, name) if failed else 0
+        if until is not None:
+            for other, other_spec in self.jobs.items():
+                if other_spec.connection == spec.connection:
+                    self._delay(other, until + timedelta(seconds=1), "the account is blocked for its rate limit")
+        elif failures:
+            settings = self.config.schedule
+            delay = min(settings.max_failure_backoff_seconds, settings.failure_backoff_seconds * 2 ** (failures - 1))
+            self._delay(name, datetime.now(UTC) + timedelta(seconds=delay), f"{failures} failures in a row")
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        if self.file_lock is not None:
+            self.file_lock.release()
+        self.engine.dispose()
+
+
+def run_forever(config: Config, job_specs: dict[str, JobConfig], stop: threading.Event) -> None:
+    """Block running the jobs until `stop` is set (by a signal handler); running syncs finish their page."""
+    runner = Runner(config, job_specs, stop)
+    runner.start_checks()
+    workers = max(4, len(job_specs))
+    scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(workers)}, timezone=UTC)
+    runner.build(scheduler)
+    watcher = threading.Thread(target=lambda: (stop.wait(), runner.shutdown()), name="scheduler-stop", daemon=True)
+    watcher.start()
+    runner.log.info("scheduler_started", jobs=sorted(job_specs))
+    try:
+        scheduler.start()
+    finally:
+        stop.set()
+        watcher.join(timeout=60)
+        runner.log.info("scheduler_stopped")
+
+
+def serve(config: Config, every_seconds: float = 300.0) -> None:
+    """`desksync schedule` and scheduler.py: the configured jobs (or a pull of every connection)
+    until SIGINT or SIGTERM."""
+    specs = dict(config.jobs) or default_jobs(config, every_seconds)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    run_forever(config, specs, stop)
+
+
+# --- reading the history: `desksync status` and `desksync runs` --------------------------------------
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def next_run(spec: JobConfig, last_started: datetime | None, now: datetime) -> datetime:
+    """When the job runs next, as far as the history tells (a running scheduler may delay it)."""
+    if spec.cron is not None:
+        fire = CronTrigger.from_crontab(spec.cron, timezone=UTC).get_next_fire_time(None, now)
+        return fire if fire is not None else now
+    if last_started is None:
+        return now
+    started = last_started if last_started.tzinfo else last_started.replace(tzinfo=UTC)
+    return max(now, started + timedelta(seconds=spec.every_seconds or 0))
+
+
+def job_report(conn: sa.Connection, config: Config, specs: dict[str, JobConfig]) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    out: dict[str, Any] = {}
+    for name, spec in specs.items():
+        last = conn.execute(sa.select(_RUNS).where(_RUNS.c.job == name).order_by(_RUNS.c.id.desc()).limit(1)).mappings().first()
+        last_ok = conn.execute(sa.select(sa.func.max(_RUNS.c.started_at)).where(
+            _RUNS.c.job == name, _RUNS.c.status == "ok")).scalar()
+        failures = consecutive_failures(conn, name)
+        lag = None if last_ok is None else (now - (last_ok if last_ok.tzinfo else last_ok.replace(tzinfo=UTC)))
+        problems = []
+        if failures >= config.schedule.max_consecutive_failures:
+            problems.append(f"failed {failures} times in a row")
+        if spec.max_lag_minutes is not None and (lag is None or lag > timedelta(minutes=spec.max_lag_minutes)):
+            age = "never synced" if lag is None else f"data is {lag.total_seconds() / 60:.0f} minutes old"
+            problems.append(f"{age} (max_lag_minutes = {spec.max_lag_minutes:g})")
+        out[name] = {
+            "connection": spec.connection,
+            "last_run": None if last is None else {
+                "status": last["status"], "started_at": _iso(last["started_at"]), "finished_at": _iso(last["finished_at"]),
+                "requests": last["requests"], "error": last["error"]},
+            "last_success_started_at": _iso(last_ok),
+            "consecutive_failures": failures,
+            "next_run_at": next_run(spec, last["started_at"] if last else None, now).isoformat(),
+            "problems": problems,
+        }
+    return out
+
+
+def run_history(conn: sa.Connection, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    query = sa.select(_RUNS).order_by(_RUNS.c.id.desc()).limit(limit)
+    if job:
+        query = query.where(_RUNS.c.job == job)
+    return [{k: (_iso(v) if isinstance(v, datetime) else v) for k, v in row.items()}
+            for row in conn.execute(query).mappings()]

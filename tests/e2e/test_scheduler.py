@@ -1,0 +1,249 @@
+"""The scheduler as a real process (scheduler.py) against the simulators: catching up while remote
+changes keep coming, no overlapping runs, several schedulers on one PostgreSQL mirror, graceful
+stops, backoff and health."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from etl.mirror.base import table_of
+from etl.mirror.db import open_engine
+from etl.mirror.meta import SyncRun
+from etl.simulators.eddydesk.data import Sizes
+from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+from tests.conftest import (
+    API_KEY_ENV,
+    UDESK_TOKEN,
+    UDESK_TOKEN_ENV,
+    connection_settings,
+    servicego_settings,
+    write_config_file,
+)
+from tests.mirror_check import assert_mirror_matches
+from tests.servicego_check import assert_servicego_matches
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, API_KEY_ENV: "sim-api-key", UDESK_TOKEN_ENV: UDESK_TOKEN}
+
+
+def _config(path: Path, url: str, connections: dict[str, Any], jobs: dict[str, Any], **schedule: Any) -> Path:
+    write_config_file(path, url, connections)
+    import tomli_w
+
+    extra: dict[str, Any] = {"jobs": jobs}
+    if schedule:
+        extra["schedule"] = schedule
+    with path.open("a") as f:
+        f.write("\n" + tomli_w.dumps(extra))
+    return path
+
+
+def _scheduler(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "scheduler.py", "--config", str(config)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    return err.decode()
+
+
+@dataclass(frozen=True)
+class Run:
+    job: str | None
+    connection: str
+    pid: int | None
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else (value if value.tzinfo else value.replace(tzinfo=UTC))
+
+
+def _runs(engine: sa.Engine) -> list[Run]:
+    t = table_of(SyncRun)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.job, t.c.connection, t.c.pid, t.c.status, t.c.started_at, t.c.finished_at)
+                            .order_by(t.c.started_at)).all()
+    return [Run(r.job, r.connection, r.pid, r.status, _utc(r.started_at), _utc(r.finished_at)) for r in rows]  # type: ignore[arg-type]
+
+
+def _wait(predicate: Callable[[], bool], seconds: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"scheduler exited early: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            if predicate():
+                return
+        except sa.exc.DBAPIError:
+            pass  # the schema is being created, or SQLite is busy
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _assert_no_overlaps(runs: list[Any], key: Callable[[Any], Any]) -> None:
+    by_key: dict[Any, list[Any]] = {}
+    for run in runs:
+        by_key.setdefault(key(run), []).append(run)
+    for name, group in by_key.items():
+        group.sort(key=lambda r: r.started_at)
+        for before, after in zip(group, group[1:], strict=False):
+            assert before.finished_at is not None and after.started_at >= before.finished_at, (
+                f"{name}: a run started at {after.started_at} while the one from {before.started_at} ran")
+
+
+def _ok_after(engine: sa.Engine, job: str, moment: datetime) -> bool:
+    return any(r.job == job and r.status == "ok" and r.started_at > moment for r in _runs(engine))
+
+
+def test_scheduler_catches_up_while_changes_keep_coming(db_url, simulator, servicego_sim, make_config, tmp_path):
+    helpdesk = simulator(Sizes(tickets=400, users=100, organizations=10, kb_articles=20))
+    records = servicego_sim(ServiceGoSizes(customers=100, contacts=300, cases=300))
+    make_config(db_url, helpdesk)  # migrations
+    config = _config(tmp_path / "desksync.toml", db_url,
+                     {"helpdesk": connection_settings(helpdesk), "sg": servicego_settings(records)},
+                     {"helpdesk_tickets": {"connection": "helpdesk", "streams": ["tickets"], "every_seconds": 1},
+                      "helpdesk_all": {"connection": "helpdesk", "every_seconds": 2},
+                      "servicego": {"connection": "sg", "every_seconds": 1}})
+    engine = open_engine(db_url)
+    proc = _scheduler(config)
+    for round_ in range(8):
+        time.sleep(0.7)
+        helpdesk.state.random_changes(seed=round_, updates=10, creates=3, soft_deletes=1)
+        records.state.random_changes(seed=round_, updates=10, creates=3, deletes=1)
+    time.sleep(1.1)  # the changes' second is behind every run that starts now
+    after_changes = datetime.now(UTC)
+    for job in ("helpdesk_tickets", "helpdesk_all", "servicego"):
+        _wait(lambda j=job: _ok_after(engine, j, after_changes), 120, f"{job} to run after the last change", proc)
+    _stop(proc)
+
+    runs = _runs(engine)
+    assert {r.job for r in runs} == {"helpdesk_tickets", "helpdesk_all", "servicego"}
+    assert all(r.status in ("ok", "interrupted") for r in runs), [r.status for r in runs]
+    assert sum(r.job == "servicego" for r in runs) >= 4
+    _assert_no_overlaps(runs, key=lambda r: r.job)
+    _assert_no_overlaps(runs, key=lambda r: r.connection)  # one account's jobs take turns
+    assert_mirror_matches(engine, helpdesk.state, check_hard_deletes=False)
+    assert_servicego_matches(engine, records.state)
+    engine.dispose()
+
+
+def test_two_schedulers_on_one_postgresql_never_run_a_job_twice_at_once(db_url, simulator, servicego_sim,
+                                                                        make_config, tmp_path):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("several schedulers share a PostgreSQL mirror; SQLite takes one (tested below)")
+    helpdesk = simulator(Sizes(tickets=300, users=50, organizations=5, kb_articles=10))
+    records = servicego_sim(ServiceGoSizes(customers=50, contacts=200, cases=200))
+    make_config(db_url, helpdesk)
+    config = _config(tmp_path / "desksync.toml", db_url,
+                     {"helpdesk": connection_settings(helpdesk), "sg": servicego_settings(records)},
+                     {"tickets": {"connection": "helpdesk", "streams": ["tickets"], "every_seconds": 1},
+                      "users": {"connection": "helpdesk", "streams": ["users"], "every_seconds": 1},
+                      "servicego": {"connection": "sg", "every_seconds": 1}})
+    engine = open_engine(db_url)
+    first, second = _scheduler(config), _scheduler(config)
+    for round_ in range(10):
+        time.sleep(0.8)
+        records.state.random_changes(seed=round_, updates=5, creates=1, deletes=0)
+    _stop(first)
+    _stop(second)
+    runs = _runs(engine)
+    assert {r.job for r in runs if r.status == "ok"} == {"tickets", "users", "servicego"}
+    assert len({r.pid for r in runs}) == 2, "both schedulers ran jobs"
+    _assert_no_overlaps(runs, key=lambda r: r.job)
+    _assert_no_overlaps(runs, key=lambda r: r.connection)  # and never spent one account's budget together
+    engine.dispose()
+
+
+def test_sigterm_during_a_large_pull_then_restart_is_exact(sqlite_url, simulator, make_config, tmp_path):
+    server = simulator(Sizes(tickets=3_000, users=200, organizations=20, kb_articles=20), latency=0.003)
+    make_config(sqlite_url, server)
+    config = _config(tmp_path / "desksync.toml", sqlite_url, {"helpdesk": connection_settings(server, concurrency=4)},
+                     {"helpdesk": {"connection": "helpdesk", "every_seconds": 3600}})
+    engine = open_engine(sqlite_url)
+    proc = _scheduler(config)
+
+    def tickets() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM eddydesk_tickets")).scalar_one())
+
+    _wait(lambda: tickets() >= 900, 120, "the pull to be under way", proc)
+    _stop(proc)
+    assert tickets() < 3_000
+    assert [r.status for r in _runs(engine)] == ["interrupted"]
+
+    restarted = _scheduler(config)
+    _wait(lambda: any(r.status == "ok" for r in _runs(engine)), 180, "the resumed pull", restarted)
+    _stop(restarted)
+    assert_mirror_matches(engine, server.state)
+    engine.dispose()
+
+
+def test_a_second_scheduler_on_one_sqlite_file_refuses_to_start(sqlite_url, simulator, make_config, tmp_path):
+    server = simulator(Sizes(tickets=50, users=10, organizations=2, kb_articles=2))
+    make_config(sqlite_url, server)
+    config = _config(tmp_path / "desksync.toml", sqlite_url, {"helpdesk": connection_settings(server)},
+                     {"helpdesk": {"connection": "helpdesk", "every_seconds": 60}})
+    first = _scheduler(config)
+    engine = open_engine(sqlite_url)
+    _wait(lambda: bool(_runs(engine)), 60, "the first scheduler to run", first)
+    second = _scheduler(config)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 2
+    assert "another desksync scheduler" in err.decode() and "SQLite takes one scheduler per file" in err.decode()
+    _stop(first)
+
+
+def test_a_failing_job_backs_off_while_the_others_go_on(sqlite_url, simulator, make_config, tmp_path):
+    server = simulator(Sizes(tickets=50, users=10, organizations=2, kb_articles=2))
+    make_config(sqlite_url, server)
+    broken = connection_settings(server, api_key_env="DESKSYNC_TEST_WRONG_KEY")
+    config = _config(tmp_path / "desksync.toml", sqlite_url, {"helpdesk": connection_settings(server), "broken": broken},
+                     {"good": {"connection": "helpdesk", "streams": ["tickets"], "every_seconds": 0.5},
+                      "bad": {"connection": "broken", "streams": ["tickets"], "every_seconds": 0.5,
+                              "max_lag_minutes": 5}},
+                     failure_backoff_seconds=1.0, max_consecutive_failures=2)
+    env_key = "DESKSYNC_TEST_WRONG_KEY"
+    os.environ[env_key] = "not-the-key"
+    try:
+        proc = subprocess.Popen([sys.executable, "scheduler.py", "--config", str(config)], cwd=ROOT,
+                                env={**ENV, env_key: "not-the-key"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(7)
+        _stop(proc)
+        engine = open_engine(sqlite_url)
+        runs = _runs(engine)
+        bad = [r for r in runs if r.job == "bad"]
+        good = [r for r in runs if r.job == "good"]
+        assert all(r.status == "failed" for r in bad)
+        # every 0.5 s would be about 14 runs; backing off 1, 2, 4 s leaves at most 5
+        assert 2 <= len(bad) <= 5, len(bad)
+        gaps = [(b.started_at - a.started_at).total_seconds() for a, b in zip(bad, bad[1:], strict=False)]
+        assert gaps == sorted(gaps) and gaps[-1] >= 1.5, gaps
+        assert len(good) >= 6 and all(r.status == "ok" for r in good)
+
+        check = subprocess.run([sys.executable, "-m", "etl.cli", "--config", str(config), "status", "--check"],
+                               cwd=ROOT, env=ENV, capture_output=True, text=True)
+        assert check.returncode == 1
+        assert "job bad: failed" in check.stderr and "times in a row" in check.stderr
+        assert "job bad: never synced (max_lag_minutes = 5)" in check.stderr
+        assert "job good" not in check.stderr
+        engine.dispose()
+    finally:
+        os.environ.pop(env_key, None)
