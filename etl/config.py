@@ -115,12 +115,21 @@ class Condition(_Frozen):
     value: str = ""
 
 
+class RelatedObject(_Frozen):
+    """Optional stream: each record's related records of another object (GET v1/data/relatedDatas)."""
+
+    object: str  # the child objectApiName
+    filter_id: int | None = None  # the child's UI filter
+
+
 class ServiceGoObject(_Frozen):
     name: str  # objectApiName
     filter_id: int | None = None
     conditions: tuple[Condition, ...] = ()
     judge_strategy: Literal[1, 2, 3] = 1
     custom_judge_logic: str | None = None
+    related: tuple[RelatedObject, ...] = ()  # optional: one request per changed record and child object
+    relations_ui_id: int | None = None  # optional: record relations (GET v1/selfObjectRelationData) with this uiId
 
     @model_validator(mode="after")
     def _logic(self) -> ServiceGoObject:

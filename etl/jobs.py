@@ -30,6 +30,7 @@ from etl.extract.pool import Stopped
 from etl.extract.reconcile import reconcile
 from etl.extract.servicego import ObjectSync, search_args, state_key
 from etl.extract.servicego_deletes import find_deletions
+from etl.extract.servicego_related import refresh as refresh_related
 from etl.extract.udesk_knowledge import run_stream as run_knowledge_stream
 from etl.extract.udesk_knowledge import select_streams as select_knowledge_streams
 from etl.extract.windowed import run_windowed
@@ -169,6 +170,7 @@ def _servicego_plan(settings: ServiceGoConnection, requested: tuple[str, ...], f
         ctx.stats.deleted += find_deletions(sync_, total, full_pass=due)
         if due:
             _reconciled(engine, connection, sync_.key)
+        refresh_related(ctx, obj)
 
     return [PlannedStream(o.name, "main", lambda ctx, o=o: run(ctx, o), False, state_key(o.name))
             for o in settings.objects if not requested or o.name in requested]

@@ -130,6 +130,41 @@ class ServiceGoClient:
         return ScrollPage(parse_scroll_page(response.body, SCROLL), self._total(response.body, SCROLL),
                           _server_time(response.headers))
 
+    def related(self, parent_obj: str, parent_id: int, obj: str, filter_id: int | None = None) -> list[dict[str, Any]]:
+        """Every record of `obj` related to one parent record (GET v1/data/relatedDatas, paged)."""
+        path = "v1/data/relatedDatas"
+        records: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            params: dict[str, Any] = {"dataId": parent_id, "objectApiName": obj, "parentObjectApiName": parent_obj,
+                                      "pageNum": page, "pageSize": self.page_size}
+            if filter_id is not None:
+                params["filterId"] = filter_id
+            body = self.session.request_json("GET", path, params=params).body
+            data = parse_scroll_page(body, path)
+            records.extend(data)
+            if not data or len(records) >= self._total(body, path):
+                return records
+            page += 1
+
+    def relations(self, major_id: int, ui_id: int) -> list[dict[str, Any]]:
+        """A record's relations (GET v1/selfObjectRelationData, paged; its paging is inside data)."""
+        path = "v1/selfObjectRelationData"
+        rows: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = self.session.request_json("GET", path, params={
+                "majorDataId": major_id, "uiId": ui_id, "pageNum": page, "pageSize": self.page_size}).body
+            data = body.get("data")
+            if not isinstance(data, dict) or not isinstance(data.get("fieldDataList", []), list):
+                raise MalformedResponse(SYSTEM, "answer has no data.fieldDataList", path=path)
+            chunk = data.get("fieldDataList") or []
+            rows.extend(chunk)
+            total = data.get("total")
+            if not chunk or not isinstance(total, int) or len(rows) >= total:
+                return rows
+            page += 1
+
     def close(self) -> None:
         self.session.close()
 

@@ -33,31 +33,44 @@ def enqueue(conn: sa.Connection, ctx: RunContext, parent: Stream, parent_ids: li
     streams = [name for name in parent.children if name in configured or name in ctx.selected]
     if not streams or not parent_ids:
         return
-    ids = [int(i) for i in parent_ids]
     for name in streams:
-        known = set(
-            conn.execute(
-                sa.select(_PENDING.c.parent_id).where(
-                    _PENDING.c.connection == ctx.connection, _PENDING.c.stream == name, _PENDING.c.parent_id.in_(ids)
-                )
-            ).scalars()
-        )
-        rows = [{"connection": ctx.connection, "stream": name, "parent_id": i} for i in ids if i not in known]
-        if rows:
-            conn.execute(_PENDING.insert(), rows)
+        add_pending(conn, ctx.connection, name, parent_ids)
+
+
+def add_pending(conn: sa.Connection, connection: str, stream: str, parent_ids: list[Any]) -> None:
+    """Queue parents for a child stream (in the caller's transaction, beside the parents' rows)."""
+    ids = [int(i) for i in parent_ids]
+    if not ids:
+        return
+    known = set(
+        conn.execute(
+            sa.select(_PENDING.c.parent_id).where(
+                _PENDING.c.connection == connection, _PENDING.c.stream == stream, _PENDING.c.parent_id.in_(ids)
+            )
+        ).scalars()
+    )
+    rows = [{"connection": connection, "stream": stream, "parent_id": i} for i in ids if i not in known]
+    if rows:
+        conn.execute(_PENDING.insert(), rows)
+
+
+def pending(conn: sa.Connection, connection: str, stream: str) -> list[int]:
+    return list(conn.execute(
+        sa.select(_PENDING.c.parent_id).where(_PENDING.c.connection == connection, _PENDING.c.stream == stream)
+        .order_by(_PENDING.c.parent_id)
+    ).scalars())
+
+
+def done_pending(conn: sa.Connection, connection: str, stream: str, parent_ids: list[int]) -> None:
+    conn.execute(_PENDING.delete().where(_PENDING.c.connection == connection, _PENDING.c.stream == stream,
+                                         _PENDING.c.parent_id.in_(parent_ids)))
 
 
 def _parents(ctx: RunContext, stream: Stream) -> list[int]:
     with ctx.engine.connect() as conn:
         if stream.parent_query is not None:
             return list(conn.execute(stream.parent_query(ctx.connection)).scalars())
-        return list(
-            conn.execute(
-                sa.select(_PENDING.c.parent_id)
-                .where(_PENDING.c.connection == ctx.connection, _PENDING.c.stream == stream.name)
-                .order_by(_PENDING.c.parent_id)
-            ).scalars()
-        )
+        return pending(conn, ctx.connection, stream.name)
 
 
 def fetch_all_pages(ctx: RunContext, path: str) -> list[dict[str, Any]] | None:
@@ -112,13 +125,7 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
                 ).scalars()
                 vanished = set(known) - set(result.seen_ids)
                 ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, stream.scope)
-            conn.execute(
-                _PENDING.delete().where(
-                    _PENDING.c.connection == ctx.connection,
-                    _PENDING.c.stream == stream.name,
-                    _PENDING.c.parent_id.in_(parent_ids),
-                )
-            )
+            done_pending(conn, ctx.connection, stream.name, parent_ids)
         done += len(batch)
         ctx.report(stream.name, done, len(parents))
 

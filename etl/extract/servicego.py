@@ -27,6 +27,7 @@ from etl.clients.servicego import ScrollPage, ServiceGoClient, conditions_body, 
 from etl.config import ServiceGoConnection, ServiceGoObject
 from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
+from etl.extract.servicego_related import enqueue as enqueue_related
 from etl.log import get_logger
 from etl.mirror.servicego import ObjectSchema, RecordBuilder, fields_of
 from etl.mirror.state import load_state, save_state
@@ -144,6 +145,7 @@ class ObjectSync:
                     self.schema.ensure(conn, seen)  # a field added during the scan
                     writer = self.writer()
                 result = writer.upsert(conn, records, self.ctx.run_id)
+                enqueue_related(conn, self.ctx.connection, self.obj, result.changed_ids)
                 scan["scroll_id"] = batch[-1][1]
                 if finished:
                     self._finish(conn, scan)
@@ -170,8 +172,9 @@ class ObjectSync:
     def _mark_unseen(self, conn: sa.Connection, since: datetime) -> int:
         """After a full scan: live rows it did not touch are gone remotely (or left the filter)."""
         t = self.schema.table
-        gone = conn.execute(
+        gone = list(conn.execute(
             sa.select(t.c.id).where(t.c.connection == self.ctx.connection, t.c.is_deleted.is_(False),
                                     t.c.last_seen_at < since)
-        ).scalars().all()
-        return self.writer().mark_deleted(conn, list(gone), self.ctx.run_id)
+        ).scalars())
+        enqueue_related(conn, self.ctx.connection, self.obj, gone)
+        return self.writer().mark_deleted(conn, gone, self.ctx.run_id)

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from etl.clients.servicego import SCROLL, SCROLL_SEARCH, next_scroll_id
 from etl.extract.servicego import MINUTE, ObjectSync, search_args
+from etl.extract.servicego_related import enqueue as enqueue_related
 
 LEAF_ROWS = 200
 
@@ -124,9 +125,11 @@ class DeletionFinder:
         writer = sync.writer()
         with sync.ctx.engine.begin() as conn:
             result = writer.upsert(conn, records, sync.ctx.run_id)
+            enqueue_related(conn, sync.ctx.connection, sync.obj, result.changed_ids)
             ids = conn.execute(sa.select(self.table.c.id).where(
                 *self._live(), self.created >= lo, self.created < hi)).scalars().all()  # type: ignore[operator]
             gone = sorted(set(ids) - set(result.seen_ids))
+            enqueue_related(conn, sync.ctx.connection, sync.obj, gone)
             deleted = writer.mark_deleted(conn, gone, sync.ctx.run_id)
         sync.ctx.stats.add(result.stats)
         return deleted
@@ -153,8 +156,9 @@ def full_id_pass(sync: ObjectSync) -> int:
         scroll_id = next_scroll_id(page.records, scroll_id, SCROLL if use_scroll else SCROLL_SEARCH)
     writer = sync.writer()
     with sync.ctx.engine.begin() as conn:
-        live = writer.live_ids(conn)
-        return writer.mark_deleted(conn, sorted(live - remote), sync.ctx.run_id)
+        gone = sorted(writer.live_ids(conn) - remote)
+        enqueue_related(conn, sync.ctx.connection, sync.obj, gone)
+        return writer.mark_deleted(conn, gone, sync.ctx.run_id)
 
 
 def find_deletions(sync: ObjectSync, remote_total: int, full_pass: bool) -> int:

@@ -53,6 +53,35 @@ class ServiceGoField(Base):
 
 FIELDS = table_of(ServiceGoField)
 
+
+class ServiceGoRelated(Base):
+    """Optional stream: a record's related records of another object (relatedDatas), as links
+    plus the related record as received (for objects not mirrored themselves)."""
+
+    __tablename__ = "servicego_related"
+    connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    parent_object: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    parent_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    object_name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    record_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    record: Mapped[dict[str, Any]]
+    last_run_id: Mapped[int | None]
+
+
+class ServiceGoRelation(Base):
+    """Optional stream: record relations (selfObjectRelationData) of a major record."""
+
+    __tablename__ = "servicego_relations"
+    connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    object_name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    major_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    data_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    relation_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    relation_name: Mapped[str | None] = mapped_column(sa.Text)
+    data_name: Mapped[str | None] = mapped_column(sa.Text)
+    field_values: Mapped[dict[str, Any] | None]
+    last_run_id: Mapped[int | None]
+
 # member of a fieldDataList entry -> column suffix, per field type
 EXTRAS: dict[str, tuple[str, str, Any]] = {
     "field_type_single_select": ("optionNameList", "_names", JSONType),

@@ -160,3 +160,53 @@ def test_the_udesk_limit_is_never_exceeded(sqlite_url: str, servicego_sim: Calla
     assert summary.requests > 30 and summary.rate_limit_wait_seconds > 0
     assert server.app.state.limit.rejections == 0
     assert_servicego_matches(open_engine(sqlite_url), server.state)
+
+
+def _related_rows(engine: sa.Engine) -> tuple[dict[int, set[int]], dict[int, set[tuple[int, int]]]]:
+    related: dict[int, set[int]] = {}
+    relations: dict[int, set[tuple[int, int]]] = {}
+    with engine.connect() as conn:
+        for parent, record in conn.execute(sa.text(
+                "SELECT parent_id, record_id FROM servicego_related WHERE object_name = 'contact'")):
+            related.setdefault(parent, set()).add(record)
+        for major, data, relation in conn.execute(sa.text(
+                "SELECT major_id, data_id, relation_id FROM servicego_relations")):
+            relations.setdefault(major, set()).add((data, relation))
+    return related, relations
+
+
+def test_related_records_and_relations_follow_the_changed_records(
+        sqlite_url: str, servicego_sim: Callable[..., ServiceGoServer], udesk_config: Callable[..., Any]) -> None:
+    server = servicego_sim(Sizes(customers=40, contacts=150, cases=120))
+    objects = [{"name": "customer", "related": [{"object": "contact"}]},
+               {"name": "contact"},
+               {"name": "case", "relations_ui_id": 4809}]
+    config = udesk_config(sqlite_url, {"sg": servicego_settings(server, objects=objects)})
+    state = server.state
+
+    def expected() -> tuple[dict[int, set[int]], dict[int, set[tuple[int, int]]]]:
+        related = {c: set(state.related_ids("customer", c, "contact")) for c in state.ids["customer"]}
+        relations = {m: {(r, t) for r, t in links if state.object_of(r)} for m, links in state.relations.items()
+                     if m in state.records["case"]}
+        return ({k: v for k, v in related.items() if v}, {k: v for k, v in relations.items() if v})
+
+    assert jobs.sync(config, "sg").status == "ok"
+    engine = open_engine(sqlite_url)
+    assert _related_rows(engine) == expected()
+    assert server.requests_to("GET /v1/data/relatedDatas") == 40
+    assert server.requests_to("GET /v1/selfObjectRelationData") == 120
+
+    # a contact moves to another customer (both customers' lists change), a relation is added
+    contact = state.ids["contact"][0]
+    old_customer = int(state.value("contact", contact, "organization") or 0)
+    new_customer = next(c for c in state.ids["customer"] if c != old_customer)
+    state.update("contact", contact, {"organization": new_customer})
+    for customer in (old_customer, new_customer):
+        if customer:
+            state.update("customer", customer, {"name": f"Customer {customer} (touched)"})
+    case = state.ids["case"][5]
+    state.relate(case, [state.ids["case"][6]], 8)
+    before = server.requests_to("GET /v1/selfObjectRelationData")
+    assert jobs.sync(config, "sg").status == "ok"
+    assert _related_rows(engine) == expected()
+    assert server.requests_to("GET /v1/selfObjectRelationData") - before == 1  # only the changed case

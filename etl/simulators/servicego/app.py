@@ -15,6 +15,10 @@ Envelope: {"code", "message", "visible", "paging", "data"}. Readings where the s
   updateTime, owner (names, as in the seed's examples); search and scrollSearch return full
   records (id, fieldDataList).
 - filterId selects one of the object's filters (1 = all records); an unknown one is code 400.
+- relatedDatas lists the child object's records whose lookup field to the parent object holds
+  dataId, in id order. selfObjectRelationData lists a record's relations (uiId is required and
+  only checked to be a number); creating or removing a relation sets the major record's
+  updateTime (the seed does not say; this reading lets increments see relation changes).
 The test API under /_sim/ needs no signature.
 """
 
@@ -165,6 +169,37 @@ class Handlers:
         ids = self._after(hits, scroll_id, size)
         return _envelope(raw_data=self._full(obj, ids), paging={"pageNum": 1, "pageSize": size, "total": len(hits)})
 
+    def related(self, q: Any) -> bytes:
+        obj, parent = self._object(q.get("objectApiName")), self._object(q.get("parentObjectApiName"))
+        parent_id = _int(q.get("dataId"), "dataId")
+        if parent_id not in self.state.records[parent]:
+            raise Refused(404, f"record {parent_id} does not exist")
+        page, size = _int(q.get("pageNum"), "pageNum", 1, 1), _int(q.get("pageSize"), "pageSize", 20, 1, 100)
+        hits = self.state.related_ids(parent, parent_id, obj)
+        if q.get("filterId") not in (None, ""):
+            allowed = set(self._matching(obj, q.get("filterId"), {}))
+            hits = [i for i in hits if i in allowed]
+        ids = hits[(page - 1) * size : page * size]
+        return _envelope(raw_data=self._full(obj, ids), paging={"pageNum": page, "pageSize": size, "total": len(hits)})
+
+    def relations(self, q: Any) -> bytes:
+        major = _int(q.get("majorDataId"), "majorDataId")
+        _int(q.get("uiId"), "uiId")
+        obj = self.state.object_of(major)
+        if obj is None:
+            raise Refused(404, f"record {major} does not exist")
+        page, size = _int(q.get("pageNum"), "pageNum", 1, 1), _int(q.get("pageSize"), "pageSize", 20, 1, 100)
+        links = [(r, t) for r, t in self.state.relations.get(major, []) if self.state.object_of(r) is not None]
+        rows = []
+        for related, relation_id in links[(page - 1) * size : page * size]:
+            other = self.state.object_of(related) or obj
+            name = self.state.records[other][related]["name"]["fieldValue"]
+            rows.append({"dataId": related, "dataName": name, "relationId": relation_id,
+                         "relationName": self.state.relation_types[relation_id], "fieldValueMap": {"4184": name}})
+        data = {"showFieldList": [{"id": 4184, "label": "Name", "fieldName": "name", "fieldType": 1}],
+                "total": len(links), "pageNum": page, "pageSize": size, "fieldDataList": rows}
+        return _envelope(data=data)
+
     def get(self, q: Any) -> bytes:
         record_id = self._locate(q.get("objectApiName"), q.get("id"), q.get("uniqueFieldApiName"), q.get("uniqueFieldValue"))
         return _envelope(raw_data=self.state.json(*record_id))
@@ -244,6 +279,10 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
                     out = handlers.scroll_search(body)
                 elif endpoint == "GET /v1/data":
                     out = handlers.get(request.query_params)
+                elif endpoint == "GET /v1/data/relatedDatas":
+                    out = handlers.related(request.query_params)
+                elif endpoint == "GET /v1/selfObjectRelationData":
+                    out = handlers.relations(request.query_params)
                 else:
                     return respond(_envelope(404, f"no such API: {endpoint}"), 404)
         except Refused as exc:

@@ -59,7 +59,11 @@ class ServiceGoState:
         self._json: dict[tuple[str, int], bytes] = {}
         self._next_id = 1000
         self._rng = random.Random(seed)
+        self.relation_types = {8: "Partner", 9: "Duplicate"}
+        # record relations (selfObjectRelationData): major id -> [(related id, relation type id)]
+        self.relations: dict[int, list[tuple[int, int]]] = {}
         self._generate(sizes)
+        self._generate_relations()
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -175,7 +179,44 @@ class ServiceGoState:
         self.versions[obj] += 1
         return record_id
 
+    def object_of(self, record_id: int) -> str | None:
+        for name, records in self.records.items():
+            if record_id in records:
+                return name
+        return None
+
+    def related_ids(self, parent_obj: str, parent_id: int, child_obj: str) -> list[int]:
+        """Records of `child_obj` whose lookup to `parent_obj` holds `parent_id` (relatedDatas)."""
+        lookups = [f.api_name for f in self.objects[child_obj].fields
+                   if f.type == "field_type_lookup" and f.lookup_object == parent_obj]
+        wanted = str(parent_id)
+        return [i for i in self.ids[child_obj] if any(self.records[child_obj][i][name]["fieldValue"] == wanted
+                                                      for name in lookups)]
+
+    def _generate_relations(self) -> None:
+        cases = self.ids["case"]
+        for major in cases[::7]:
+            others = self._rng.sample(cases, min(len(cases), self._rng.randint(1, 2)))
+            self.relations[major] = [(o, self._rng.choice([8, 9])) for o in others if o != major]
+
     # --- changes (other users' work; tests call these) ------------------------------------------
+
+    def relate(self, major: int, related: list[int], relation_id: int) -> None:
+        """Reading: a relation change sets the major record's updateTime, as an edit of it would."""
+        with self.lock:
+            links = self.relations.setdefault(major, [])
+            links.extend((r, relation_id) for r in related if (r, relation_id) not in links)
+            self._touch(major)
+
+    def unrelate(self, major: int, related: int) -> None:
+        with self.lock:
+            self.relations[major] = [(r, t) for r, t in self.relations.get(major, []) if r != related]
+            self._touch(major)
+
+    def _touch(self, record_id: int) -> None:
+        obj = self.object_of(record_id)
+        if obj is not None:
+            self.update(obj, record_id, {})
 
     def create(self, obj: str, values: dict[str, Any] | None = None) -> int:
         with self.lock:
@@ -196,6 +237,7 @@ class ServiceGoState:
     def delete(self, obj: str, record_id: int) -> None:
         with self.lock:
             del self.records[obj][record_id]
+            self.relations.pop(record_id, None)
             ids = self.ids[obj]
             ids.pop(bisect.bisect_left(ids, record_id))
             self._json.pop((obj, record_id), None)
