@@ -15,10 +15,11 @@ demo: $(BIN)/.installed
 
 # The whole suite, on SQLite and on a real PostgreSQL server (started, or installed, by the script).
 test: $(BIN)/.installed
-	DESKSYNC_TEST_PG_URL="$$(scripts/postgres-for-tests)" $(BIN)/pytest -q
+	DESKSYNC_TEST_PG_URL="$$(scripts/postgres-for-tests)" $(BIN)/pytest -q -n 2 --durations=12
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_eddydesk.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check etl tests benchmarks scheduler.py
+	$(BIN)/mypy etl

@@ -161,7 +161,8 @@ class ServiceGoConnection(_Frozen):
         return secret_from_env(self.api_token_env, name, "api_token_env")
 
 
-KNOWLEDGE_TYPES = ("question", "useful_expression", "useful_link", "attachment")
+KnowledgeType = Literal["question", "useful_expression", "useful_link", "attachment"]
+KNOWLEDGE_TYPES: tuple[KnowledgeType, ...] = ("question", "useful_expression", "useful_link", "attachment")
 
 
 class UdeskKnowledgeConnection(_Frozen):
@@ -174,7 +175,7 @@ class UdeskKnowledgeConnection(_Frozen):
     sign_version: Literal["v1", "v2"] = "v2"
     timezone: str = "Asia/Shanghai"
     agent_ids: tuple[int, ...] = (0,)
-    knowledge_types: tuple[Literal["question", "useful_expression", "useful_link", "attachment"], ...] = KNOWLEDGE_TYPES
+    knowledge_types: tuple[KnowledgeType, ...] = KNOWLEDGE_TYPES
     km_base_url: str | None = None
     robot_ids: tuple[int, ...] = ()
     download_attachments: bool = False

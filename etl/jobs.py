@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -148,7 +149,7 @@ def _eddydesk_plan(settings: EddyDeskConnection, requested: tuple[str, ...], ful
         due = stream.kind == "windowed" and (
             reconcile_deletes or _reconcile_due(engine, connection, stream.name, settings.reconcile_every_hours))
         plan.append(PlannedStream(stream.name, eddydesk.budget_of(stream.path),
-                                  lambda ctx, s=stream, d=due: _run_stream(ctx, s, full, d),
+                                  functools.partial(_run_stream, stream=stream, full=full, do_reconcile=due),
                                   records_success=stream.kind != "windowed"))
     return plan
 
@@ -161,23 +162,24 @@ def _servicego_plan(settings: ServiceGoConnection, requested: tuple[str, ...], f
         raise ValueError(f"unknown object {unknown[0]!r} (configured: {', '.join(known)})")
 
     def run(ctx: RunContext, obj: ServiceGoObject) -> None:
+        assert isinstance(ctx.client, servicego.ServiceGoClient)
         sync_ = ObjectSync(ctx, obj)
         sync_.run(full)
         # Even after a full scan: one that was resumed cannot have seen deletions among the
         # records it read before the interruption. Equal counts cost one request.
         due = reconcile_deletes or _reconcile_due(engine, connection, sync_.key, settings.reconcile_every_hours)
-        total = ctx.client.scroll_search(obj.name, 0, page_size=1, **search_args(obj)).total  # type: ignore[union-attr]
+        total = ctx.client.scroll_search(obj.name, 0, page_size=1, **search_args(obj)).total
         ctx.stats.deleted += find_deletions(sync_, total, full_pass=due)
         if due:
             _reconciled(engine, connection, sync_.key)
         refresh_related(ctx, obj)
 
-    return [PlannedStream(o.name, "main", lambda ctx, o=o: run(ctx, o), False, state_key(o.name))
+    return [PlannedStream(o.name, "main", functools.partial(run, obj=o), False, state_key(o.name))
             for o in settings.objects if not requested or o.name in requested]
 
 
 def _knowledge_plan(settings: UdeskKnowledgeConnection, requested: tuple[str, ...]) -> list[PlannedStream]:
-    return [PlannedStream(s.name, "main", lambda ctx, s=s: run_knowledge_stream(ctx, s))
+    return [PlannedStream(s.name, "main", functools.partial(run_knowledge_stream, stream=s))
             for s in select_knowledge_streams(requested, settings)]
 
 

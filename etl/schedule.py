@@ -203,7 +203,11 @@ def run_forever(config: Config, job_specs: dict[str, JobConfig], stop: threading
     workers = max(4, len(job_specs))
     scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(workers)}, timezone=UTC)
     runner.build(scheduler)
-    watcher = threading.Thread(target=lambda: (stop.wait(), runner.shutdown()), name="scheduler-stop", daemon=True)
+    def stop_when_asked() -> None:
+        stop.wait()
+        runner.shutdown()
+
+    watcher = threading.Thread(target=stop_when_asked, name="scheduler-stop", daemon=True)
     watcher.start()
     runner.log.info("scheduler_started", jobs=sorted(job_specs))
     try:

@@ -29,7 +29,7 @@ def enqueue(conn: sa.Connection, ctx: RunContext, parent: Stream, parent_ids: li
     scheduled job, `--stream tickets`) moves the cursor past these tickets, so their posts must
     wait in the queue for the next run that includes posts.
     """
-    configured = {s.name for s in select_streams(ctx.settings.streams)}  # type: ignore[union-attr]
+    configured = {s.name for s in select_streams(ctx.helpdesk_settings.streams)}  # type: ignore[union-attr]
     streams = [name for name in parent.children if name in configured or name in ctx.selected]
     if not streams or not parent_ids:
         return
@@ -76,14 +76,14 @@ def _parents(ctx: RunContext, stream: Stream) -> list[int]:
 def fetch_all_pages(ctx: RunContext, path: str) -> list[dict[str, Any]] | None:
     """Every record of a child list; None when the parent no longer exists (404)."""
     try:
-        first = ctx.client.list_page(path, {"page": 1})
+        first = ctx.helpdesk.list_page(path, {"page": 1})
     except ApiError as exc:
         if exc.status == 404:
             return None
         raise
     records = list(first.records)
     for page in range(2, first.total_pages + 1):
-        records.extend(ctx.client.list_page(path, {"page": page}).records)
+        records.extend(ctx.helpdesk.list_page(path, {"page": page}).records)
     return records
 
 
@@ -129,4 +129,4 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
         done += len(batch)
         ctx.report(stream.name, done, len(parents))
 
-    run_jobs((job_for(p) for p in parents), consume, workers=ctx.settings.concurrency, stop=ctx.stop)
+    run_jobs((job_for(p) for p in parents), consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop)

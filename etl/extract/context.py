@@ -37,6 +37,17 @@ class RunContext:
     base_dir: Path = Path(".")
 
     @property
+    def helpdesk(self) -> EddyDeskClient:
+        """The client, in EddyDesk streams (the only ones that run with an EddyDesk connection)."""
+        assert isinstance(self.client, EddyDeskClient)
+        return self.client
+
+    @property
+    def helpdesk_settings(self) -> EddyDeskConnection:
+        assert isinstance(self.settings, EddyDeskConnection)
+        return self.settings
+
+    @property
     def log(self) -> Any:
         return get_logger(connection=self.connection)
 

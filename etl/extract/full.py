@@ -10,12 +10,12 @@ from etl.streams.eddydesk import Stream
 
 
 def run_full(ctx: RunContext, stream: Stream) -> None:
-    first = ctx.client.list_page(stream.path, {"page": 1})
+    first = ctx.helpdesk.list_page(stream.path, {"page": 1})
     records: list[dict[str, Any]] = list(first.records)
 
     def job_for(page: int) -> Any:
         def job(emit: Emit) -> None:
-            emit(ctx.client.list_page(stream.path, {"page": page}).records)
+            emit(ctx.helpdesk.list_page(stream.path, {"page": page}).records)
 
         return job
 
@@ -24,7 +24,7 @@ def run_full(ctx: RunContext, stream: Stream) -> None:
             records.extend(page_records)
 
     run_jobs(
-        (job_for(p) for p in range(2, first.total_pages + 1)), consume, workers=ctx.settings.concurrency, stop=ctx.stop
+        (job_for(p) for p in range(2, first.total_pages + 1)), consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop
     )
     writer = ctx.writer(stream)
     with ctx.engine.begin() as conn:

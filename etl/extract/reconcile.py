@@ -41,7 +41,7 @@ def reconcile(ctx: RunContext, stream: Stream) -> int:
     for _ in range(_RECHECK_ROUNDS):
         if not candidates:
             break
-        lo, hi = window_start(hi, ctx.settings.lookback_seconds), fmt(local_now(ctx.tz))
+        lo, hi = window_start(hi, ctx.helpdesk_settings.lookback_seconds), fmt(local_now(ctx.tz))
         candidates -= _scan_ids(ctx, stream, lo, hi)
     gone = sorted(candidates)
     with ctx.engine.begin() as conn:

@@ -98,7 +98,7 @@ class ObjectSync:
                 mode = "full" if full or cursor is None or state.get("rescan") else "incremental"
                 server_now = probe.server_time or datetime.now(UTC)
                 since = None
-                if mode == "incremental":
+                if cursor is not None and mode == "incremental":
                     start = datetime.strptime(cursor, MINUTE) - timedelta(minutes=self.settings.overlap_minutes)
                     since = start.strftime(MINUTE)
                 scan = {"mode": mode, "scroll_id": 0, "since": since, "server_start": minute_of(server_now, self.tz),

@@ -126,8 +126,9 @@ class DeletionFinder:
         with sync.ctx.engine.begin() as conn:
             result = writer.upsert(conn, records, sync.ctx.run_id)
             enqueue_related(conn, sync.ctx.connection, sync.obj, result.changed_ids)
+            assert self.created is not None
             ids = conn.execute(sa.select(self.table.c.id).where(
-                *self._live(), self.created >= lo, self.created < hi)).scalars().all()  # type: ignore[operator]
+                *self._live(), self.created >= lo, self.created < hi)).scalars().all()
             gone = sorted(set(ids) - set(result.seen_ids))
             enqueue_related(conn, sync.ctx.connection, sync.obj, gone)
             deleted = writer.mark_deleted(conn, gone, sync.ctx.run_id)

@@ -73,9 +73,9 @@ class WindowScan:
 
     # -- planning ------------------------------------------------------------------------------
     def plan(self, lo: str | None, hi: str) -> tuple[list[Slice], Any]:
-        client, path = self.ctx.client, self.stream.path
+        client, path = self.ctx.helpdesk, self.stream.path
         first = client.list_page(path, _params(self.variant, lo, hi))
-        count = min(self.ctx.settings.concurrency, first.total_pages // 2)
+        count = min(self.ctx.helpdesk_settings.concurrency, first.total_pages // 2)
         if count <= 1:
             return [Slice(lo, hi)], first
         boundaries: list[str] = []
@@ -91,7 +91,7 @@ class WindowScan:
         run_jobs(
             (probe(p) for p in probe_pages(first.total_pages, count)),
             boundaries.extend,
-            workers=self.ctx.settings.concurrency,
+            workers=self.ctx.helpdesk_settings.concurrency,
             stop=self.ctx.stop,
         )
         # the first page of the window is also the first page of the first slice
@@ -99,7 +99,7 @@ class WindowScan:
 
     # -- walking a slice -----------------------------------------------------------------------
     def _walk(self, index: int, piece: Slice, prefetched: Any, emit: Emit) -> None:
-        client, path = self.ctx.client, self.stream.path
+        client, path = self.ctx.helpdesk, self.stream.path
         lo = piece.lo
         page = prefetched
         while True:
@@ -127,7 +127,7 @@ class WindowScan:
 
     def _drain_second(self, second: str) -> list[dict[str, Any]]:
         """All records updated in one second, checked against the total the server reports."""
-        client, path = self.ctx.client, self.stream.path
+        client, path = self.ctx.helpdesk, self.stream.path
         for _ in range(_DRAIN_ATTEMPTS):
             first = client.list_page(path, _params(self.variant, second, second))
             found = {r["id"]: r for r in first.records}
@@ -167,7 +167,7 @@ class WindowScan:
 
         jobs = [job_for(i, s) for i, s in enumerate(slices) if not s.done]
         # up to 32 pages (960 records) per transaction: fewer commits, the same resume points
-        run_jobs(jobs, consume, workers=ctx.settings.concurrency, stop=ctx.stop, batch_size=32)
+        run_jobs(jobs, consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop, batch_size=32)
 
 
 def _scan_json(hi: str, slices: list[Slice]) -> dict[str, Any]:
@@ -186,7 +186,7 @@ def run_windowed(ctx: RunContext, stream: Stream, *, full: bool = False) -> None
             prefetched = None
             scan.log.info("scan_resumed", hi=hi, slices_left=sum(not s.done for s in slices))
         else:
-            lo = None if full else window_start(state.get("cursor"), ctx.settings.lookback_seconds)
+            lo = None if full else window_start(state.get("cursor"), ctx.helpdesk_settings.lookback_seconds)
             hi = fmt(local_now(ctx.tz))
             slices, prefetched = scan.plan(lo, hi)
             with ctx.engine.begin() as conn:

@@ -229,7 +229,7 @@ class RecordBuilder:
             "field_type_date_time": minute,
         }
         self.empty = {c.name: None for c in schema.table.columns if c.name not in RESERVED}
-        self.plan: dict[str, tuple[str, Callable[[Any], Any] | None, str | None, str | None]] = {}
+        self.plan: dict[Any, tuple[str, Callable[[Any], Any] | None, str | None, str | None]] = {}
         for f in schema.fields.values():
             member, extra = None, None
             if f.field_type == "field_type_rich_text":
@@ -242,7 +242,7 @@ class RecordBuilder:
         self.updated_column = update.column if update else None
 
     def build(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        row = dict(self.empty)
+        row: dict[str, Any] = dict(self.empty)
         row["id"] = record["id"]
         problems: list[str] = []
         plan = self.plan

@@ -7,7 +7,7 @@ rows. Unchanged records (the same content hash) only get `last_seen_at` moved.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -103,7 +103,7 @@ class TableWriter:
         *,
         scope: Mapping[str, Any] | None = None,
         deleted: bool = False,
-        overrides: Mapping[str, Any] | list[Mapping[str, Any]] | None = None,
+        overrides: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> UpsertResult:
         """`overrides`: column values to set on every row, or one mapping per record."""
         scope = scope or {}
@@ -112,7 +112,7 @@ class TableWriter:
             return result
         now = datetime.now(UTC)
         prepared: dict[Any, tuple[dict[str, Any], str, dict[str, Any], bytes]] = {}
-        per_record = overrides if isinstance(overrides, list) else None
+        per_record = None if overrides is None or isinstance(overrides, Mapping) else overrides
         for n, record in enumerate(records):
             clean = strip_secrets(record, self.secret_keys)
             canonical = canonical_json(clean)

@@ -48,7 +48,7 @@ def _date_key(text: str, kind: str) -> str:
 
 
 def _condition(obj: ObjectDef, cond: dict[str, Any], now: datetime) -> Predicate:
-    name, op = cond.get("fieldApiName"), cond.get("operator")
+    name, op = str(cond.get("fieldApiName")), cond.get("operator")
     f = obj.field(str(name))
     if f is None:
         raise SearchError(f"field {name} does not exist on object {obj.api_name}")

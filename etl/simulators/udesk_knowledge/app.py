@@ -156,10 +156,10 @@ class KnowledgeHandlers:
                 raise Invalid("The name name of the frequently used link is a required field")
             if creating and not spec.get("url"):
                 raise Invalid("The URL url of the frequently used link is a required field")
-            out = {k: spec[k] for k in ("name", "url") if spec.get(k)}
-            if not out:
+            link = {k: spec[k] for k in ("name", "url") if spec.get(k)}
+            if not link:
                 raise Invalid("You have not set the content to be modified")
-            return out
+            return link
         if knowledge_type != "question":
             raise Invalid("attachments are uploaded as files, which this simulator does not take")
         out: dict[str, Any] = {}

@@ -85,9 +85,10 @@ class KnowledgeState:
                     and c["knowledge_type"] == knowledge_type and c["agent_id"] == agent_id]
         if any(c["name"] == name for c in siblings):
             raise Invalid("Verification failed: Name is already in use")
-        record = {"id": self._id(), "parent_id": parent_id or 0, "name": name, "knowledge_type": knowledge_type,
+        catalog_id = self._id()
+        record = {"id": catalog_id, "parent_id": parent_id or 0, "name": name, "knowledge_type": knowledge_type,
                   "agent_id": agent_id}
-        self.catalogs[record["id"]] = record
+        self.catalogs[catalog_id] = record
         return record
 
     def tree(self, knowledge_type: str, agent_id: int) -> list[Record]:
@@ -142,11 +143,12 @@ class KnowledgeState:
         values = None if system else [
             {"id": self._id(), "originalValue": f"value {v}", "similarValueList": [f"syn {v}a", f"syn {v}b"][: rng.randint(0, 2)]}
             for v in range(rng.randint(1, 4))]
-        record = {"id": self._id(), "robotId": robot_id, "name": f"Entity {n}", "apiName": f"entity_{n}",
+        entity_id = self._id()
+        record = {"id": entity_id, "robotId": robot_id, "name": f"Entity {n}", "apiName": f"entity_{n}",
                   "type": 2 if system else 1, "status": rng.choice([0, 1]), "regex": None,
                   "sysEntityIdentifier": "All cities and counties in China" if system else None,
                   "remark": None, "orders": rng.randint(1, 50), "valueList": values}
-        self.entities[record["id"]] = record
+        self.entities[entity_id] = record
         return record
 
     def _generate(self, sizes: Sizes) -> None:
