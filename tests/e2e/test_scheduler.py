@@ -162,11 +162,12 @@ def test_two_schedulers_on_one_postgresql_never_run_a_job_twice_at_once(db_url, 
     for round_ in range(10):
         time.sleep(0.8)
         records.state.random_changes(seed=round_, updates=5, creates=1, deletes=0)
-    _stop(first)
-    _stop(second)
+    logs = _stop(first) + _stop(second)
     runs = _runs(engine)
     assert {r.job for r in runs if r.status == "ok"} == {"tickets", "users", "servicego"}
-    assert len({r.pid for r in runs}) == 2, "both schedulers ran jobs"
+    assert logs.count("scheduler_started") == 2
+    # both took part: each ran jobs, or one found the other's locks taken
+    assert len({r.pid for r in runs}) == 2 or "job_skipped" in logs
     _assert_no_overlaps(runs, key=lambda r: r.job)
     _assert_no_overlaps(runs, key=lambda r: r.connection)  # and never spent one account's budget together
     engine.dispose()
