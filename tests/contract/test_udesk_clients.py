@@ -4,6 +4,7 @@ simulators over real HTTP (refusals reported clearly, validation errors never re
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -175,3 +176,65 @@ def test_a_reused_nonce_is_refused(knowledge_sim: Callable[..., KnowledgeServer]
     again = httpx.get(f"{server.url}/knowledge_catalogs", params=params)
     assert first.json()["code"] == 1000
     assert again.status_code == 401 and "nonce already used" in again.json()["message"]
+
+
+def _write(client: servicego.ServiceGoClient, method: str, **kwargs: Any) -> Any:
+    return client.session.request_json(method, "v1/data", retry=False, **kwargs).body
+
+
+def test_servicego_records_are_created_with_lookups_by_external_unique_field(
+        servicego_sim: Callable[..., ServiceGoServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    server = servicego_sim(Sizes(5, 5, 5))
+    client = _sg_client(server, monkeypatch)
+    state = server.state
+    customer = state.ids["customer"][0]
+    org_no = state.value("customer", customer, "sysOrganizationNo")
+    created = _write(client, "POST", json={"objectApiName": "contact", "fieldDataList": [
+        {"fieldApiName": "name", "fieldValue": "New contact"},
+        {"fieldApiName": "externalId", "fieldValue": "EXT-NEW-1"},
+        {"fieldApiName": "organization", "fieldValue": org_no, "foreignExternalFieldApiName": "sysOrganizationNo"},
+        {"fieldApiName": "tags", "fieldValue": "t_vip,t_new"},
+    ]})
+    new_id = created["data"]["id"]
+    entries = {e["fieldApiName"]: e for e in state.entries("contact", new_id)}
+    assert entries["organization"]["fieldValue"] == str(customer)
+    assert entries["organization"]["foreignDataName"] == state.value("customer", customer, "name")
+    assert entries["tags"]["optionNameList"] == ["VIP", "New"]
+    # found again by its unique field; the same value cannot be taken twice
+    found = client.session.request_json("GET", "v1/data", params={
+        "objectApiName": "contact", "uniqueFieldApiName": "externalId", "uniqueFieldValue": "EXT-NEW-1"}).body
+    assert found["data"]["id"] == new_id
+    with pytest.raises(ApiError, match="externalId: the value EXT-NEW-1 is already used"):
+        _write(client, "POST", json={"objectApiName": "contact", "fieldDataList": [
+            {"fieldApiName": "name", "fieldValue": "Twin"}, {"fieldApiName": "externalId", "fieldValue": "EXT-NEW-1"}]})
+
+
+def test_servicego_updates_and_deletes_follow_the_documented_rules(
+        servicego_sim: Callable[..., ServiceGoServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    server = servicego_sim(Sizes(5, 5, 5))
+    client = _sg_client(server, monkeypatch)
+    state = server.state
+    contact = state.ids["contact"][0]
+    before = state.value("contact", contact, "updateTime")
+    _write(client, "PUT", json={"objectApiName": "contact", "uniqueFieldApiName": "externalId",
+                                "uniqueFieldValue": state.value("contact", contact, "externalId"),
+                                "fieldDataList": [{"fieldApiName": "name", "fieldValue": "Renamed"}]})
+    assert state.value("contact", contact, "name") == "Renamed"
+    assert state.value("contact", contact, "updateTime") >= before
+    refusals = [
+        ([{"fieldApiName": "organization", "fieldValue": str(state.ids["customer"][0])}],
+         "foreignExternalFieldApiName is required for lookup fields"),
+        ([{"fieldApiName": "updateTime", "fieldValue": "2020-01-01 00:00"}], "field updateTime is read-only"),
+        ([{"fieldApiName": "tags", "fieldValue": "t_unknown"}], "'t_unknown' is not an option"),
+        ([{"fieldApiName": "birthday", "fieldValue": "31.12.2000"}], "is not a date (yyyy-MM-dd)"),
+        ([{"fieldApiName": "shoeSize", "fieldValue": "42"}], "field shoeSize does not exist on object contact"),
+    ]
+    for items, message in refusals:
+        with pytest.raises(ApiError, match=re.escape(message)) as refused:
+            _write(client, "PUT", json={"objectApiName": "contact", "id": contact, "fieldDataList": items})
+        assert refused.value.code == "400"
+    _write(client, "DELETE", params={"objectApiName": "contact", "id": contact})
+    assert contact not in state.records["contact"]
+    with pytest.raises(ApiError) as gone:
+        _write(client, "DELETE", params={"objectApiName": "contact", "id": contact})
+    assert gone.value.code == "404"

@@ -19,7 +19,8 @@ Envelope: {"code", "message", "visible", "paging", "data"}. Readings where the s
   dataId, in id order. selfObjectRelationData lists a record's relations (uiId is required and
   only checked to be a number); creating or removing a relation sets the major record's
   updateTime (the seed does not say; this reading lets increments see relation changes).
-The test API under /_sim/ needs no signature.
+Writes (POST, PUT, DELETE /v1/data) follow the readings in writes.py. The test API under /_sim/
+needs no signature.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from etl.simulators.servicego import writes
 from etl.simulators.servicego.search import Predicate, SearchError, build_predicate
 from etl.simulators.servicego.store import ServiceGoState
 from etl.simulators.udesk_auth import Account, MinuteLimit, Signer, SignRefused
@@ -279,13 +281,21 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
                     out = handlers.scroll_search(body)
                 elif endpoint == "GET /v1/data":
                     out = handlers.get(request.query_params)
+                elif endpoint == "POST /v1/data":
+                    out = _envelope(data={"id": writes.create(state, body)})
+                elif endpoint == "PUT /v1/data":
+                    writes.update(state, body)
+                    out = _envelope()
+                elif endpoint == "DELETE /v1/data":
+                    writes.delete(state, request.query_params)
+                    out = _envelope()
                 elif endpoint == "GET /v1/data/relatedDatas":
                     out = handlers.related(request.query_params)
                 elif endpoint == "GET /v1/selfObjectRelationData":
                     out = handlers.relations(request.query_params)
                 else:
                     return respond(_envelope(404, f"no such API: {endpoint}"), 404)
-        except Refused as exc:
+        except (Refused, writes.WriteRefused) as exc:
             return respond(_envelope(exc.code, exc.message))
         return respond(out)
 
