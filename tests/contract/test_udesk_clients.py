@@ -238,3 +238,35 @@ def test_servicego_updates_and_deletes_follow_the_documented_rules(
     with pytest.raises(ApiError) as gone:
         _write(client, "DELETE", params={"objectApiName": "contact", "id": contact})
     assert gone.value.code == "404"
+
+
+def test_km_entities_are_written_with_value_level_changes(knowledge_sim: Callable[..., KnowledgeServer],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    server = knowledge_sim(KnowledgeSizes(questions=5, entities=2))
+    monkeypatch.setenv(UDESK_TOKEN_ENV, UDESK_TOKEN)
+    settings = parse_config({"connections": {"kn": knowledge_settings(server)}}).connection("kn")
+    assert isinstance(settings, udesk_km.UdeskKnowledgeConnection)
+    km = udesk_km.connect("kn", settings).km
+    assert km is not None
+    created = km.request_json("POST", "v1/entity", json={"robotId": 83, "name": "City", "apiName": "city"}).body["data"]
+    entity_id = created["id"]
+    assert created["valueList"] is None
+    spec = {"robotId": 83, "name": "City", "apiName": "city"}
+    added = km.request_json("PUT", f"v1/entity/{entity_id}", json={**spec, "valueList": [
+        {"changeType": 1, "originalValue": "Beijing", "similarValueList": ["Peking"]},
+        {"changeType": 1, "originalValue": "Shanghai", "similarValueList": []}]}).body["data"]["valueList"]
+    beijing = next(v for v in added if v["originalValue"] == "Beijing")
+    shanghai = next(v for v in added if v["originalValue"] == "Shanghai")
+    after = km.request_json("PUT", f"v1/entity/{entity_id}", json={**spec, "valueList": [
+        {"changeType": 2, "id": beijing["id"], "originalValue": "Beijing", "similarValueList": ["Peking", "BJ"]},
+        {"changeType": 3, "id": shanghai["id"]}]}).body["data"]["valueList"]
+    assert after == [{"id": beijing["id"], "originalValue": "Beijing", "similarValueList": ["Peking", "BJ"]}]
+    km.request_json("PUT", f"v1/entity/{entity_id}/status/1")
+    assert server.state.entities[entity_id]["status"] == 1
+    with pytest.raises(ApiError, match="apiName can only be letters"):
+        km.request_json("POST", "v1/entity", json={"robotId": 83, "name": "Bad", "apiName": "bad name"})
+    with pytest.raises(ApiError, match="apiName city already exists"):
+        km.request_json("POST", "v1/entity", json={"robotId": 83, "name": "Again", "apiName": "city"})
+    km.request_json("DELETE", f"v1/entity/{entity_id}", params={"force": 0})
+    with pytest.raises(ApiError, match="Entity not exists"):
+        km.request_json("GET", f"v1/entity/{entity_id}")

@@ -13,7 +13,10 @@ Readings where the seeds are silent:
   seed's list example shows a system entity with "valueList": null).
 - KM failures: {"code": 400, "message": "Entity not exists"} with HTTP 200.
 Writes: catalogs, questions, useful expressions and links can be created, updated and deleted
-with the documented checks (owner, four levels, unique sibling names, content under a parent).
+with the documented checks (owner, four levels, unique sibling names, content under a parent);
+KM entities can be created, updated (valueList changeType 1 added, 2 modified, 3 deleted),
+enabled or disabled and deleted (`force` has no effect: nothing here uses entities). apiName
+must be letters, digits or underscores and unique per robot; remark at most 255 characters.
 """
 
 from __future__ import annotations
@@ -254,11 +257,22 @@ def build_app(state: KnowledgeState, latency: float = 0.0, per_minute: int | Non
         refused = await gate(request, km_signer, limits["km"])
         if refused:
             return refused
-        parts = [p for p in request.path_params["path"].split("/") if p]
-        q = request.query_params
+        parts = [p for p in request.path_params.get("path", "").split("/") if p]
+        q, method = request.query_params, request.method
+        body: dict[str, Any] = {}
+        if method in ("POST", "PUT"):
+            raw = await request.body()
+            try:
+                body = orjson.loads(raw) if raw.strip() else {}
+            except orjson.JSONDecodeError:
+                return respond({"code": 400, "message": "request body is not valid JSON", "visible": False})
+
+        def ok(data: Any = None) -> Response:
+            return respond({"code": 200, "message": "OK", "visible": False, **({"data": data} if data is not None else {})})
+
         with state.lock:
             try:
-                if len(parts) == 2 and parts[0] == "robot" and request.method == "GET":
+                if len(parts) == 2 and parts[0] == "robot" and method == "GET":
                     robot = _int(parts[1], "robotId")
                     page = max(1, _int(q.get("pageNum"), "pageNum", False, 1))
                     size = min(100, max(1, _int(q.get("pageSize"), "pageSize", False, 10)))
@@ -266,11 +280,29 @@ def build_app(state: KnowledgeState, latency: float = 0.0, per_minute: int | Non
                     return respond({"code": 200, "message": "OK", "visible": False,
                                     "paging": {"pageNum": page, "pageSize": size, "total": len(items)},
                                     "data": items[(page - 1) * size : page * size]})
-                if len(parts) == 1 and request.method == "GET":
-                    entity = state.entities.get(_int(parts[0], "id"))
-                    if entity is None:
-                        return respond({"code": 400, "message": "Entity not exists", "visible": False})
-                    return respond({"code": 200, "message": "OK", "visible": False, "data": entity})
+                if not parts and method == "POST":
+                    return ok(state.create_entity(body))
+                entity_id = _int(parts[0], "id") if parts else None
+                if entity_id is not None and len(parts) == 1:
+                    if method == "GET":
+                        entity = state.entities.get(entity_id)
+                        if entity is None:
+                            return respond({"code": 400, "message": "Entity not exists", "visible": False})
+                        return ok(entity)
+                    if method == "PUT":
+                        return ok(state.update_entity(entity_id, body))
+                    if method == "DELETE":
+                        if state.entities.pop(entity_id, None) is None:
+                            return respond({"code": 400, "message": "Entity not exists", "visible": False})
+                        return ok()
+                if entity_id is not None and len(parts) == 3 and parts[1] == "status" and method == "PUT":
+                    entity = state.entities.get(entity_id)
+                    status = _int(parts[2], "status")
+                    if entity is None or status not in (0, 1):
+                        return respond({"code": 400, "message": "Entity not exists" if entity is None
+                                        else "status must be 0 or 1", "visible": False})
+                    entity["status"] = status
+                    return ok()
             except Invalid as exc:
                 return respond({"code": 400, "message": exc.message, "visible": False})
         return respond({"code": 404, "message": "no such API", "visible": False}, 404)
@@ -286,6 +318,7 @@ def build_app(state: KnowledgeState, latency: float = 0.0, per_minute: int | Non
 
     app = Starlette(routes=[
         Route("/open_api_v1/{path:path}", knowledge, methods=["GET", "POST", "PUT", "DELETE"]),
+        Route("/api/v1/entity", km, methods=["POST"]),
         Route("/api/v1/entity/{path:path}", km, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/_sim/{action}", sim, methods=["GET", "POST"]),
     ])

@@ -12,6 +12,7 @@ as in the seed's example; last_min/last_max are dates ("2018-03-31").
 from __future__ import annotations
 
 import random
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -150,6 +151,59 @@ class KnowledgeState:
                   "remark": None, "orders": rng.randint(1, 50), "valueList": values}
         self.entities[entity_id] = record
         return record
+
+    # --- KM entity writes (seed 002) -------------------------------------------------------------
+
+    def _check_entity(self, spec: Record, entity_id: int | None) -> None:
+        if not spec.get("name"):
+            raise Invalid("name must not be empty", 400)
+        api_name = str(spec.get("apiName") or "")
+        if not re.fullmatch(r"[A-Za-z0-9_]+", api_name):
+            raise Invalid("apiName can only be letters, numbers, or underscores", 400)
+        if len(str(spec.get("remark") or "")) > 255:
+            raise Invalid("remark cannot exceed 255 characters", 400)
+        robot = spec.get("robotId")
+        if not isinstance(robot, int):
+            raise Invalid("robotId must be an integer", 400)
+        if any(e["apiName"] == api_name and e["robotId"] == robot and e["id"] != entity_id for e in self.entities.values()):
+            raise Invalid(f"apiName {api_name} already exists", 400)
+
+    def create_entity(self, spec: Record) -> Record:
+        self._check_entity(spec, None)
+        entity_id = self._id()
+        record = {"id": entity_id, "robotId": spec["robotId"], "name": spec["name"], "apiName": spec["apiName"],
+                  "type": 1, "status": None, "regex": spec.get("regex"), "sysEntityIdentifier": None,
+                  "remark": spec.get("remark"), "orders": None, "valueList": None}
+        self.entities[entity_id] = record
+        return record
+
+    def update_entity(self, entity_id: int, spec: Record) -> Record:
+        """valueList items: changeType 0 unchanged, 1 added, 2 modified, 3 deleted (seed 002)."""
+        entity = self.entities.get(entity_id)
+        if entity is None:
+            raise Invalid("Entity not exists", 400)
+        self._check_entity(spec, entity_id)
+        values = {v["id"]: v for v in entity["valueList"] or []}
+        for item in spec.get("valueList") or []:
+            change = item.get("changeType", 0)
+            if change == 1:
+                new_id = self._id()
+                values[new_id] = {"id": new_id, "originalValue": item.get("originalValue"),
+                                  "similarValueList": list(item.get("similarValueList") or [])}
+            elif change in (2, 3):
+                if item.get("id") not in values:
+                    raise Invalid(f"entity value {item.get('id')} does not exist", 400)
+                if change == 3:
+                    del values[item["id"]]
+                else:
+                    values[item["id"]] = {"id": item["id"], "originalValue": item.get("originalValue"),
+                                          "similarValueList": list(item.get("similarValueList") or [])}
+            elif change != 0:
+                raise Invalid(f"changeType {change} is not 0, 1, 2 or 3", 400)
+        entity.update({k: spec.get(k) for k in ("name", "apiName", "regex", "remark")})
+        entity["robotId"] = spec["robotId"]
+        entity["valueList"] = list(values.values()) if values or entity["valueList"] is not None else None
+        return entity
 
     def _generate(self, sizes: Sizes) -> None:
         for knowledge_type in TYPES:
