@@ -210,6 +210,91 @@ def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None
 
 
 @main.command()
+@click.argument("connection")
+@click.option("--dry-run", is_flag=True, help="Print what would be sent (per table: updates with their fields, deletes).")
+@click.option("--retry-failed", is_flag=True, help="Send held rows again (after fixing them).")
+@click.option("--table", "tables", multiple=True, help="Only this object (repeatable).")
+@click.pass_context
+def push(ctx: click.Context, connection: str, dry_run: bool, retry_failed: bool, tables: tuple[str, ...]) -> None:
+    """Send local edits of the mirror to the remote (tables with a [push] section)."""
+    config = _load(ctx)
+    try:
+        summary = jobs.push(config, connection, dry_run=dry_run, retry_failed=retry_failed, tables=tables)
+    except DesksyncError as exc:
+        _fail(exc)
+    for table, outcome in summary.tables.items():
+        updates = [w for w in outcome.planned if w.operation == "update"]
+        deletes = [w for w in outcome.planned if w.operation == "delete"]
+        click.echo(f"{table}: {len(updates)} updates, {len(deletes)} deletes"
+                   + (f"; held: {outcome.skipped_held}" if outcome.skipped_held else "")
+                   + (f"; waiting on conflicts: {outcome.skipped_conflicts}" if outcome.skipped_conflicts else "")
+                   + (f"; deletions not enabled: {outcome.skipped_deletes}" if outcome.skipped_deletes else ""))
+        if dry_run:
+            for write in outcome.planned:
+                click.echo(f"  {write.operation} {write.record_id}" + (f"  [cannot send: {write.problem}]" if write.problem else ""))
+                for name, remote, local in write.changes:
+                    click.echo(f"      {name}: {remote!r} -> {local!r}")
+        else:
+            click.echo(f"  sent {outcome.sent}: {outcome.ok} ok, {outcome.failed} held (see desksync status)")
+    sys.exit(1 if summary.failed and not dry_run else 0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.argument("connection", required=False)
+@click.pass_context
+def conflicts(ctx: click.Context, as_json: bool, connection: str | None) -> None:
+    """Open conflicts: fields changed locally and remotely to different values."""
+    from etl.diff.servicego import open_conflicts
+    from etl.mirror.db import ensure_current, open_engine
+
+    config = _load(ctx)
+    engine = open_engine(config.mirror.resolved_url(config.base_dir))
+    try:
+        ensure_current(engine)
+        with engine.connect() as conn:
+            rows = open_conflicts(conn, connection)
+    except DesksyncError as exc:
+        _fail(exc)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        click.echo(f"{r['id']:>5} {r['connection']} {r['table_name']} {r['record_id']} {r['field']}: "
+                   f"base {r['base']!r}, local {r['local']!r}, remote {r['remote']!r}")
+    if not rows:
+        click.echo("no open conflicts")
+
+
+@main.command()
+@click.argument("conflict_id", type=int)
+@click.option("--take", type=click.Choice(["local", "remote"]), required=True)
+@click.pass_context
+def resolve(ctx: click.Context, conflict_id: int, take: str) -> None:
+    """Settle a conflict: keep the local value (pushed next) or take the remote one."""
+    from zoneinfo import ZoneInfo
+
+    from etl.diff.servicego import resolve as settle
+    from etl.mirror.db import ensure_current, open_engine
+
+    config = _load(ctx)
+    engine = open_engine(config.mirror.resolved_url(config.base_dir))
+    try:
+        ensure_current(engine)
+        with engine.begin() as conn:
+            settle(conn, conflict_id, take, lambda name: ZoneInfo(getattr(config.connection(name), "timezone", "UTC")))
+    except ValueError as exc:
+        _fail(DesksyncError(str(exc)))
+    except DesksyncError as exc:
+        _fail(exc)
+    finally:
+        engine.dispose()
+    click.echo(f"conflict {conflict_id} settled: {take} value kept")
+
+
+@main.command()
 @click.option("--every", default=300.0, show_default=True, help="Seconds between pulls when no [jobs] are configured.")
 @click.pass_context
 def schedule(ctx: click.Context, every: float) -> None:

@@ -122,6 +122,22 @@ class RelatedObject(_Frozen):
     filter_id: int | None = None  # the child's UI filter
 
 
+class LookupTarget(_Frozen):
+    """Where a lookup field points: ServiceGo updates name the looked-up record by an external
+    unique field (seed 004: foreignExternalFieldApiName, required on update)."""
+
+    object: str
+    unique_field: str
+
+
+class PushConfig(_Frozen):
+    """Write-back of one mirrored table (`desksync push`)."""
+
+    conflict_policy: Literal["remote_wins", "local_wins", "manual"] = "manual"
+    allow_delete: bool = False
+    lookups: dict[str, LookupTarget] = {}  # lookup field -> its object and external unique field
+
+
 class ServiceGoObject(_Frozen):
     name: str  # objectApiName
     filter_id: int | None = None
@@ -130,6 +146,7 @@ class ServiceGoObject(_Frozen):
     custom_judge_logic: str | None = None
     related: tuple[RelatedObject, ...] = ()  # optional: one request per changed record and child object
     relations_ui_id: int | None = None  # optional: record relations (GET v1/selfObjectRelationData) with this uiId
+    push: PushConfig | None = None  # write-back of local changes (off unless given)
 
     @model_validator(mode="after")
     def _logic(self) -> ServiceGoObject:

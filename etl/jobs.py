@@ -377,3 +377,52 @@ def status(config: Config) -> dict[str, Any]:
     finally:
         engine.dispose()
     return out
+
+
+@dataclass
+class PushSummary:
+    connection: str
+    dry_run: bool
+    tables: dict[str, Any] = field(default_factory=dict)  # table -> PushOutcome
+    requests: int = 0
+
+    @property
+    def failed(self) -> int:
+        return sum(o.failed for o in self.tables.values())
+
+
+def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed: bool = False,
+         tables: tuple[str, ...] = (), transport: httpx.BaseTransport | None = None) -> PushSummary:
+    """Send the mirror's local edits of the tables with write-back configured (ServiceGo for now)."""
+    from zoneinfo import ZoneInfo
+
+    from etl.load import servicego as load
+
+    settings = config.connection(connection)
+    if not isinstance(settings, ServiceGoConnection):
+        raise DesksyncError(f"connection {connection!r}: write-back is available for ServiceGo connections so far")
+    objects = [o for o in settings.objects if o.push is not None and (not tables or o.name in tables)]
+    if not objects:
+        raise DesksyncError(f"connection {connection!r}: no object has a [push] section (see config/desksync.example.toml)")
+    engine = open_engine(config.mirror.resolved_url(config.base_dir))
+    summary = PushSummary(connection, dry_run)
+    client = None
+    try:
+        ensure_current(engine)
+        tz = ZoneInfo(settings.timezone)
+        for obj in objects:
+            with engine.connect() as conn:
+                outcome = load.plan(conn, connection, obj, tz, retry_failed)
+            summary.tables[obj.name] = outcome
+            if dry_run or not outcome.planned:
+                continue
+            if client is None:
+                client = servicego.connect(connection, settings, transport)
+                _check_blocks(engine, connection, client)
+            load.send(engine, client, connection, obj, outcome)
+    finally:
+        if client is not None:
+            summary.requests = client.session.metrics.requests
+            client.close()
+        engine.dispose()
+    return summary

@@ -25,13 +25,14 @@ import sqlalchemy as sa
 
 from etl.clients.servicego import ScrollPage, ServiceGoClient, conditions_body, next_scroll_id
 from etl.config import ServiceGoConnection, ServiceGoObject
+from etl.diff.servicego import merge_local_edits
 from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
 from etl.extract.servicego_related import enqueue as enqueue_related
 from etl.log import get_logger
 from etl.mirror.servicego import ObjectSchema, RecordBuilder, fields_of
 from etl.mirror.state import load_state, save_state
-from etl.mirror.write import TableWriter
+from etl.mirror.write import TableWriter, UpsertResult
 
 MINUTE = "%Y-%m-%d %H:%M"
 
@@ -73,6 +74,18 @@ class ObjectSync:
 
     def writer(self) -> TableWriter:
         return TableWriter(self.schema.table, RecordBuilder(self.schema, self.tz), self.ctx.connection)
+
+    def write(self, conn: sa.Connection, writer: TableWriter, records: list[dict[str, Any]]) -> UpsertResult:
+        """Apply fetched records, keeping unpushed local edits (write-back), and queue their lists."""
+        prepared = writer.prepare(records)
+        if self.obj.push is not None:
+            conflicts = merge_local_edits(conn, self.ctx.connection, self.schema, writer.builder, self.tz,
+                                          prepared.rows, self.obj.push.conflict_policy)
+            if conflicts:
+                self.log.warning("conflicts_recorded", count=conflicts)
+        result = writer.apply(conn, prepared, self.ctx.run_id)
+        enqueue_related(conn, self.ctx.connection, self.obj, result.changed_ids)
+        return result
 
     def probe(self) -> ScrollPage:
         """One record and the total: shows the object's current fields (every record lists them all)."""
@@ -144,8 +157,7 @@ class ObjectSync:
                 if any(name not in self.schema.fields for name in seen):
                     self.schema.ensure(conn, seen)  # a field added during the scan
                     writer = self.writer()
-                result = writer.upsert(conn, records, self.ctx.run_id)
-                enqueue_related(conn, self.ctx.connection, self.obj, result.changed_ids)
+                result = self.write(conn, writer, records)
                 scan["scroll_id"] = batch[-1][1]
                 if finished:
                     self._finish(conn, scan)

@@ -124,8 +124,7 @@ class DeletionFinder:
             scroll_id = next_scroll_id(page.records, scroll_id, SCROLL_SEARCH)
         writer = sync.writer()
         with sync.ctx.engine.begin() as conn:
-            result = writer.upsert(conn, records, sync.ctx.run_id)
-            enqueue_related(conn, sync.ctx.connection, sync.obj, result.changed_ids)
+            result = sync.write(conn, writer, records)
             assert self.created is not None
             ids = conn.execute(sa.select(self.table.c.id).where(
                 *self._live(), self.created >= lo, self.created < hi)).scalars().all()

@@ -88,3 +88,49 @@ class AccountBlock(Base):
     budget: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     blocked_until: Mapped[datetime]
     reason: Mapped[str] = mapped_column(sa.Text)
+
+
+class PushLog(Base):
+    """Every write attempt of `desksync push`: what was sent and what the remote answered."""
+
+    __tablename__ = "push_log"
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    connection: Mapped[str] = mapped_column(sa.String(64))
+    table_name: Mapped[str] = mapped_column(sa.String(64))
+    record_id: Mapped[int] = mapped_column(sa.BigInteger)
+    operation: Mapped[str] = mapped_column(sa.String(8))  # create | update | delete
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(sa.String(8))  # ok | failed
+    code: Mapped[str | None] = mapped_column(sa.String(32))
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    at: Mapped[datetime]
+
+
+class PushHeld(Base):
+    """Rows the remote refused: skipped by later pushes until `desksync push --retry-failed`."""
+
+    __tablename__ = "push_held"
+    connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    table_name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    record_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    operation: Mapped[str] = mapped_column(sa.String(8))
+    error: Mapped[str] = mapped_column(sa.Text)
+    held_at: Mapped[datetime]
+
+
+class Conflict(Base):
+    """A field changed locally and remotely to different values, waiting for a choice."""
+
+    __tablename__ = "conflicts"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    connection: Mapped[str] = mapped_column(sa.String(64))
+    table_name: Mapped[str] = mapped_column(sa.String(64))
+    record_id: Mapped[int] = mapped_column(sa.BigInteger)
+    field: Mapped[str] = mapped_column(sa.String(128))  # the column
+    base: Mapped[str | None] = mapped_column(sa.Text)  # values in the API's own text form
+    local: Mapped[str | None] = mapped_column(sa.Text)
+    remote: Mapped[str | None] = mapped_column(sa.Text)
+    detected_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    resolution: Mapped[str | None] = mapped_column(sa.String(8))  # local | remote

@@ -44,6 +44,14 @@ class WriteStats:
 
 
 @dataclass
+class Prepared:
+    """Records made ready for `TableWriter.apply`: id -> (row, content hash, record, canonical JSON)."""
+
+    rows: dict[Any, tuple[dict[str, Any], str, dict[str, Any], bytes]] = field(default_factory=dict)
+    problems: int = 0
+
+
+@dataclass
 class UpsertResult:
     stats: WriteStats = field(default_factory=WriteStats)
     changed_ids: list[Any] = field(default_factory=list)  # inserted or updated
@@ -106,12 +114,19 @@ class TableWriter:
         overrides: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> UpsertResult:
         """`overrides`: column values to set on every row, or one mapping per record."""
+        return self.apply(conn, self.prepare(records, scope=scope, overrides=overrides), run_id, scope=scope,
+                          deleted=deleted)
+
+    def prepare(
+        self,
+        records: list[dict[str, Any]],
+        *,
+        scope: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    ) -> Prepared:
+        """Rows, content hashes and raw JSON for records (no database work)."""
         scope = scope or {}
-        result = UpsertResult()
-        if not records:
-            return result
-        now = datetime.now(UTC)
-        prepared: dict[Any, tuple[dict[str, Any], str, dict[str, Any], bytes]] = {}
+        prepared = Prepared()
         per_record = None if overrides is None or isinstance(overrides, Mapping) else overrides
         for n, record in enumerate(records):
             clean = strip_secrets(record, self.secret_keys)
@@ -119,14 +134,33 @@ class TableWriter:
             digest = content_hash(canonical)
             row, problems = self.builder.build(clean)
             if problems:
-                result.stats.problems += len(problems)
+                prepared.problems += len(problems)
                 self.log.warning("field_unparseable", id=row.get("id"), problems=problems)
             if per_record is not None:
                 row.update(per_record[n])
             elif isinstance(overrides, Mapping):
                 row.update(overrides)
             row.update(scope)
-            prepared[row["id"]] = (row, digest, clean, canonical)
+            prepared.rows[row["id"]] = (row, digest, clean, canonical)
+        return prepared
+
+    def apply(
+        self,
+        conn: sa.Connection,
+        batch: Prepared,
+        run_id: int | None,
+        *,
+        scope: Mapping[str, Any] | None = None,
+        deleted: bool = False,
+    ) -> UpsertResult:
+        """Write prepared rows: insert the new, update the changed, touch the unchanged."""
+        scope = scope or {}
+        result = UpsertResult()
+        result.stats.problems = batch.problems
+        prepared = batch.rows
+        if not prepared:
+            return result
+        now = datetime.now(UTC)
         ids = list(prepared)
         result.seen_ids = ids
         known: dict[Any, tuple[str, bool]] = {}

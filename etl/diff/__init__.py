@@ -1,0 +1,1 @@
+"""Base, local and remote versions of records: field changes and conflict policies."""

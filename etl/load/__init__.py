@@ -1,0 +1,1 @@
+"""Loaders: push local changes of the mirror to the remote systems."""

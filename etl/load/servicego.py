@@ -1,0 +1,210 @@
+"""Push local edits of ServiceGo tables: PUT /v1/data per changed record, DELETE when allowed.
+
+What a user does (plain SQL on the mirror):
+- UPDATE a row's field columns (not the derived `_names`, `_tags`, ... columns, not system fields);
+- mark a row for deletion: `UPDATE … SET is_deleted = true` leaving `deleted_at` empty (a pull
+  sets both), with `push.allow_delete = true` for the object.
+`desksync push` finds the changed fields itself: a row's base version is its `raw` record, so the
+fields whose text differs from `raw`'s are sent, one request per record, nothing when nothing
+changed. A success patches `raw` with what was sent (no second push, and the next pull's copy of
+our own change is not a remote change). A refusal holds the row with the API's code and message
+(`push_held`) until `--retry-failed`; rows with open conflicts wait for a choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from etl.clients.servicego import ServiceGoClient
+from etl.config import ServiceGoObject
+from etl.diff.fields import changed_fields
+from etl.diff.servicego import open_conflict_ids, texts, writable
+from etl.errors import ApiError, RemoteError
+from etl.mirror.base import table_of
+from etl.mirror.meta import PushHeld, PushLog
+from etl.mirror.normalize import canonical_json, content_hash
+from etl.mirror.servicego import FieldColumn, ObjectSchema, RecordBuilder, table_name
+
+PUSH_LOG = table_of(PushLog)
+HELD = table_of(PushHeld)
+
+
+@dataclass
+class PlannedWrite:
+    table: str
+    record_id: int
+    operation: str  # update | delete
+    changes: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # field, remote, local
+    payload: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None  # cannot be sent as it is (held without a request)
+
+
+@dataclass
+class PushOutcome:
+    planned: list[PlannedWrite] = field(default_factory=list)
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped_held: int = 0
+    skipped_conflicts: int = 0
+    skipped_deletes: int = 0
+
+
+def _lookup_value(conn: sa.Connection, connection: str, target: str, unique_field: str, record_id: str) -> str | None:
+    schema = ObjectSchema(target)
+    schema.load(conn)
+    unique = schema.fields.get(unique_field)
+    if unique is None:
+        return None
+    t = schema.table
+    value = conn.execute(sa.select(t.c[unique.column]).where(t.c.connection == connection, t.c.id == int(record_id))).scalar()
+    return None if value is None else str(value)
+
+
+def _field_item(conn: sa.Connection, connection: str, obj: ServiceGoObject, f: FieldColumn,
+                text: str | None) -> dict[str, Any]:
+    item: dict[str, Any] = {"fieldApiName": f.field, "fieldValue": "" if text is None else text}
+    if f.field_type == "field_type_lookup" and text is not None:
+        assert obj.push is not None
+        target = obj.push.lookups.get(f.field)
+        value = _lookup_value(conn, connection, target.object, target.unique_field, text) if target else None
+        if target is None or value is None:
+            raise ValueError(f"lookup {f.field}: the looked-up record's external unique value is unknown (configure "
+                             f"push.lookups.{f.field} = {{object, unique_field}} and mirror that object)")
+        item.update(fieldValue=value, foreignExternalFieldApiName=target.unique_field)
+    return item
+
+
+def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo, retry_failed: bool) -> PushOutcome:
+    """What a push of this object would send (`--dry-run` prints it)."""
+    assert obj.push is not None
+    outcome = PushOutcome()
+    schema = ObjectSchema(obj.name)
+    if not sa.inspect(conn).has_table(table_name(obj.name)):
+        return outcome
+    schema.load(conn)
+    fields = writable(schema)
+    builder = RecordBuilder(schema, tz)
+    t = schema.table
+    held = set(conn.execute(sa.select(HELD.c.record_id).where(HELD.c.connection == connection,
+                                                               HELD.c.table_name == t.name)).scalars())
+    conflicted = open_conflict_ids(conn, connection, t.name)
+    rows = conn.execute(sa.select(t.c.id, t.c.raw, t.c.is_deleted, t.c.deleted_at, *(t.c[c] for c in fields))
+                        .where(t.c.connection == connection,
+                               sa.or_(t.c.is_deleted.is_(False), t.c.deleted_at.is_(None)))
+                        .order_by(t.c.id)).mappings()
+    for row in rows:
+        record_id = int(row["id"])
+        if row["is_deleted"]:
+            if not obj.push.allow_delete:
+                outcome.skipped_deletes += 1
+                continue
+            write = PlannedWrite(t.name, record_id, "delete", payload={"objectApiName": obj.name, "id": record_id})
+        else:
+            raw = row["raw"] if isinstance(row["raw"], dict) else orjson.loads(row["raw"])
+            base = texts(fields, builder.build(raw)[0], tz)
+            local = texts(fields, dict(row), tz)
+            changed = changed_fields(base, local)
+            if not changed:
+                continue
+            write = PlannedWrite(t.name, record_id, "update",
+                                 [(fields[c].field, base[c], local[c]) for c in changed])
+            try:
+                items = [_field_item(conn, connection, obj, fields[c], local[c]) for c in changed]
+            except ValueError as exc:
+                write.problem = str(exc)
+                items = []
+            write.payload = {"objectApiName": obj.name, "id": record_id, "fieldDataList": items}
+        if record_id in conflicted:
+            outcome.skipped_conflicts += 1
+            continue
+        if record_id in held and not retry_failed:
+            outcome.skipped_held += 1
+            continue
+        outcome.planned.append(write)
+    return outcome
+
+
+def _patch_raw(raw: dict[str, Any], changes: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
+    """`raw` as the remote now holds it, as far as the sent fields go: the new base version."""
+    sent = {name: local for name, _, local in changes}
+    entries = []
+    for entry in raw.get("fieldDataList") or []:
+        name = entry.get("fieldApiName")
+        if name in sent:
+            entry = {**entry, "fieldValue": "" if sent[name] is None else sent[name]}
+        entries.append(entry)
+    return {**raw, "fieldDataList": entries}
+
+
+def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: ServiceGoObject, outcome: PushOutcome) -> None:
+    """Send the planned writes; each result commits on its own (a kill loses at most one answer,
+    and a lost answer to an update or delete is safe to repeat)."""
+    schema_table: sa.Table | None = None
+    for write in outcome.planned:
+        with engine.begin() as conn:
+            if schema_table is None:
+                schema = ObjectSchema(obj.name)
+                schema.load(conn)
+                schema_table = schema.table
+            if write.problem:
+                _hold(conn, connection, write, "local", write.problem)
+                outcome.failed += 1
+                continue
+        outcome.sent += 1
+        try:
+            if write.operation == "delete":
+                try:
+                    client.session.request_json("DELETE", "v1/data", params=write.payload)
+                except ApiError as exc:
+                    if exc.code != "404":  # already gone: what we wanted
+                        raise
+            else:
+                client.session.request_json("PUT", "v1/data", json=write.payload)
+        except ApiError as exc:
+            outcome.failed += 1
+            with engine.begin() as conn:
+                _hold(conn, connection, write, exc.code, exc.message)
+            continue
+        except RemoteError as exc:
+            with engine.begin() as conn:
+                _log(conn, connection, write, "failed", exc.code, str(exc))
+            raise
+        outcome.ok += 1
+        with engine.begin() as conn:
+            _applied(conn, connection, schema_table, write)
+
+
+def _applied(conn: sa.Connection, connection: str, table: sa.Table, write: PlannedWrite) -> None:
+    where = (table.c.connection == connection, table.c.id == write.record_id)
+    if write.operation == "delete":
+        conn.execute(table.update().where(*where).values(deleted_at=datetime.now(UTC)))
+    else:
+        raw = conn.execute(sa.select(table.c.raw).where(*where)).scalar_one()
+        raw = raw if isinstance(raw, dict) else orjson.loads(raw)
+        patched = _patch_raw(raw, write.changes)
+        conn.execute(table.update().where(*where).values(raw=patched, content_hash=content_hash(canonical_json(patched))))
+    conn.execute(HELD.delete().where(HELD.c.connection == connection, HELD.c.table_name == write.table,
+                                     HELD.c.record_id == write.record_id))
+    _log(conn, connection, write, "ok", None, None)
+
+
+def _hold(conn: sa.Connection, connection: str, write: PlannedWrite, code: str | None, message: str) -> None:
+    key = (HELD.c.connection == connection, HELD.c.table_name == write.table, HELD.c.record_id == write.record_id)
+    conn.execute(HELD.delete().where(*key))
+    conn.execute(HELD.insert().values(connection=connection, table_name=write.table, record_id=write.record_id,
+                                      operation=write.operation, error=f"[{code}] {message}" if code else message,
+                                      held_at=datetime.now(UTC)))
+    _log(conn, connection, write, "failed", code, message)
+
+
+def _log(conn: sa.Connection, connection: str, write: PlannedWrite, status: str, code: str | None,
+         message: str | None) -> None:
+    conn.execute(PUSH_LOG.insert().values(connection=connection, table_name=write.table, record_id=write.record_id,
+                                          operation=write.operation, payload=write.payload, status=status,
+                                          code=code, message=message, at=datetime.now(UTC)))
