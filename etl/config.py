@@ -136,6 +136,9 @@ class PushConfig(_Frozen):
     conflict_policy: Literal["remote_wins", "local_wins", "manual"] = "manual"
     allow_delete: bool = False
     lookups: dict[str, LookupTarget] = {}  # lookup field -> its object and external unique field
+    # a new row whose external unique field matches a remote record updates that record instead
+    # of creating a second one; also how a create whose answer was lost is found again
+    upsert_by: str | None = None
 
 
 class ServiceGoObject(_Frozen):

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl.clients.servicego import ServiceGoClient
+from etl.clients.servicego import SYSTEM, ServiceGoClient
 from etl.config import ServiceGoObject
 from etl.diff.fields import changed_fields
 from etl.diff.servicego import open_conflict_ids, texts, writable
@@ -38,10 +38,11 @@ HELD = table_of(PushHeld)
 class PlannedWrite:
     table: str
     record_id: int
-    operation: str  # update | delete
+    operation: str  # create | update | delete
     changes: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # field, remote, local
     payload: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None  # cannot be sent as it is (held without a request)
+    upsert_items: list[dict[str, Any]] | None = None  # a create that matches a remote record updates it
 
 
 @dataclass
@@ -100,6 +101,24 @@ def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo,
                         .order_by(t.c.id)).mappings()
     for row in rows:
         record_id = int(row["id"])
+        if record_id < 0:  # a new row: its id is a placeholder until the remote gives one
+            if row["is_deleted"]:
+                continue
+            local = texts(fields, dict(row), tz)
+            write = PlannedWrite(t.name, record_id, "create",
+                                 [(fields[c].field, None, v) for c, v in local.items() if v is not None])
+            write.payload = {"objectApiName": obj.name, "fieldDataList": [
+                {"fieldApiName": fields[c].field, "fieldValue": v} for c, v in local.items() if v is not None]}
+            try:  # updates name lookups by external unique field (seed 004)
+                write.upsert_items = [_field_item(conn, connection, obj, fields[c], v)
+                                      for c, v in local.items() if v is not None]
+            except ValueError:
+                write.upsert_items = None
+            if record_id in held and not retry_failed:
+                outcome.skipped_held += 1
+                continue
+            outcome.planned.append(write)
+            continue
         if row["is_deleted"]:
             if not obj.push.allow_delete:
                 outcome.skipped_deletes += 1
@@ -158,6 +177,12 @@ def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: Servi
                 continue
         outcome.sent += 1
         try:
+            if write.operation == "create":
+                created = _create(engine, client, connection, obj, write)
+                with engine.begin() as conn:
+                    _created(conn, connection, schema_table, obj, write, created)
+                outcome.ok += 1
+                continue
             if write.operation == "delete":
                 try:
                     client.session.request_json("DELETE", "v1/data", params=write.payload)
@@ -178,6 +203,71 @@ def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: Servi
         outcome.ok += 1
         with engine.begin() as conn:
             _applied(conn, connection, schema_table, write)
+
+
+def _find_existing(client: ServiceGoClient, obj: ServiceGoObject, write: PlannedWrite) -> int | None:
+    """The remote record a new row stands for, by its external unique field (upsert_by)."""
+    assert obj.push is not None
+    unique = obj.push.upsert_by
+    value = next((local for name, _, local in write.changes if name == unique), None) if unique else None
+    if not unique or value is None:
+        return None
+    try:
+        body = client.session.request_json("GET", "v1/data", params={
+            "objectApiName": obj.name, "uniqueFieldApiName": unique, "uniqueFieldValue": value}).body
+    except ApiError as exc:
+        if exc.code == "404":
+            return None
+        raise
+    return int(body["data"]["id"])
+
+
+def _create(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: ServiceGoObject,
+            write: PlannedWrite) -> int:
+    """Create (or, with upsert_by, update the matching record), recording the intent first.
+
+    A create whose answer was lost (a kill, a timeout) left its intent in push_log; the retry
+    looks the record up by its external unique field before creating again. Without
+    upsert_by there is no sure way to find it (the seed offers no idempotency key), so such
+    objects should have one; otherwise a lost answer can leave a second record.
+    """
+    with engine.begin() as conn:
+        _log(conn, connection, write, "intent", None, None)
+    existing = _find_existing(client, obj, write)
+    if existing is not None:
+        if write.upsert_items is None:
+            raise ApiError(SYSTEM, "a lookup of this row cannot be sent as an update (configure push.lookups)",
+                           code="local")
+        update = {"objectApiName": obj.name, "id": existing, "fieldDataList": write.upsert_items}
+        client.session.request_json("PUT", "v1/data", json=update)
+        return existing
+    # a POST is never retried blindly: a lost answer may have created the record already
+    body = client.session.request_json("POST", "v1/data", json=write.payload, retry=False).body
+    return int(body["data"]["id"])
+
+
+def _created(conn: sa.Connection, connection: str, table: sa.Table, obj: ServiceGoObject, write: PlannedWrite,
+             new_id: int) -> None:
+    """Put the remote id in the placeholder's place; `raw` holds what was sent until the next pull
+    brings the fields the server set (createTime, owner, ...)."""
+    schema = ObjectSchema(obj.name)
+    schema.load(conn)
+    kinds = {f.field: f.field_type for f in schema.fields.values()}
+    raw = {"id": new_id, "fieldDataList": [
+        {"fieldApiName": name, "fieldTypeApiName": kinds.get(name, ""), "fieldValue": local}
+        for name, _, local in write.changes]}
+    placeholder = (table.c.connection == connection, table.c.id == write.record_id)
+    taken = conn.execute(sa.select(table.c.id).where(table.c.connection == connection, table.c.id == new_id)).first()
+    if taken is None:
+        conn.execute(table.update().where(*placeholder).values(
+            id=new_id, raw=raw, content_hash=content_hash(canonical_json(raw)), first_seen_at=datetime.now(UTC),
+            last_seen_at=datetime.now(UTC)))
+    else:  # a pull already brought it
+        conn.execute(table.delete().where(*placeholder))
+    conn.execute(HELD.delete().where(HELD.c.connection == connection, HELD.c.table_name == write.table,
+                                     HELD.c.record_id == write.record_id))
+    write.payload = {**write.payload, "id": new_id, "local_id": write.record_id}
+    _log(conn, connection, write, "ok", None, None)
 
 
 def _applied(conn: sa.Connection, connection: str, table: sa.Table, write: PlannedWrite) -> None:

@@ -134,15 +134,18 @@ class FieldColumn:
 
 
 def _base_columns() -> list[sa.Column[Any]]:
+    # Defaults let a user INSERT a new record with only a (negative, temporary) id and its
+    # fields: `desksync push` creates it remotely and puts the real id in its place.
+    now = sa.func.current_timestamp()
     return [
         sa.Column("connection", sa.String(64), primary_key=True),
         sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("raw", JSONType, nullable=False),
-        sa.Column("content_hash", sa.String(32), nullable=False),
-        sa.Column("first_seen_at", Timestamp, nullable=False),
-        sa.Column("last_seen_at", Timestamp, nullable=False),
+        sa.Column("raw", JSONType, nullable=False, server_default=sa.text("'{}'")),
+        sa.Column("content_hash", sa.String(32), nullable=False, server_default=""),
+        sa.Column("first_seen_at", Timestamp, nullable=False, server_default=now),
+        sa.Column("last_seen_at", Timestamp, nullable=False, server_default=now),
         sa.Column("remote_updated_at", Timestamp),
-        sa.Column("is_deleted", sa.Boolean, nullable=False, default=False),
+        sa.Column("is_deleted", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
         sa.Column("deleted_at", Timestamp),
         sa.Column("last_run_id", sa.Integer),
     ]

@@ -141,3 +141,48 @@ def test_servicego_scroll_killed_mid_run_then_restarted_is_exact(db_url, service
         )).all()
     assert duplicated == [], "a record was inserted twice"
     engine.dispose()
+
+
+def test_a_push_killed_before_its_answers_arrive_creates_nothing_twice(sqlite_url, servicego_sim, udesk_config,
+                                                                       tmp_path):
+    from etl import jobs
+    from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+    from tests.conftest import UDESK_TOKEN, UDESK_TOKEN_ENV, servicego_settings
+    from tests.servicego_check import assert_servicego_matches
+
+    server = servicego_sim(ServiceGoSizes(customers=10, contacts=40, cases=10))
+    push = {"allow_delete": True, "upsert_by": "externalId"}
+    settings = servicego_settings(server, objects=[{"name": "customer"}, {"name": "contact", "push": push},
+                                                   {"name": "case"}])
+    config_obj = udesk_config(sqlite_url, {"sg": settings})
+    jobs.sync(config_obj, "sg")
+    engine = open_engine(sqlite_url)
+    state = server.state
+    edited = state.ids["contact"][3]
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE servicego_contact SET name = 'Edited before the kill' WHERE id = :i"), {"i": edited})
+        conn.execute(sa.text("INSERT INTO servicego_contact (connection, id, name, external_id) "
+                             "VALUES ('sg', -1, 'Created before the kill', 'EXT-KILL-1')"))
+    config = write_config_file(tmp_path / "desksync.toml", sqlite_url, {"sg": settings})
+    server.app.state.settings["write_delay"] = 30.0  # the create is done remotely; its answer never arrives
+    proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), "push", "sg"],
+                            env={**os.environ, UDESK_TOKEN_ENV: UDESK_TOKEN},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while state.find_unique("contact", "externalId", "EXT-KILL-1") is None:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    server.app.state.settings["write_delay"] = 0.0
+
+    summary = jobs.push(config_obj, "sg")
+    assert summary.failed == 0
+    matching = [i for i, r in state.records["contact"].items() if r["externalId"]["fieldValue"] == "EXT-KILL-1"]
+    assert len(matching) == 1, "the create was repeated"
+    assert state.value("contact", edited, "name") == "Edited before the kill"
+    assert server.requests_to("POST /v1/data") == 1
+    jobs.sync(config_obj, "sg")
+    assert jobs.push(config_obj, "sg").requests == 0
+    assert_servicego_matches(engine, state)
+    engine.dispose()

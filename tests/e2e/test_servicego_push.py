@@ -172,3 +172,48 @@ def test_a_rejected_row_is_held_without_blocking_the_others(
     assert retried.failed == 0 and server.state.value("contact", ids[40], "tags") == "t_new"
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM push_held")).scalar() == 0
+
+
+def _insert_contact(engine: sa.Engine, local_id: int, name: str, external: str | None = None, **extra: Any) -> None:
+    columns = {"connection": "sg", "id": local_id, "name": name, **({"external_id": external} if external else {}),
+               **extra}
+    names = ", ".join(columns)
+    _sql(engine, f"INSERT INTO servicego_contact ({names}) VALUES ({', '.join(':' + c for c in columns)})", **columns)
+
+
+def _upsert_objects() -> list[dict[str, Any]]:
+    objects = _objects()
+    objects[1]["push"]["upsert_by"] = "externalId"
+    return objects
+
+
+def test_new_rows_are_created_once_and_upserts_match_existing_records(
+        db_url: str, servicego_sim: Callable[..., ServiceGoServer], udesk_config: Callable[..., Any]) -> None:
+    server = servicego_sim(Sizes(customers=20, contacts=50, cases=10))
+    config = udesk_config(db_url, {"sg": servicego_settings(server, objects=_upsert_objects())})
+    jobs.sync(config, "sg")
+    engine = open_engine(db_url)
+    state = server.state
+    existing = state.ids["contact"][7]
+    customer = state.ids["customer"][2]
+    _insert_contact(engine, -1, "Brand new", "EXT-NEW-1", organization=str(customer), tags="t_vip")
+    _insert_contact(engine, -2, "Another", None, birthday="1990-01-02")
+    _insert_contact(engine, -3, "Matches an existing record", state.value("contact", existing, "externalId"))
+    before = len(state.records["contact"])
+    summary = jobs.push(config, "sg")
+    assert summary.failed == 0, summary.tables["contact"]
+    assert _requests(server, "POST /v1/data") == 2  # the third one updated the record it matched
+    assert _requests(server, "GET /v1/data") == 2  # the lookups of upsert_by (the row without a value needs none)
+    assert len(state.records["contact"]) == before + 2
+    assert state.value("contact", existing, "name") == "Matches an existing record"
+    new_id = state.find_unique("contact", "externalId", "EXT-NEW-1")
+    assert new_id is not None and state.value("contact", new_id, "organization") == str(customer)
+    with engine.connect() as conn:
+        local_ids = set(conn.execute(sa.text("SELECT id FROM servicego_contact WHERE id < 0")).scalars())
+        placed = conn.execute(sa.text("SELECT name FROM servicego_contact WHERE id = :i"), {"i": new_id}).scalar()
+    assert local_ids == set() and placed == "Brand new"
+    assert jobs.push(config, "sg").requests == 0
+    jobs.sync(config, "sg")  # brings the fields the server set (createTime, owner, ...)
+    assert jobs.push(config, "sg").requests == 0
+    assert_servicego_matches(engine, state)
+    engine.dispose()

@@ -236,7 +236,7 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
     signer = Signer(Account(state.email, state.api_token, state.hash_name))
     limit = MinuteLimit(per_minute, minute_seconds)
     stats: dict[str, Any] = {"requests": 0, "by_endpoint": {}, "refused": 0}
-    settings: dict[str, Any] = {"latency": latency, "faults": []}
+    settings: dict[str, Any] = {"latency": latency, "faults": [], "write_delay": 0.0}
 
     def respond(body: bytes, status: int = 200) -> Response:
         return Response(body, status_code=status, media_type="application/json")
@@ -261,6 +261,7 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
             return respond(_envelope(429, "too many requests"), 429)
         if settings["latency"]:
             await asyncio.sleep(settings["latency"])
+        answer_late = 0.0
         try:
             body: dict[str, Any] = {}
             if request.method in ("POST", "PUT"):
@@ -283,6 +284,7 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
                     out = handlers.get(request.query_params)
                 elif endpoint == "POST /v1/data":
                     out = _envelope(data={"id": writes.create(state, body)})
+                    answer_late = settings["write_delay"]
                 elif endpoint == "PUT /v1/data":
                     writes.update(state, body)
                     out = _envelope()
@@ -297,6 +299,8 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
                     return respond(_envelope(404, f"no such API: {endpoint}"), 404)
         except (Refused, writes.WriteRefused) as exc:
             return respond(_envelope(exc.code, exc.message))
+        if answer_late:  # the write is done; its answer takes long (tests lose it by killing the client)
+            await asyncio.sleep(answer_late)
         return respond(out)
 
     async def sim(request: Request) -> Response:
