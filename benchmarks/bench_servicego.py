@@ -5,7 +5,8 @@
 
 1. backfill of customer, contact and case (10/30/60 % of the records), no latency, no limit;
 2. 1 % of the records change remotely (updates, creates and deletes);
-3. the incremental sync: its requests, compared with the backfill's.
+3. the incremental sync: its requests, compared with the backfill's;
+4. 10,000 local edits pushed back (PUT /v1/data, one request per record).
 The simulator runs in its own process; each sync runs in a fresh child process so its peak
 memory (ru_maxrss) is its own.
 """
@@ -46,10 +47,21 @@ def child(args: argparse.Namespace) -> None:
         "connections": {"bench": {
             "system": "servicego", "base_url": args.base + "/api", "email": "admin@udesk.cn",
             "api_token_env": "BENCH_UDESK_TOKEN", "rate_limit": {"per_minute": 10**9},
-            "objects": [{"name": "customer"}, {"name": "contact"}, {"name": "case"}],
+            "objects": [{"name": "customer"}, {"name": "contact"}, {"name": "case", "push": {}}],
         }},
     })
     jobs.init(config)
+    if args.push:
+        with open_engine(url).begin() as conn:  # 10,000 local edits
+            conn.execute(sa.text("UPDATE servicego_case SET remark = 'checked ' || id "
+                                 "WHERE id IN (SELECT id FROM servicego_case ORDER BY id LIMIT :n)"), {"n": args.push})
+        started = time.perf_counter()
+        pushed = jobs.push(config, "bench")
+        elapsed = time.perf_counter() - started
+        outcome = pushed.tables["case"]
+        print(json.dumps({"seconds": elapsed, "ok": outcome.ok, "failed": outcome.failed, "requests": pushed.requests,
+                          "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
     started = time.perf_counter()
     summary = jobs.sync(config, "bench")
     elapsed = time.perf_counter() - started
@@ -62,8 +74,8 @@ def child(args: argparse.Namespace) -> None:
                       "peak_mb": peak_mb}))
 
 
-def measure(base: str, db: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--child", "--base", base, "--db", db],
+def measure(base: str, db: str, push: int = 0) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--child", "--base", base, "--db", db, "--push", str(push)],
                          cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -74,6 +86,7 @@ def main() -> None:
     parser.add_argument("--base")
     parser.add_argument("--db")
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--push", type=int, default=0, help="(child) push this many local edits instead of syncing")
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -91,6 +104,8 @@ def main() -> None:
             httpx.post(f"{base}/_sim/changes", json={"seed": 10, "updates": 0, "creates": changed // 10,
                                                      "deletes": changed // 10}, timeout=120)
             with_deletes = measure(base, db)
+            edits = min(10_000, args.records // 2)
+            pushed = measure(base, db, push=edits)
     finally:
         proc.kill()
     rate = backfill["records"] / backfill["seconds"]
@@ -103,6 +118,9 @@ def main() -> None:
     print(f"incremental after {changed // 10} creates and {changed // 10} deletes: {with_deletes['requests']:,} requests "
           f"({with_deletes['requests'] / backfill['requests']:.1%}), {with_deletes['inserted']} inserted, "
           f"{with_deletes['deleted']} deleted in {with_deletes['seconds']:.1f} s")
+    print(f"push of {edits:,} locally updated records: {pushed['ok']:,} sent in {pushed['seconds']:.1f} s = "
+          f"{pushed['ok'] / pushed['seconds']:,.0f} records/s, {pushed['requests']:,} requests, "
+          f"peak {pushed['peak_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ our own change is not a remote change). A refusal holds the row with the API's c
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -24,7 +25,8 @@ from etl.clients.servicego import SYSTEM, ServiceGoClient
 from etl.config import ServiceGoObject
 from etl.diff.fields import changed_fields
 from etl.diff.servicego import open_conflict_ids, texts, writable
-from etl.errors import ApiError, RemoteError
+from etl.errors import ApiError
+from etl.extract.pool import Emit, run_jobs
 from etl.mirror.base import table_of
 from etl.mirror.meta import PushHeld, PushLog
 from etl.mirror.normalize import canonical_json, content_hash
@@ -161,48 +163,67 @@ def _patch_raw(raw: dict[str, Any], changes: list[tuple[str, str | None, str | N
     return {**raw, "fieldDataList": entries}
 
 
-def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: ServiceGoObject, outcome: PushOutcome) -> None:
-    """Send the planned writes; each result commits on its own (a kill loses at most one answer,
-    and a lost answer to an update or delete is safe to repeat)."""
-    schema_table: sa.Table | None = None
+def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: ServiceGoObject, outcome: PushOutcome,
+         concurrency: int = 4) -> None:
+    """Send the planned writes. Creates go one by one (each records its intent first); updates and
+    deletes go several at a time within the rate limit, their results committed in batches: a kill
+    loses at most answers to updates and deletes, which are safe to send again."""
+    with engine.connect() as conn:
+        schema = ObjectSchema(obj.name)
+        schema.load(conn)
+    table = schema.table
     for write in outcome.planned:
-        with engine.begin() as conn:
-            if schema_table is None:
-                schema = ObjectSchema(obj.name)
-                schema.load(conn)
-                schema_table = schema.table
-            if write.problem:
+        if write.problem:
+            with engine.begin() as conn:
                 _hold(conn, connection, write, "local", write.problem)
-                outcome.failed += 1
-                continue
+            outcome.failed += 1
+    ready = [w for w in outcome.planned if not w.problem]
+    for write in (w for w in ready if w.operation == "create"):
         outcome.sent += 1
         try:
-            if write.operation == "create":
-                created = _create(engine, client, connection, obj, write)
-                with engine.begin() as conn:
-                    _created(conn, connection, schema_table, obj, write, created)
-                outcome.ok += 1
-                continue
-            if write.operation == "delete":
-                try:
-                    client.session.request_json("DELETE", "v1/data", params=write.payload)
-                except ApiError as exc:
-                    if exc.code != "404":  # already gone: what we wanted
-                        raise
-            else:
-                client.session.request_json("PUT", "v1/data", json=write.payload)
+            created = _create(engine, client, connection, obj, write)
         except ApiError as exc:
             outcome.failed += 1
             with engine.begin() as conn:
                 _hold(conn, connection, write, exc.code, exc.message)
             continue
-        except RemoteError as exc:
-            with engine.begin() as conn:
-                _log(conn, connection, write, "failed", exc.code, str(exc))
-            raise
-        outcome.ok += 1
         with engine.begin() as conn:
-            _applied(conn, connection, schema_table, write)
+            _created(conn, connection, table, obj, write, created)
+        outcome.ok += 1
+
+    def job_for(write: PlannedWrite) -> Any:
+        def job(emit: Emit) -> None:
+            try:
+                if write.operation == "delete":
+                    try:
+                        client.session.request_json("DELETE", "v1/data", params=write.payload)
+                    except ApiError as exc:
+                        if exc.code != "404":  # already gone: what we wanted
+                            raise
+                else:
+                    client.session.request_json("PUT", "v1/data", json=write.payload)
+            except ApiError as exc:
+                emit((write, exc))
+                return
+            emit((write, None))
+
+        return job
+
+    def consume(batch: list[tuple[PlannedWrite, ApiError | None]]) -> None:
+        # a few set-based statements per batch: every statement costs the writer thread the GIL
+        # back from the sending threads
+        done = [write for write, error in batch if error is None]
+        with engine.begin() as conn:
+            _applied_many(conn, connection, table, done)
+            for write, error in batch:
+                if error is not None:
+                    _hold(conn, connection, write, error.code, error.message)
+        outcome.sent += len(batch)
+        outcome.ok += len(done)
+        outcome.failed += len(batch) - len(done)
+
+    writes = [w for w in ready if w.operation != "create"]
+    run_jobs((job_for(w) for w in writes), consume, workers=concurrency, stop=threading.Event(), batch_size=64)
 
 
 def _find_existing(client: ServiceGoClient, obj: ServiceGoObject, write: PlannedWrite) -> int | None:
@@ -270,18 +291,30 @@ def _created(conn: sa.Connection, connection: str, table: sa.Table, obj: Service
     _log(conn, connection, write, "ok", None, None)
 
 
-def _applied(conn: sa.Connection, connection: str, table: sa.Table, write: PlannedWrite) -> None:
-    where = (table.c.connection == connection, table.c.id == write.record_id)
-    if write.operation == "delete":
-        conn.execute(table.update().where(*where).values(deleted_at=datetime.now(UTC)))
-    else:
-        raw = conn.execute(sa.select(table.c.raw).where(*where)).scalar_one()
-        raw = raw if isinstance(raw, dict) else orjson.loads(raw)
-        patched = _patch_raw(raw, write.changes)
-        conn.execute(table.update().where(*where).values(raw=patched, content_hash=content_hash(canonical_json(patched))))
-    conn.execute(HELD.delete().where(HELD.c.connection == connection, HELD.c.table_name == write.table,
-                                     HELD.c.record_id == write.record_id))
-    _log(conn, connection, write, "ok", None, None)
+def _applied_many(conn: sa.Connection, connection: str, table: sa.Table, writes: list[PlannedWrite]) -> None:
+    """Record successful updates and deletes: patched `raw` (the new base), no hold, a log row each."""
+    if not writes:
+        return
+    now = datetime.now(UTC)
+    updates = {w.record_id: w for w in writes if w.operation == "update"}
+    deletes = [w.record_id for w in writes if w.operation == "delete"]
+    if deletes:
+        conn.execute(table.update().where(table.c.connection == connection, table.c.id.in_(deletes))
+                     .values(deleted_at=now))
+    if updates:
+        raws = conn.execute(sa.select(table.c.id, table.c.raw).where(
+            table.c.connection == connection, table.c.id.in_(list(updates)))).all()
+        params = []
+        for record_id, raw in raws:
+            patched = _patch_raw(raw if isinstance(raw, dict) else orjson.loads(raw), updates[record_id].changes)
+            params.append({"k_id": record_id, "raw": patched, "content_hash": content_hash(canonical_json(patched))})
+        conn.execute(table.update().where(table.c.connection == connection, table.c.id == sa.bindparam("k_id"))
+                     .values(raw=sa.bindparam("raw"), content_hash=sa.bindparam("content_hash")), params)
+    conn.execute(HELD.delete().where(HELD.c.connection == connection, HELD.c.table_name == table.name,
+                                     HELD.c.record_id.in_([w.record_id for w in writes])))
+    conn.execute(PUSH_LOG.insert(), [
+        {"connection": connection, "table_name": w.table, "record_id": w.record_id, "operation": w.operation,
+         "payload": w.payload, "status": "ok", "code": None, "message": None, "at": now} for w in writes])
 
 
 def _hold(conn: sa.Connection, connection: str, write: PlannedWrite, code: str | None, message: str) -> None:
