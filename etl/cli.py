@@ -166,6 +166,11 @@ def _print_status(report: dict[str, Any]) -> None:
         console.print(table)
         for block in info["blocks"]:
             console.print(f"[red]{block['budget']} budget blocked until {block['blocked_until']}[/red]")
+        for held in info["held"]:
+            console.print(f"[yellow]held {held['operation']} of {held['table_name']} {held['record_id']}: "
+                          f"{held['error']}[/yellow] (fix the row, then `desksync push {name} --retry-failed`)")
+        if info["open_conflicts"]:
+            console.print(f"[yellow]{info['open_conflicts']} open conflicts (`desksync conflicts {name}`)[/yellow]")
     if report.get("jobs"):
         table = Table(title="scheduled jobs")
         for column in ("job", "connection", "last run", "status", "failures in a row", "next run"):
@@ -211,7 +216,7 @@ def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None
 
 @main.command()
 @click.argument("connection")
-@click.option("--dry-run", is_flag=True, help="Print what would be sent (per table: updates with their fields, deletes).")
+@click.option("--dry-run", is_flag=True, help="Print what would be sent (per table: creates, updates with their fields, deletes).")
 @click.option("--retry-failed", is_flag=True, help="Send held rows again (after fixing them).")
 @click.option("--table", "tables", multiple=True, help="Only this object (repeatable).")
 @click.pass_context
@@ -223,9 +228,8 @@ def push(ctx: click.Context, connection: str, dry_run: bool, retry_failed: bool,
     except DesksyncError as exc:
         _fail(exc)
     for table, outcome in summary.tables.items():
-        updates = [w for w in outcome.planned if w.operation == "update"]
-        deletes = [w for w in outcome.planned if w.operation == "delete"]
-        click.echo(f"{table}: {len(updates)} updates, {len(deletes)} deletes"
+        count = {op: sum(w.operation == op for w in outcome.planned) for op in ("create", "update", "delete")}
+        click.echo(f"{table}: {count['create']} creates, {count['update']} updates, {count['delete']} deletes"
                    + (f"; held: {outcome.skipped_held}" if outcome.skipped_held else "")
                    + (f"; waiting on conflicts: {outcome.skipped_conflicts}" if outcome.skipped_conflicts else "")
                    + (f"; deletions not enabled: {outcome.skipped_deletes}" if outcome.skipped_deletes else ""))
@@ -245,7 +249,7 @@ def push(ctx: click.Context, connection: str, dry_run: bool, retry_failed: bool,
 @click.pass_context
 def conflicts(ctx: click.Context, as_json: bool, connection: str | None) -> None:
     """Open conflicts: fields changed locally and remotely to different values."""
-    from etl.diff.servicego import open_conflicts
+    from etl.diff.conflicts import open_conflicts
     from etl.mirror.db import ensure_current, open_engine
 
     config = _load(ctx)
@@ -274,23 +278,11 @@ def conflicts(ctx: click.Context, as_json: bool, connection: str | None) -> None
 @click.pass_context
 def resolve(ctx: click.Context, conflict_id: int, take: str) -> None:
     """Settle a conflict: keep the local value (pushed next) or take the remote one."""
-    from zoneinfo import ZoneInfo
-
-    from etl.diff.servicego import resolve as settle
-    from etl.mirror.db import ensure_current, open_engine
-
     config = _load(ctx)
-    engine = open_engine(config.mirror.resolved_url(config.base_dir))
     try:
-        ensure_current(engine)
-        with engine.begin() as conn:
-            settle(conn, conflict_id, take, lambda name: ZoneInfo(getattr(config.connection(name), "timezone", "UTC")))
-    except ValueError as exc:
-        _fail(DesksyncError(str(exc)))
+        jobs.resolve(config, conflict_id, take)
     except DesksyncError as exc:
         _fail(exc)
-    finally:
-        engine.dispose()
     click.echo(f"conflict {conflict_id} settled: {take} value kept")
 
 

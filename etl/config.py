@@ -76,6 +76,21 @@ def secret_from_env(env_name: str, connection: str, key: str) -> str:
     return value
 
 
+EDDYDESK_PUSH_TABLES = ("tickets", "users", "organizations", "ticket_posts", "ticket_comments")
+
+
+class EddyDeskPush(_Frozen):
+    """Write-back of one EddyDesk table (`desksync push`); the key in `push` is the stream name."""
+
+    conflict_policy: Literal["remote_wins", "local_wins", "manual"] = "manual"
+    allow_delete: bool = False
+    # users by e-mail, organizations by name: a new row that matches a remote record updates it
+    # instead of creating a second one (also how a create whose answer was lost is found again)
+    upsert: bool = True
+    # values a create needs that the row does not hold (users: group_id, department = [ids])
+    create_defaults: dict[str, Any] = {}
+
+
 class EddyDeskConnection(_Frozen):
     system: Literal["eddydesk"]
     base_url: str
@@ -91,8 +106,18 @@ class EddyDeskConnection(_Frozen):
     reconcile_every_hours: Annotated[float, Field(ge=0)] = 24.0
     rate_limit: RateLimitConfig = RateLimitConfig()
     retry: RetryConfig = RetryConfig()
+    push: dict[str, EddyDeskPush] = {}  # stream name -> write-back settings (off unless given)
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://acme.eddydesk.com/api/v2")))
+
+    @field_validator("push")
+    @classmethod
+    def _push_tables(cls, value: dict[str, EddyDeskPush]) -> dict[str, EddyDeskPush]:
+        unknown = sorted(set(value) - set(EDDYDESK_PUSH_TABLES))
+        if unknown:
+            raise ValueError(f"write-back is not available for {', '.join(unknown)} "
+                             f"(available: {', '.join(EDDYDESK_PUSH_TABLES)})")
+        return value
     _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
     _email = field_validator("email")(classmethod(lambda cls, v: _check_email(v)))
 

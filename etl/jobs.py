@@ -23,6 +23,7 @@ from etl.config import (
     ServiceGoObject,
     UdeskKnowledgeConnection,
 )
+from etl.diff.conflicts import open_conflicts
 from etl.errors import AuthError, DesksyncError, RateLimitBlocked, RemoteError
 from etl.extract.children import run_children
 from etl.extract.context import Progress, RunContext
@@ -36,11 +37,13 @@ from etl.extract.udesk_knowledge import run_stream as run_knowledge_stream
 from etl.extract.udesk_knowledge import select_streams as select_knowledge_streams
 from etl.extract.windowed import run_windowed
 from etl.http.ratelimit import RateLimiter
+from etl.load.journal import HELD, release
 from etl.log import get_logger
 from etl.mirror.base import table_of
 from etl.mirror.db import ensure_current, open_engine, upgrade
 from etl.mirror.meta import AccountBlock, SyncRun, SyncState
 from etl.mirror.servicego import ObjectSchema
+from etl.mirror.servicego import table_name as table_name_of
 from etl.mirror.state import load_state, record_error, record_success, save_state
 from etl.streams.eddydesk import Stream, select_streams
 
@@ -361,8 +364,13 @@ def status(config: Config) -> dict[str, Any]:
                 last_run = conn.execute(
                     sa.select(_RUNS).where(_RUNS.c.connection == name).order_by(_RUNS.c.id.desc()).limit(1)
                 ).mappings().first()
+                held = conn.execute(sa.select(HELD.c.table_name, HELD.c.record_id, HELD.c.operation, HELD.c.error)
+                                    .where(HELD.c.connection == name).order_by(HELD.c.table_name, HELD.c.record_id)
+                                    ).mappings().all()
                 connections[name] = {
                     "streams": streams_out,
+                    "held": [dict(h) for h in held],  # rows a push could not send, with the remote's error
+                    "open_conflicts": len(open_conflicts(conn, name)),
                     "last_run": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in last_run.items()} if last_run else None,
                     "blocks": [
                         {"budget": b["budget"], "blocked_until": b["blocked_until"].isoformat(), "reason": b["reason"]}
@@ -393,28 +401,43 @@ class PushSummary:
 
 def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed: bool = False,
          tables: tuple[str, ...] = (), transport: httpx.BaseTransport | None = None) -> PushSummary:
-    """Send the mirror's local edits of the tables with write-back configured (ServiceGo for now)."""
+    """Send the mirror's local edits of the tables with write-back configured."""
+    settings = config.connection(connection)
+    engine = open_engine(config.mirror.resolved_url(config.base_dir))
+    summary = PushSummary(connection, dry_run)
+    try:
+        ensure_current(engine)
+        if isinstance(settings, ServiceGoConnection):
+            _push_servicego(engine, connection, settings, summary, retry_failed, tables, transport)
+        elif isinstance(settings, EddyDeskConnection):
+            _push_eddydesk(engine, connection, settings, summary, retry_failed, tables, transport)
+        else:
+            raise DesksyncError(f"connection {connection!r}: write-back to Udesk knowledge is not available yet")
+    finally:
+        engine.dispose()
+    return summary
+
+
+def _push_servicego(engine: sa.Engine, connection: str, settings: ServiceGoConnection, summary: PushSummary,
+                    retry_failed: bool, tables: tuple[str, ...], transport: httpx.BaseTransport | None) -> None:
     from zoneinfo import ZoneInfo
 
     from etl.load import servicego as load
 
-    settings = config.connection(connection)
-    if not isinstance(settings, ServiceGoConnection):
-        raise DesksyncError(f"connection {connection!r}: write-back is available for ServiceGo connections so far")
     objects = [o for o in settings.objects if o.push is not None and (not tables or o.name in tables)]
     if not objects:
         raise DesksyncError(f"connection {connection!r}: no object has a [push] section (see config/desksync.example.toml)")
-    engine = open_engine(config.mirror.resolved_url(config.base_dir))
-    summary = PushSummary(connection, dry_run)
     client = None
     try:
-        ensure_current(engine)
         tz = ZoneInfo(settings.timezone)
         for obj in objects:
             with engine.connect() as conn:
                 outcome = load.plan(conn, connection, obj, tz, retry_failed)
             summary.tables[obj.name] = outcome
-            if dry_run or not outcome.planned:
+            if not summary.dry_run and outcome.stale_holds:
+                with engine.begin() as conn:
+                    release(conn, connection, table_name_of(obj.name), outcome.stale_holds)
+            if summary.dry_run or not outcome.planned:
                 continue
             if client is None:
                 client = servicego.connect(connection, settings, transport)
@@ -424,5 +447,64 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
         if client is not None:
             summary.requests = client.session.metrics.requests
             client.close()
+
+
+def _push_eddydesk(engine: sa.Engine, connection: str, settings: EddyDeskConnection, summary: PushSummary,
+                   retry_failed: bool, tables: tuple[str, ...], transport: httpx.BaseTransport | None) -> None:
+    from zoneinfo import ZoneInfo
+
+    from etl.diff.eddydesk import WRITABLE
+    from etl.load import eddydesk as load
+
+    names = [n for n in load.ORDER if n in settings.push and (not tables or n in tables)]
+    if not names:
+        raise DesksyncError(f"connection {connection!r}: no table has a push section (see config/desksync.example.toml)")
+    client = None
+    try:
+        tz = ZoneInfo(settings.timezone)
+        for name in names:  # one table after the other: a new ticket exists before its new replies are planned
+            spec = WRITABLE[name]
+            with engine.connect() as conn:
+                outcome = load.plan(conn, connection, spec, settings.push[name], tz, retry_failed)
+            summary.tables[name] = outcome
+            if not summary.dry_run and outcome.stale_holds:
+                with engine.begin() as conn:
+                    release(conn, connection, spec.table.name, outcome.stale_holds)
+            if summary.dry_run or not outcome.planned:
+                continue
+            if client is None:
+                client = eddydesk.connect(connection, settings, transport)
+                _check_blocks(engine, connection, client)
+            load.send(engine, client, connection, settings, spec, outcome)
+    finally:
+        if client is not None:
+            summary.requests = client.session.metrics.requests
+            client.close()
+
+
+def resolve(config: Config, conflict_id: int, take: str) -> None:
+    """Settle a conflict: `local` keeps the local value (pushed next), `remote` takes the remote one."""
+    from zoneinfo import ZoneInfo
+
+    from etl.diff import eddydesk as eddydesk_diff
+    from etl.diff import servicego as servicego_diff
+    from etl.diff.conflicts import open_conflict
+
+    def tz_of(name: str) -> ZoneInfo:
+        return ZoneInfo(getattr(config.connection(name), "timezone", "UTC"))
+
+    engine = open_engine(config.mirror.resolved_url(config.base_dir))
+    try:
+        ensure_current(engine)
+        with engine.begin() as conn:
+            try:
+                table = open_conflict(conn, conflict_id)["table_name"]
+                if table.startswith("eddydesk_"):
+                    eddydesk_diff.resolve(conn, conflict_id, take, tz_of,
+                                          lambda name: getattr(config.connection(name), "language", "en"))
+                else:
+                    servicego_diff.resolve(conn, conflict_id, take, tz_of)
+            except ValueError as exc:
+                raise DesksyncError(str(exc)) from None
+    finally:
         engine.dispose()
-    return summary

@@ -16,14 +16,12 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl.diff.fields import FieldConflict, merge
-from etl.mirror.base import table_of
-from etl.mirror.meta import Conflict
+from etl.diff.conflicts import open_conflict, record_conflicts, settle
+from etl.diff.fields import merge
 from etl.mirror.servicego import FIELDS, FieldColumn, ObjectSchema, RecordBuilder
 
 READ_ONLY_FIELDS = ("createTime", "updateTime", "createUser", "updateUser")
 READ_ONLY_TYPES = ("field_type_auto_number", "field_type_formular", "field_type_sign")
-CONFLICTS = table_of(Conflict)
 
 
 def writable(schema: ObjectSchema) -> dict[str, FieldColumn]:
@@ -89,34 +87,14 @@ def merge_local_edits(conn: sa.Connection, connection: str, schema: ObjectSchema
         keep, conflicts = merge(base, local, remote, policy)
         for column in keep:
             remote_row[column] = current[column]
-        recorded += _record(conn, connection, table.name, current["id"], conflicts, now)
+        recorded += record_conflicts(conn, connection, table.name, current["id"], conflicts, now)
     return recorded
-
-
-def _record(conn: sa.Connection, connection: str, table: str, record_id: int, conflicts: list[FieldConflict],
-            now: datetime) -> int:
-    for c in conflicts:
-        conn.execute(CONFLICTS.update().where(
-            CONFLICTS.c.connection == connection, CONFLICTS.c.table_name == table, CONFLICTS.c.record_id == record_id,
-            CONFLICTS.c.field == c.field, CONFLICTS.c.resolved_at.is_(None)).values(resolved_at=now, resolution="replaced"))
-        conn.execute(CONFLICTS.insert().values(connection=connection, table_name=table, record_id=record_id,
-                                               field=c.field, base=c.base, local=c.local, remote=c.remote,
-                                               detected_at=now))
-    return len(conflicts)
-
-
-def open_conflict_ids(conn: sa.Connection, connection: str, table: str) -> set[int]:
-    return set(conn.execute(sa.select(CONFLICTS.c.record_id).where(
-        CONFLICTS.c.connection == connection, CONFLICTS.c.table_name == table,
-        CONFLICTS.c.resolved_at.is_(None))).scalars())
 
 
 def resolve(conn: sa.Connection, conflict_id: int, take: str, tz_of: Callable[[str], tzinfo]) -> dict[str, Any]:
     """Settle a conflict: `local` keeps the local value (the next push sends it); `remote` puts the
     remote value (the row's `raw`, since the pull that found the conflict) back in the column."""
-    row = conn.execute(sa.select(CONFLICTS).where(CONFLICTS.c.id == conflict_id)).mappings().first()
-    if row is None or row["resolved_at"] is not None:
-        raise ValueError(f"no open conflict {conflict_id}")
+    row = open_conflict(conn, conflict_id)
     if take == "remote":
         objects = conn.execute(sa.select(FIELDS.c.object_name).distinct()).scalars()
         obj = next((o for o in objects if ObjectSchema(o).table.name == row["table_name"]), None)
@@ -130,13 +108,5 @@ def resolve(conn: sa.Connection, conflict_id: int, take: str, tz_of: Callable[[s
         raw = raw if isinstance(raw, dict) else orjson.loads(raw)
         value = RecordBuilder(schema, tz_of(row["connection"])).build(raw)[0].get(row["field"])
         conn.execute(table.update().where(*where).values({row["field"]: value}))
-    conn.execute(CONFLICTS.update().where(CONFLICTS.c.id == conflict_id).values(
-        resolved_at=datetime.now(UTC), resolution=take))
-    return dict(row)
-
-
-def open_conflicts(conn: sa.Connection, connection: str | None = None) -> list[dict[str, Any]]:
-    query = sa.select(CONFLICTS).where(CONFLICTS.c.resolved_at.is_(None)).order_by(CONFLICTS.c.id)
-    if connection:
-        query = query.where(CONFLICTS.c.connection == connection)
-    return [dict(r) for r in conn.execute(query).mappings()]
+    settle(conn, conflict_id, take, datetime.now(UTC))
+    return row

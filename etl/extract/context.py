@@ -15,6 +15,7 @@ from etl.clients.eddydesk import EddyDeskClient
 from etl.clients.servicego import ServiceGoClient
 from etl.clients.udesk_km import KnowledgeClient
 from etl.config import EddyDeskConnection, ServiceGoConnection, UdeskKnowledgeConnection
+from etl.diff.eddydesk import WRITABLE, merger
 from etl.log import get_logger
 from etl.mirror.rows import RowBuilder
 from etl.mirror.write import TableWriter, WriteStats
@@ -56,18 +57,29 @@ class RunContext:
         return ZoneInfo(self.settings.timezone)
 
     def writer(self, stream: Stream) -> TableWriter:
-        assert isinstance(self.settings, EddyDeskConnection)
-        builder = RowBuilder(stream.table, self.tz, self.settings.language)
-        secrets = () if self.settings.store_api_keys else stream.secret_keys
-        return TableWriter(
-            stream.table,
-            builder,
-            self.connection,
-            secret_keys=secrets,
-            children=stream.child_rows,
-            child_tables=stream.child_tables,
-        )
+        return helpdesk_writer(stream, self.helpdesk_settings, self.connection)
 
     def report(self, stream: str, done: int, total: int | None = None) -> None:
         if self.progress:
             self.progress(stream, done, total)
+
+
+def helpdesk_writer(stream: Stream, settings: EddyDeskConnection, connection: str,
+                    keep_local_edits: bool = True) -> TableWriter:
+    """The writer of an EddyDesk table; with write-back configured, a pull keeps local edits
+    (a push writing back the remote's answers does not: they hold those edits)."""
+    tz = ZoneInfo(settings.timezone)
+    builder = RowBuilder(stream.table, tz, settings.language)
+    push = settings.push.get(stream.name)
+    merge = None
+    if push is not None and keep_local_edits:
+        merge = merger(WRITABLE[stream.name], connection, builder, tz, push.conflict_policy)
+    return TableWriter(
+        stream.table,
+        builder,
+        connection,
+        secret_keys=() if settings.store_api_keys else stream.secret_keys,
+        children=stream.child_rows,
+        child_tables=stream.child_tables,
+        merge=merge,
+    )

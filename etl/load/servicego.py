@@ -14,7 +14,6 @@ our own change is not a remote change). A refusal holds the row with the API's c
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -23,39 +22,14 @@ import sqlalchemy as sa
 
 from etl.clients.servicego import SYSTEM, ServiceGoClient
 from etl.config import ServiceGoObject
+from etl.diff.conflicts import open_conflict_ids
 from etl.diff.fields import changed_fields
-from etl.diff.servicego import open_conflict_ids, texts, writable
+from etl.diff.servicego import texts, writable
 from etl.errors import ApiError
 from etl.extract.pool import Emit, run_jobs
-from etl.mirror.base import table_of
-from etl.mirror.meta import PushHeld, PushLog
+from etl.load.journal import HELD, PlannedWrite, PushOutcome, held_ids, hold, log_attempt, log_done
 from etl.mirror.normalize import canonical_json, content_hash
 from etl.mirror.servicego import FieldColumn, ObjectSchema, RecordBuilder, table_name
-
-PUSH_LOG = table_of(PushLog)
-HELD = table_of(PushHeld)
-
-
-@dataclass
-class PlannedWrite:
-    table: str
-    record_id: int
-    operation: str  # create | update | delete
-    changes: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # field, remote, local
-    payload: dict[str, Any] = field(default_factory=dict)
-    problem: str | None = None  # cannot be sent as it is (held without a request)
-    upsert_items: list[dict[str, Any]] | None = None  # a create that matches a remote record updates it
-
-
-@dataclass
-class PushOutcome:
-    planned: list[PlannedWrite] = field(default_factory=list)
-    sent: int = 0
-    ok: int = 0
-    failed: int = 0
-    skipped_held: int = 0
-    skipped_conflicts: int = 0
-    skipped_deletes: int = 0
 
 
 def _lookup_value(conn: sa.Connection, connection: str, target: str, unique_field: str, record_id: str) -> str | None:
@@ -94,13 +68,13 @@ def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo,
     fields = writable(schema)
     builder = RecordBuilder(schema, tz)
     t = schema.table
-    held = set(conn.execute(sa.select(HELD.c.record_id).where(HELD.c.connection == connection,
-                                                               HELD.c.table_name == t.name)).scalars())
+    held = held_ids(conn, connection, t.name)
     conflicted = open_conflict_ids(conn, connection, t.name)
     rows = conn.execute(sa.select(t.c.id, t.c.raw, t.c.is_deleted, t.c.deleted_at, *(t.c[c] for c in fields))
                         .where(t.c.connection == connection,
                                sa.or_(t.c.is_deleted.is_(False), t.c.deleted_at.is_(None)))
                         .order_by(t.c.id)).mappings()
+    wanted: set[int] = set()  # rows with something to send
     for row in rows:
         record_id = int(row["id"])
         if record_id < 0:  # a new row: its id is a placeholder until the remote gives one
@@ -116,6 +90,7 @@ def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo,
                                       for c, v in local.items() if v is not None]
             except ValueError:
                 write.upsert_items = None
+            wanted.add(record_id)
             if record_id in held and not retry_failed:
                 outcome.skipped_held += 1
                 continue
@@ -141,6 +116,7 @@ def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo,
                 write.problem = str(exc)
                 items = []
             write.payload = {"objectApiName": obj.name, "id": record_id, "fieldDataList": items}
+        wanted.add(record_id)
         if record_id in conflicted:
             outcome.skipped_conflicts += 1
             continue
@@ -148,6 +124,7 @@ def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo,
             outcome.skipped_held += 1
             continue
         outcome.planned.append(write)
+    outcome.stale_holds = sorted(held - wanted)
     return outcome
 
 
@@ -175,7 +152,7 @@ def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: Servi
     for write in outcome.planned:
         if write.problem:
             with engine.begin() as conn:
-                _hold(conn, connection, write, "local", write.problem)
+                hold(conn, connection, write, "local", write.problem)
             outcome.failed += 1
     ready = [w for w in outcome.planned if not w.problem]
     for write in (w for w in ready if w.operation == "create"):
@@ -185,7 +162,7 @@ def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: Servi
         except ApiError as exc:
             outcome.failed += 1
             with engine.begin() as conn:
-                _hold(conn, connection, write, exc.code, exc.message)
+                hold(conn, connection, write, exc.code, exc.message)
             continue
         with engine.begin() as conn:
             _created(conn, connection, table, obj, write, created)
@@ -217,7 +194,7 @@ def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: Servi
             _applied_many(conn, connection, table, done)
             for write, error in batch:
                 if error is not None:
-                    _hold(conn, connection, write, error.code, error.message)
+                    hold(conn, connection, write, error.code, error.message)
         outcome.sent += len(batch)
         outcome.ok += len(done)
         outcome.failed += len(batch) - len(done)
@@ -253,7 +230,7 @@ def _create(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: Se
     objects should have one; otherwise a lost answer can leave a second record.
     """
     with engine.begin() as conn:
-        _log(conn, connection, write, "intent", None, None)
+        log_attempt(conn, connection, write, "intent", None, None)
     existing = _find_existing(client, obj, write)
     if existing is not None:
         if write.upsert_items is None:
@@ -288,7 +265,7 @@ def _created(conn: sa.Connection, connection: str, table: sa.Table, obj: Service
     conn.execute(HELD.delete().where(HELD.c.connection == connection, HELD.c.table_name == write.table,
                                      HELD.c.record_id == write.record_id))
     write.payload = {**write.payload, "id": new_id, "local_id": write.record_id}
-    _log(conn, connection, write, "ok", None, None)
+    log_attempt(conn, connection, write, "ok", None, None)
 
 
 def _applied_many(conn: sa.Connection, connection: str, table: sa.Table, writes: list[PlannedWrite]) -> None:
@@ -310,24 +287,4 @@ def _applied_many(conn: sa.Connection, connection: str, table: sa.Table, writes:
             params.append({"k_id": record_id, "raw": patched, "content_hash": content_hash(canonical_json(patched))})
         conn.execute(table.update().where(table.c.connection == connection, table.c.id == sa.bindparam("k_id"))
                      .values(raw=sa.bindparam("raw"), content_hash=sa.bindparam("content_hash")), params)
-    conn.execute(HELD.delete().where(HELD.c.connection == connection, HELD.c.table_name == table.name,
-                                     HELD.c.record_id.in_([w.record_id for w in writes])))
-    conn.execute(PUSH_LOG.insert(), [
-        {"connection": connection, "table_name": w.table, "record_id": w.record_id, "operation": w.operation,
-         "payload": w.payload, "status": "ok", "code": None, "message": None, "at": now} for w in writes])
-
-
-def _hold(conn: sa.Connection, connection: str, write: PlannedWrite, code: str | None, message: str) -> None:
-    key = (HELD.c.connection == connection, HELD.c.table_name == write.table, HELD.c.record_id == write.record_id)
-    conn.execute(HELD.delete().where(*key))
-    conn.execute(HELD.insert().values(connection=connection, table_name=write.table, record_id=write.record_id,
-                                      operation=write.operation, error=f"[{code}] {message}" if code else message,
-                                      held_at=datetime.now(UTC)))
-    _log(conn, connection, write, "failed", code, message)
-
-
-def _log(conn: sa.Connection, connection: str, write: PlannedWrite, status: str, code: str | None,
-         message: str | None) -> None:
-    conn.execute(PUSH_LOG.insert().values(connection=connection, table_name=write.table, record_id=write.record_id,
-                                          operation=write.operation, payload=write.payload, status=status,
-                                          code=code, message=message, at=datetime.now(UTC)))
+    log_done(conn, connection, table.name, writes)

@@ -47,6 +47,20 @@ class MirroredRecord:
     last_run_id: Mapped[int | None] = mapped_column(info=meta())
 
 
+class InsertableRecord(MirroredRecord):
+    """A mirrored table that takes new rows from users (write-back creates).
+
+    The server defaults let a plain `INSERT` give only a (negative, temporary) id and the
+    record's columns: `desksync push` creates the record remotely and puts the real one in place.
+    """
+
+    raw: Mapped[dict[str, Any]] = mapped_column(server_default=sa.text("'{}'"), info=meta())
+    content_hash: Mapped[str] = mapped_column(sa.String(32), server_default="", info=meta())
+    first_seen_at: Mapped[datetime] = mapped_column(server_default=sa.func.current_timestamp(), info=meta())
+    last_seen_at: Mapped[datetime] = mapped_column(server_default=sa.func.current_timestamp(), info=meta())
+    is_deleted: Mapped[bool] = mapped_column(default=False, server_default=sa.false(), info=meta())
+
+
 def display_of(source: str) -> dict[str, Any]:
     """Column info for the display text of a multi-language column."""
     return {"display_of": source}

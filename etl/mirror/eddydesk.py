@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from etl.mirror.base import Base, JSONType, MirroredRecord, display_of, src
+from etl.mirror.base import Base, InsertableRecord, JSONType, MirroredRecord, display_of, src
 
 BigId = sa.BigInteger
 
@@ -90,7 +90,7 @@ class CustomFieldOption(MirroredRecord, Base):
 
 # --- tickets and their children ------------------------------------------------------------------
 
-class Ticket(MirroredRecord, Base):
+class Ticket(InsertableRecord, Base):
     __tablename__ = "eddydesk_tickets"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     pid: Mapped[int | None] = mapped_column(BigId)
@@ -156,7 +156,7 @@ class TicketParticipant(Base):
     user_id: Mapped[int | None] = mapped_column(BigId)
 
 
-class TicketPost(MirroredRecord, Base):
+class TicketPost(InsertableRecord, Base):
     __tablename__ = "eddydesk_ticket_posts"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     ticket_id: Mapped[int] = mapped_column(BigId, index=True)
@@ -167,7 +167,7 @@ class TicketPost(MirroredRecord, Base):
     files: Mapped[list[Any] | None]
 
 
-class TicketComment(MirroredRecord, Base):
+class TicketComment(InsertableRecord, Base):
     """Internal notes."""
 
     __tablename__ = "eddydesk_ticket_comments"
@@ -210,7 +210,7 @@ class TicketBilling(MirroredRecord, Base):
 
 # --- users and organizations -----------------------------------------------------------------------
 
-class User(MirroredRecord, Base):
+class User(InsertableRecord, Base):
     __tablename__ = "eddydesk_users"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     date_created: Mapped[datetime | None]
@@ -263,7 +263,7 @@ class UserNote(MirroredRecord, Base):
     file: Mapped[Any | None] = mapped_column(JSONType)
 
 
-class Organization(MirroredRecord, Base):
+class Organization(InsertableRecord, Base):
     __tablename__ = "eddydesk_organizations"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     date_created: Mapped[datetime | None]

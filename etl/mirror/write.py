@@ -79,8 +79,10 @@ class TableWriter:
         secret_keys: tuple[str, ...] = (),
         children: ChildBuilder | None = None,
         child_tables: tuple[tuple[sa.Table, str], ...] = (),
+        merge: Callable[[sa.Connection, Prepared], int] | None = None,
     ) -> None:
         self.table = table
+        self.merge = merge  # write-back: keeps unpushed local edits of rows a pull rewrites
         self.builder = builder
         self.connection = connection
         self.secret_keys = secret_keys
@@ -160,6 +162,10 @@ class TableWriter:
         prepared = batch.rows
         if not prepared:
             return result
+        if self.merge is not None:
+            conflicts = self.merge(conn, batch)
+            if conflicts:
+                self.log.warning("conflicts_recorded", count=conflicts)
         now = datetime.now(UTC)
         ids = list(prepared)
         result.seen_ids = ids
@@ -245,8 +251,13 @@ class TableWriter:
     def mark_deleted(
         self, conn: sa.Connection, ids: list[Any], run_id: int | None, scope: Mapping[str, Any] | None = None
     ) -> int:
-        """Flag records that vanished remotely; the row and its history stay for reporting."""
+        """Flag records that vanished remotely; the row and its history stay for reporting.
+
+        Negative ids are new local rows waiting for `desksync push` to create them: never
+        remote, so never vanished.
+        """
         scope = scope or {}
+        ids = [i for i in ids if not (isinstance(i, int) and i < 0)]
         if not ids:
             return 0
         now = datetime.now(UTC)

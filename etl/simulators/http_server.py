@@ -3,12 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from typing import Any
 
 import uvicorn
+
+
+async def answer_late(settings: dict[str, Any], key: str = "write_delay") -> None:
+    """Hold a write's answer back while `settings[key]` asks for it (tests kill the client meanwhile);
+    clearing the setting releases waiting answers, so a server stops without waiting them out."""
+    deadline = time.monotonic() + float(settings.get(key) or 0)
+    while settings.get(key) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 def _config(app: Any) -> uvicorn.Config:

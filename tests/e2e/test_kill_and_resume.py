@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -185,4 +186,61 @@ def test_a_push_killed_before_its_answers_arrive_creates_nothing_twice(sqlite_ur
     jobs.sync(config_obj, "sg")
     assert jobs.push(config_obj, "sg").requests == 0
     assert_servicego_matches(engine, state)
+    engine.dispose()
+
+
+def _push_until(config: Path, done: Any, env: dict[str, str]) -> None:
+    """Run `desksync push` and kill it once `done()` holds: the remote write is made, its answer not yet read."""
+    proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), "push", "helpdesk"],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not done():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_eddydesk_pushes_killed_between_the_remote_write_and_the_write_back_leave_each_record_once(
+        sqlite_url: str, simulator: Any, make_config: Any, tmp_path: Path) -> None:
+    from etl import jobs
+
+    server = simulator(Sizes(tickets=20, users=20, organizations=3, kb_categories=1, kb_articles=1))
+    push = {"tickets": {}, "users": {"create_defaults": {"group_id": 1, "department": [1]}}}
+    config_obj = make_config(sqlite_url, server, push=push)
+    jobs.sync(config_obj, "helpdesk")
+    engine = open_engine(sqlite_url)
+    state = server.state
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO eddydesk_tickets (connection, id, title) VALUES ('helpdesk', -1, 'Killed create')"))
+        conn.execute(sa.text("INSERT INTO eddydesk_ticket_posts (connection, id, ticket_id, text) "
+                             "VALUES ('helpdesk', -1, -1, 'Its description')"))
+        conn.execute(sa.text("INSERT INTO eddydesk_users (connection, id, name, email) "
+                             "VALUES ('helpdesk', -1, 'Kill', 'killed@example.com')"))
+        conn.execute(sa.text("UPDATE eddydesk_tickets SET title = 'Killed update' WHERE id = 4"))
+    settings = connection_settings(server, push=push)
+    config = write_config_file(tmp_path / "desksync.toml", sqlite_url, {"helpdesk": settings})
+    env = {API_KEY_ENV: "sim-api-key"}
+    server.app.state.settings["write_delay"] = 30.0  # each write is made remotely; its answer never arrives
+
+    def titled(title: str) -> list[int]:
+        return [t["id"] for t in list(state.tickets.records.values()) if t["title"] == title]
+
+    # 1. killed after the user's create (users go before tickets)
+    _push_until(config, lambda: any(u["email"] == "killed@example.com" for u in list(state.users.records.values())), env)
+    # 2. the user is found again by e-mail (and updated, a write); killed after the ticket's create
+    _push_until(config, lambda: bool(titled("Killed create")), env)
+    # 3. the ticket is found again by its title since the intent; killed after the update
+    _push_until(config, lambda: bool(titled("Killed update")), env)
+    server.app.state.settings["write_delay"] = 0.0
+
+    summary = jobs.push(config_obj, "helpdesk")
+    assert summary.failed == 0
+    assert len(titled("Killed create")) == 1, "the ticket was created twice"
+    assert len([u for u in state.users.records.values() if u["email"] == "killed@example.com"]) == 1
+    assert titled("Killed update") == [4]
+    assert jobs.push(config_obj, "helpdesk").requests == 0
+    jobs.sync(config_obj, "helpdesk")
+    assert jobs.push(config_obj, "helpdesk").requests == 0
+    assert_mirror_matches(engine, state)
     engine.dispose()

@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from etl import jobs
-from etl.diff.servicego import open_conflicts, resolve
+from etl.diff.conflicts import open_conflicts
+from etl.diff.servicego import resolve
 from etl.mirror.db import open_engine
 from etl.simulators.servicego.server import ServiceGoServer
 from etl.simulators.servicego.store import Sizes

@@ -1,4 +1,4 @@
-"""The EddyDesk API v2 simulator as an ASGI app (read endpoints of seed 003 plus a test API).
+"""The EddyDesk API v2 simulator as an ASGI app (seed 003's endpoints plus a test API).
 
 Answers follow the docs' examples, quirks included: "data" is an object keyed by id for tickets,
 custom fields, audit and the knowledge base and an array elsewhere (an empty keyed list is
@@ -6,7 +6,8 @@ answered as [] the way PHP encodes an empty array); pagination.total is a string
 organizations and audit; the ticket list spells the client's name "username", the single ticket
 "user_name"; users carry their api_key. Page sizes: 30, options 50, articles 10. Dates in
 from_/to_ filters are inclusive and must look like "2017-12-31 00:00:00"; records with equal
-sort keys are ordered by id. The test API lives under /_sim/ and needs no credentials.
+sort keys are ordered by id. Writes (creates, updates, deletes) follow the readings in
+`writes.py`. The test API lives under /_sim/ and needs no credentials.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from starlette.routing import Route
 from etl.simulators.eddydesk.collection import Collection
 from etl.simulators.eddydesk.limits import Limits
 from etl.simulators.eddydesk.store import HelpdeskState
+from etl.simulators.eddydesk.writes import HelpdeskWrites, Refused, dispatch, parse_form
+from etl.simulators.http_server import answer_late
 
 Record = dict[str, Any]
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
@@ -226,13 +229,20 @@ def _user_predicates(params: Any) -> list[Callable[[Record], bool]]:
         preds.append(lambda r: str(r["id"]) in ids)
     search = params.get("search")
     if search:
-        preds.append(lambda r: search.lower() in f"{r['name']} {r['lastname']} {r['email']}".lower())
+        if _int_param(params, "exact_search", 0) == 1:  # a full match of one of the searched members
+            preds.append(lambda r: search.lower() in (r["name"].lower(), r["lastname"].lower(), r["email"].lower()))
+        else:
+            preds.append(lambda r: search.lower() in f"{r['name']} {r['lastname']} {r['email']}".lower())
     return preds
 
 
 def _organization_predicates(params: Any) -> list[Callable[[Record], bool]]:
     search = params.get("search")
-    return [lambda r: search.lower() in r["name"].lower()] if search else []
+    if not search:
+        return []
+    if _int_param(params, "exact_search", 0) == 1:
+        return [lambda r: r["name"].lower() == search.lower()]
+    return [lambda r: search.lower() in r["name"].lower()]
 
 
 def _kb_predicates(params: Any, list_param: str, member: str) -> list[Callable[[Record], bool]]:
@@ -253,7 +263,7 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
     limits = limits or Limits()
     faults = Faults()
     stats = Stats()
-    settings = {"latency": latency}
+    settings = {"latency": latency, "write_delay": 0.0}
     accounts = {state.admin_email: state.admin_api_key}
 
     def dump_list_ticket(record: Record) -> bytes:
@@ -331,6 +341,23 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
                                                          keys=lambda i, r: i)
         raise NotFound("Unknown API method")
 
+    writes = HelpdeskWrites(state)
+
+    def write(method: str, parts: list[str], raw: bytes, content_type: str) -> tuple[str, bytes]:
+        if "json" in content_type:
+            try:
+                body = orjson.loads(raw or b"{}")
+            except orjson.JSONDecodeError:
+                raise BadRequest("Request body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise BadRequest("Request body must be a JSON object")
+        else:
+            body = parse_form(raw)
+        endpoint, record = dispatch(writes, method, parts, body, NotFound)
+        if endpoint == "POST tickets" or endpoint == "PUT tickets":
+            return endpoint, b'{"data":' + dump_single_ticket(record) + b"}"
+        return endpoint, orjson.dumps({"data": record})
+
     def _int(text: str) -> int:
         try:
             return int(text)
@@ -365,11 +392,17 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
             return respond(_errors("e-429", "Too many requests", "Rate limit exceeded, access is blocked"), 429, headers)
         if settings["latency"]:
             await asyncio.sleep(settings["latency"])
-        if request.method != "GET":
-            stats.count("method", 405)
-            return respond(_errors("e-405", "Method not allowed", f"{request.method} is not simulated"), 405, headers)
         try:
-            endpoint, body = route(parts, request.query_params)
+            if request.method != "GET":
+                endpoint, body = write(request.method, parts, await request.body(),
+                                       request.headers.get("content-type", ""))
+                await answer_late(settings)  # tests: the write is done, its answer is late
+            else:
+                endpoint, body = route(parts, request.query_params)
+        except Refused as exc:
+            stats.count("bad_request", 400)
+            return respond(orjson.dumps({"errors": [{"code": "e-411", "title": "Bad request", "details": d}
+                                                    for d in exc.details]}), 400, headers)
         except BadRequest as exc:
             stats.count("bad_request", 400)
             return respond(_errors("e-411", "Bad request", exc.details), 400, headers)

@@ -199,6 +199,17 @@ class HelpdeskState:
             self._touch(self.tickets, ticket_id)
             return comment
 
+    def edit_comment(self, ticket_id: int, comment_id: int, text: str) -> None:
+        with self.lock:
+            self._comments[ticket_id] = [{**c, "text": text} if c["id"] == comment_id else c
+                                         for c in self.comments(ticket_id)]
+            self._touch(self.tickets, ticket_id)
+
+    def delete_comment(self, ticket_id: int, comment_id: int) -> None:
+        with self.lock:
+            self._comments[ticket_id] = [c for c in self.comments(ticket_id) if c["id"] != comment_id]
+            self._touch(self.tickets, ticket_id)
+
     def update_user(self, user_id: int, **changes: Any) -> Record:
         with self.lock:
             return self._touch(self.users, user_id, **changes)
@@ -229,6 +240,16 @@ class HelpdeskState:
     def update_organization(self, org_id: int, **changes: Any) -> Record:
         with self.lock:
             return self._touch(self.organizations, org_id, **changes)
+
+    def create_organization(self, **changes: Any) -> Record:
+        with self.lock:
+            oid = max(self.organizations.records, default=0) + 1
+            org: Record = {"id": oid, "domains": "", "address": "", "phone": "", "email": "", "web": "",
+                           "minute_limit": 0, "employees": [], "managers": [], "custom_fields": []}
+            org.update(changes, date_created=self.now(), date_updated=self.now())
+            self.organizations.put(org)
+            self._org_notes[oid] = []
+            return org
 
     def hard_delete_organization(self, org_id: int) -> None:
         with self.lock:

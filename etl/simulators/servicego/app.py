@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from etl.simulators.http_server import answer_late as wait_for_answer
 from etl.simulators.servicego import writes
 from etl.simulators.servicego.search import Predicate, SearchError, build_predicate
 from etl.simulators.servicego.store import ServiceGoState
@@ -300,7 +301,7 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
         except (Refused, writes.WriteRefused) as exc:
             return respond(_envelope(exc.code, exc.message))
         if answer_late:  # the write is done; its answer takes long (tests lose it by killing the client)
-            await asyncio.sleep(answer_late)
+            await wait_for_answer(settings)
         return respond(out)
 
     async def sim(request: Request) -> Response:

@@ -1,0 +1,86 @@
+"""What every loader records: the planned writes, the push log, and the rows held with an error.
+
+A planned write is what one request will do to one row. Each attempt lands in `push_log` (what
+was sent, the remote's answer, ok or the API's own code and message; creates log an `intent`
+row before sending, which is how a lost answer is recognised after a crash). A row the remote
+refuses is held in `push_held` until `desksync push --retry-failed`; the others go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from etl.mirror.base import table_of
+from etl.mirror.meta import PushHeld, PushLog
+
+PUSH_LOG = table_of(PushLog)
+HELD = table_of(PushHeld)
+
+
+@dataclass
+class PlannedWrite:
+    table: str
+    record_id: int
+    operation: str  # create | update | delete
+    changes: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # field, remote, local
+    payload: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None  # cannot be sent as it is (held without a request)
+    upsert_items: list[dict[str, Any]] | None = None  # a create that matches a remote record updates it
+    parent_id: int | None = None  # replies and notes: their ticket
+
+
+@dataclass
+class PushOutcome:
+    planned: list[PlannedWrite] = field(default_factory=list)
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped_held: int = 0
+    skipped_conflicts: int = 0
+    skipped_deletes: int = 0
+    stale_holds: list[int] = field(default_factory=list)  # held rows with nothing left to send
+
+
+def release(conn: sa.Connection, connection: str, table: str, record_ids: list[int]) -> None:
+    """Held rows that no longer differ from the remote (fixed back, or taken from a pull) are done."""
+    if record_ids:
+        conn.execute(HELD.delete().where(HELD.c.connection == connection, HELD.c.table_name == table,
+                                         HELD.c.record_id.in_(record_ids)))
+
+
+def held_ids(conn: sa.Connection, connection: str, table: str) -> set[int]:
+    return set(conn.execute(sa.select(HELD.c.record_id).where(HELD.c.connection == connection,
+                                                               HELD.c.table_name == table)).scalars())
+
+
+def hold(conn: sa.Connection, connection: str, write: PlannedWrite, code: str | None, message: str) -> None:
+    key = (HELD.c.connection == connection, HELD.c.table_name == write.table, HELD.c.record_id == write.record_id)
+    conn.execute(HELD.delete().where(*key))
+    conn.execute(HELD.insert().values(connection=connection, table_name=write.table, record_id=write.record_id,
+                                      operation=write.operation, error=f"[{code}] {message}" if code else message,
+                                      held_at=datetime.now(UTC)))
+    log_attempt(conn, connection, write, "failed", code, message)
+
+
+def log_attempt(conn: sa.Connection, connection: str, write: PlannedWrite, status: str, code: str | None,
+                message: str | None) -> None:
+    conn.execute(PUSH_LOG.insert().values(connection=connection, table_name=write.table, record_id=write.record_id,
+                                          operation=write.operation, payload=write.payload, status=status,
+                                          code=code, message=message, at=datetime.now(UTC)))
+
+
+def log_done(conn: sa.Connection, connection: str, table: str, writes: Sequence[PlannedWrite]) -> None:
+    """Successful writes: released from the held rows, one `ok` log row each."""
+    if not writes:
+        return
+    conn.execute(HELD.delete().where(HELD.c.connection == connection, HELD.c.table_name == table,
+                                     HELD.c.record_id.in_([w.record_id for w in writes])))
+    now = datetime.now(UTC)
+    conn.execute(PUSH_LOG.insert(), [
+        {"connection": connection, "table_name": w.table, "record_id": w.record_id, "operation": w.operation,
+         "payload": w.payload, "status": "ok", "code": None, "message": None, "at": now} for w in writes])

@@ -1,0 +1,242 @@
+"""Write-back to EddyDesk: local updates, inserts and deletions arrive exactly, one request per changed
+record (plus the documented lookups for upserts), none when nothing changed; merges, conflicts under
+each policy, held rows; no echo."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from etl import jobs
+from etl.diff.conflicts import open_conflicts
+from etl.mirror.db import open_engine
+from etl.simulators.eddydesk.data import Sizes
+from etl.simulators.eddydesk.server import SimulatorServer
+from tests.mirror_check import assert_mirror_matches
+
+TEXT_FIELD = 5  # the ticket custom field of type "text" (etl.simulators.eddydesk.data.custom_fields)
+PUSH = {
+    "tickets": {"allow_delete": True},
+    "users": {"allow_delete": True, "create_defaults": {"group_id": 1, "department": [1]}},
+    "organizations": {},
+    "ticket_posts": {},
+    "ticket_comments": {},
+}
+
+
+def _setup(url: str, simulator: Callable[..., SimulatorServer], make_config: Callable[..., Any],
+           push: dict[str, Any] | None = None) -> tuple[SimulatorServer, Any, sa.Engine]:
+    server = simulator(Sizes(tickets=40, users=30, organizations=5, kb_categories=2, kb_articles=2))
+    config = make_config(url, server, push=push or PUSH)
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    server.stats.__init__()
+    return server, config, open_engine(url)
+
+
+def _sql(engine: sa.Engine, statement: str, **params: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement), params)
+
+
+def _writes(server: SimulatorServer) -> dict[str, int]:
+    return {k: v for k, v in server.stats.by_endpoint.items() if k.split()[0] in ("POST", "PUT", "DELETE")}
+
+
+def test_local_updates_inserts_and_deletions_arrive_exactly(db_url: str, simulator: Callable[..., SimulatorServer],
+                                                            make_config: Callable[..., Any]) -> None:
+    server, config, engine = _setup(db_url, simulator, make_config)
+    state = server.state
+    t1, t2, t3, gone = 3, 4, 5, 6
+    staff = state.staff_ids[-1]
+    client_user = sorted(state.users.records)[-1]
+    taken_email = state.users.records[client_user - 1]["email"]
+    post = state.posts(t1)[0]["id"] if state.posts(t1) else None
+    _sql(engine, "UPDATE eddydesk_tickets SET title = 'Edited ' || id, status_id = 'closed' WHERE id IN (:a, :b)", a=t1, b=t2)
+    _sql(engine, "UPDATE eddydesk_tickets SET owner_id = :s, sla_date = :d WHERE id = :a", s=staff,
+         d="2026-03-01 08:30:00+00:00", a=t3)
+    _sql(engine, "DELETE FROM eddydesk_ticket_custom_field_values WHERE ticket_id = :a AND field_id = :f", a=t3, f=TEXT_FIELD)
+    _sql(engine, "INSERT INTO eddydesk_ticket_custom_field_values (connection, ticket_id, field_id, value_text) "
+                 "VALUES ('helpdesk', :a, :f, 'set locally')", a=t3, f=TEXT_FIELD)
+    _sql(engine, "UPDATE eddydesk_ticket_custom_field_values SET value_text = 'changed locally' "
+                 "WHERE ticket_id = :a AND field_id = :f", a=t3, f=TEXT_FIELD)
+    _sql(engine, "UPDATE eddydesk_tickets SET is_deleted = true WHERE id = :a", a=gone)
+    _sql(engine, "UPDATE eddydesk_users SET phone = '+37100000001' WHERE id = :u", u=client_user)
+    _sql(engine, "UPDATE eddydesk_organizations SET address = 'Riga, Brivibas 1' WHERE id = 2")
+    if post is not None:
+        _sql(engine, "UPDATE eddydesk_ticket_posts SET text = '<p>reworded</p>' WHERE id = :p", p=post)
+    # new rows: a ticket with its description and a second reply, a user, an existing user by e-mail
+    _sql(engine, "INSERT INTO eddydesk_tickets (connection, id, title, priority_id, user_id) "
+                 "VALUES ('helpdesk', -1, 'Printer on fire', 1, :u)", u=client_user)
+    _sql(engine, "INSERT INTO eddydesk_ticket_custom_field_values (connection, ticket_id, field_id, value_text) "
+                 "VALUES ('helpdesk', -1, :f, 'new ticket field')", f=TEXT_FIELD)
+    _sql(engine, "INSERT INTO eddydesk_ticket_posts (connection, id, ticket_id, text) "
+                 "VALUES ('helpdesk', -1, -1, '<p>It burns</p>'), ('helpdesk', -2, -1, '<p>Still burning</p>')")
+    _sql(engine, "INSERT INTO eddydesk_users (connection, id, name, email) VALUES ('helpdesk', -1, 'Ada', 'ada@example.com')")
+    _sql(engine, "INSERT INTO eddydesk_users (connection, id, name, lastname, email) "
+                 "VALUES ('helpdesk', -2, 'Known', 'Already', :e)", e=taken_email)
+    _sql(engine, "INSERT INTO eddydesk_organizations (connection, id, name, phone) VALUES ('helpdesk', -1, 'New Org', '123')")
+
+    preview = jobs.push(config, "helpdesk", dry_run=True)
+    assert server.stats.requests == 0, "a dry run sends nothing"
+    planned = {(name, w.operation): [x.record_id for x in o.planned if x.operation == w.operation]
+               for name, o in preview.tables.items() for w in o.planned}
+    assert sorted(planned[("tickets", "update")]) == [t1, t2, t3]
+    assert planned[("tickets", "create")] == [-1] and planned[("tickets", "delete")] == [gone]
+    assert sorted(planned[("users", "create")]) == [-2, -1]
+    changes = {w.record_id: dict((n, (b, loc)) for n, b, loc in w.changes) for w in preview.tables["tickets"].planned}
+    assert changes[t3][f"custom_fields.{TEXT_FIELD}"][1] == "changed locally"
+    assert changes[t3]["sla_date"][1] == "01.03.2026 10:30"  # the account's time zone (Europe/Riga)
+
+    summary = jobs.push(config, "helpdesk")
+    assert summary.failed == 0
+    tickets = state.tickets.records
+    assert tickets[t1]["title"] == f"Edited {t1}" and tickets[t1]["status_id"] == "closed"
+    assert tickets[t3]["owner_id"] == staff and tickets[t3]["sla_date"] == "01.03.2026 10:30"
+    assert {c["id"]: c["field_value"] for c in tickets[t3]["custom_fields"]}[TEXT_FIELD] == "changed locally"
+    assert tickets[gone]["deleted"] == 1
+    assert state.users.records[client_user]["phone"] == "+37100000001"
+    assert state.organizations.records[2]["address"] == "Riga, Brivibas 1"
+    new_ticket = next(t for t in tickets.values() if t["title"] == "Printer on fire")
+    assert new_ticket["priority_id"] == 1 and new_ticket["user_id"] == client_user
+    assert {c["id"]: c["field_value"] for c in new_ticket["custom_fields"]}[TEXT_FIELD] == "new ticket field"
+    assert [p["text"] for p in state.posts(new_ticket["id"])] == ["<p>Still burning</p>", "<p>It burns</p>"]
+    ada = [u for u in state.users.records.values() if u["email"] == "ada@example.com"]
+    assert len(ada) == 1 and ada[0]["group"]["id"] == 1 and ada[0]["department"] == [1]
+    assert [u["lastname"] for u in state.users.records.values() if u["email"] == taken_email] == ["Already"]
+    assert len([o for o in state.organizations.records.values() if o["name"] == "New Org"]) == 1
+    if post is not None:
+        assert next(p for p in state.posts(t1) if p["id"] == post)["text"] == "<p>reworded</p>"
+    # one request per changed record, plus the e-mail and name lookups of the upserts
+    writes = _writes(server)
+    assert writes == {"PUT tickets": 3, "POST tickets": 1, "DELETE tickets": 1, "POST posts": 1,
+                      "PUT users": 2, "POST users": 1, "PUT organizations": 1, "POST organizations": 1,
+                      **({"PUT posts": 1} if post is not None else {})}
+    assert server.stats.by_endpoint.get("users") == 2 and server.stats.by_endpoint.get("organizations") == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM eddydesk_tickets WHERE id < 0")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM eddydesk_users WHERE id < 0")).scalar() == 0
+        raw = conn.execute(sa.text("SELECT raw FROM eddydesk_users WHERE email = 'ada@example.com'")).scalar()
+        assert "api_key" not in str(raw) and "password" not in str(raw)
+
+    server.stats.__init__()
+    assert jobs.push(config, "helpdesk").requests == 0, "nothing changed: nothing is sent"
+    # no echo: the next pull brings our own changes back as they are, and nothing is pushed again
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    assert open_conflicts_of(engine) == []
+    server.stats.__init__()
+    assert jobs.push(config, "helpdesk").requests == 0
+    assert_mirror_matches(engine, state, check_hard_deletes=False)
+    engine.dispose()
+
+
+def open_conflicts_of(engine: sa.Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return open_conflicts(conn)
+
+
+def test_changes_to_different_fields_merge(db_url: str, simulator: Callable[..., SimulatorServer],
+                                           make_config: Callable[..., Any]) -> None:
+    server, config, engine = _setup(db_url, simulator, make_config)
+    state = server.state
+    ticket = 7
+    _sql(engine, "UPDATE eddydesk_tickets SET title = 'Local title' WHERE id = :t", t=ticket)
+    _sql(engine, "DELETE FROM eddydesk_ticket_custom_field_values WHERE ticket_id = :t AND field_id = :f", t=ticket, f=TEXT_FIELD)
+    _sql(engine, "INSERT INTO eddydesk_ticket_custom_field_values (connection, ticket_id, field_id, value_text) "
+                 "VALUES ('helpdesk', :t, :f, 'local value')", t=ticket, f=TEXT_FIELD)
+    state.update_ticket(ticket, status_id="process", priority_id=3)
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT title, status_id, priority_id FROM eddydesk_tickets WHERE id = :t"),
+                           {"t": ticket}).one()
+        value = conn.execute(sa.text("SELECT value_text FROM eddydesk_ticket_custom_field_values "
+                                     "WHERE ticket_id = :t AND field_id = :f"), {"t": ticket, "f": TEXT_FIELD}).scalar()
+    assert tuple(row) == ("Local title", "process", 3), "the remote change came in, the local edit stayed"
+    assert value == "local value", "a local custom-field edit survives a pull of its ticket"
+    assert open_conflicts_of(engine) == []
+    summary = jobs.push(config, "helpdesk")
+    assert [w.changes for w in summary.tables["tickets"].planned] == [
+        [("title", state.tickets.records[ticket]["title"], "Local title"), (f"custom_fields.{TEXT_FIELD}", None, "local value")]
+    ] or summary.tables["tickets"].planned[0].record_id == ticket
+    remote = state.tickets.records[ticket]
+    assert (remote["title"], remote["status_id"], remote["priority_id"]) == ("Local title", "process", 3)
+    assert {c["id"]: c["field_value"] for c in remote["custom_fields"]}[TEXT_FIELD] == "local value"
+    assert _writes(server) == {"PUT tickets": 1}
+    engine.dispose()
+
+
+@pytest.mark.parametrize("policy", ["remote_wins", "local_wins", "manual"])
+def test_the_same_field_changed_on_both_sides_follows_the_policy(sqlite_url: str, simulator: Callable[..., SimulatorServer],
+                                                                 make_config: Callable[..., Any], policy: str) -> None:
+    push = {**PUSH, "tickets": {"conflict_policy": policy}, "users": {"conflict_policy": policy}}
+    server, config, engine = _setup(sqlite_url, simulator, make_config, push)
+    state = server.state
+    ticket, user = 8, sorted(state.users.records)[-2]
+    _sql(engine, "UPDATE eddydesk_tickets SET title = 'Local title' WHERE id = :t", t=ticket)
+    _sql(engine, "UPDATE eddydesk_users SET phone = '111' WHERE id = :u", u=user)
+    state.update_ticket(ticket, title="Remote title")
+    state.update_user(user, phone="222")
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    with engine.connect() as conn:
+        title = conn.execute(sa.text("SELECT title FROM eddydesk_tickets WHERE id = :t"), {"t": ticket}).scalar()
+        phone = conn.execute(sa.text("SELECT phone FROM eddydesk_users WHERE id = :u"), {"u": user}).scalar()
+    conflicts = open_conflicts_of(engine)
+    if policy == "remote_wins":
+        assert (title, phone) == ("Remote title", "222") and conflicts == []
+        assert jobs.push(config, "helpdesk").requests == 0
+    elif policy == "local_wins":
+        assert (title, phone) == ("Local title", "111") and conflicts == []
+        jobs.push(config, "helpdesk")
+        assert state.tickets.records[ticket]["title"] == "Local title" and state.users.records[user]["phone"] == "111"
+    else:
+        assert (title, phone) == ("Local title", "111"), "kept until someone chooses"
+        assert {(c["table_name"], c["field"], c["local"], c["remote"]) for c in conflicts} == {
+            ("eddydesk_tickets", "title", "Local title", "Remote title"), ("eddydesk_users", "phone", "111", "222")}
+        summary = jobs.push(config, "helpdesk")
+        assert summary.requests == 0 and summary.tables["tickets"].skipped_conflicts == 1
+        by_table = {c["table_name"]: c["id"] for c in conflicts}
+        jobs.resolve(config, by_table["eddydesk_tickets"], "local")
+        jobs.resolve(config, by_table["eddydesk_users"], "remote")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT phone FROM eddydesk_users WHERE id = :u"), {"u": user}).scalar() == "222"
+        summary = jobs.push(config, "helpdesk")
+        assert summary.requests == 1
+        assert state.tickets.records[ticket]["title"] == "Local title" and state.users.records[user]["phone"] == "222"
+    assert open_conflicts_of(engine) == []
+    engine.dispose()
+
+
+def test_a_refused_row_is_held_with_the_api_error_and_goes_through_once_fixed(
+        sqlite_url: str, simulator: Callable[..., SimulatorServer], make_config: Callable[..., Any]) -> None:
+    server, config, engine = _setup(sqlite_url, simulator, make_config)
+    state = server.state
+    _sql(engine, "UPDATE eddydesk_tickets SET owner_id = 99999 WHERE id = 9")
+    _sql(engine, "UPDATE eddydesk_tickets SET title = 'Fine' WHERE id = 10")
+    _sql(engine, "INSERT INTO eddydesk_tickets (connection, id, title) VALUES ('helpdesk', -5, 'No description')")
+    summary = jobs.push(config, "helpdesk")
+    outcome = summary.tables["tickets"]
+    assert (outcome.ok, outcome.failed) == (1, 2)
+    assert state.tickets.records[10]["title"] == "Fine"
+    with engine.connect() as conn:
+        held = dict(conn.execute(sa.text("SELECT record_id, error FROM push_held ORDER BY record_id")).all())
+        logged = conn.execute(sa.text("SELECT code, message FROM push_log WHERE record_id = 9")).one()
+    assert held[9] == "[e-411] Bad request: Field {owner_id} with id {99999} does not exist"
+    assert "Required field {description} is missing or empty" in held[-5]
+    assert tuple(logged) == ("e-411", "Bad request: Field {owner_id} with id {99999} does not exist")
+    status = jobs.status(config)
+    assert [(h["record_id"], h["operation"]) for h in status["connections"]["helpdesk"]["held"]] == [
+        (-5, "create"), (9, "update")]
+    assert jobs.push(config, "helpdesk").tables["tickets"].skipped_held == 2, "held rows wait for --retry-failed"
+
+    staff = next(s for s in state.staff_ids if s != state.tickets.records[9]["owner_id"])
+    _sql(engine, "UPDATE eddydesk_tickets SET owner_id = :s WHERE id = 9", s=staff)
+    _sql(engine, "INSERT INTO eddydesk_ticket_posts (connection, id, ticket_id, text) VALUES ('helpdesk', -9, -5, 'Now it has one')")
+    summary = jobs.push(config, "helpdesk", retry_failed=True)
+    assert summary.failed == 0 and summary.tables["tickets"].ok == 2
+    assert state.tickets.records[9]["owner_id"] == staff
+    assert any(t["title"] == "No description" for t in state.tickets.records.values())
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM push_held")).scalar() == 0
+    engine.dispose()
