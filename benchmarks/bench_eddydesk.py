@@ -3,6 +3,8 @@
     python benchmarks/bench_eddydesk.py                 # both runs below
     python benchmarks/bench_eddydesk.py --only fast     # 100,000 tickets, no latency, no limit
     python benchmarks/bench_eddydesk.py --only budget   # 2 real minutes, 400 ms latency, 300/min
+    python benchmarks/bench_eddydesk.py --only push     # 1,000 edited tickets pushed (no limit), then
+                                                        # 200 at 300/min with 400 ms latency
 
 The simulator runs in its own process (the machine has two cores: one serves, one syncs).
 Each sync runs in a fresh child process so its peak memory (ru_maxrss) is its own.
@@ -20,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -46,9 +49,13 @@ def child(args: argparse.Namespace) -> None:
             "system": "eddydesk", "base_url": args.base + "/api/v2", "email": "admin@example.com",
             "api_key_env": "BENCH_API_KEY", "timezone": "Europe/Riga", "concurrency": args.concurrency,
             "rate_limit": {"per_minute": args.per_minute, "knowledge_base_per_minute": max(1, args.per_minute // 5)},
+            "push": {"tickets": {}},
         }},
     })
     jobs.init(config)
+    if args.push:
+        push_tickets(config, url, args.push)
+        return
     stop = threading.Event()
     if args.seconds:
         threading.Timer(args.seconds, stop.set).start()
@@ -74,11 +81,32 @@ def child(args: argparse.Namespace) -> None:
                       "peak_mb": peak_mb}))
 
 
-def measure(base: str, streams: str, per_minute: int, seconds: float = 0, concurrency: int = 8) -> dict[str, float]:
+def push_tickets(config: Any, url: str, count: int) -> None:
+    """Mirror the tickets, edit `count` of them locally, time the push (one PUT each)."""
+    import sqlalchemy as sa
+
+    from etl import jobs
+    from etl.mirror.db import open_engine
+
+    jobs.sync(config, "bench", ("tickets",))
+    with open_engine(url).begin() as conn:
+        conn.execute(sa.text("UPDATE eddydesk_tickets SET title = 'Checked ' || id, status_id = 'closed' "
+                             "WHERE id IN (SELECT id FROM eddydesk_tickets ORDER BY id LIMIT :n)"), {"n": count})
+    started = time.perf_counter()
+    summary = jobs.push(config, "bench")
+    elapsed = time.perf_counter() - started
+    outcome = summary.tables["tickets"]
+    print(json.dumps({"seconds": elapsed, "ok": outcome.ok, "failed": outcome.failed, "requests": summary.requests,
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def measure(base: str, streams: str, per_minute: int, seconds: float = 0, concurrency: int = 8,
+            push: int = 0) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             [sys.executable, __file__, "--child", "--base", base, "--db", f"{tmp}/bench.sqlite", "--streams", streams,
-             "--per-minute", str(per_minute), "--seconds", str(seconds), "--concurrency", str(concurrency)],
+             "--per-minute", str(per_minute), "--seconds", str(seconds), "--concurrency", str(concurrency),
+             "--push", str(push)],
             cwd=ROOT, capture_output=True, text=True, check=True,
         )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -111,6 +139,17 @@ def budget(seconds: float) -> dict[str, float]:
     return result
 
 
+def push(count: int, tickets: int, latency: float, rate_limit: int) -> dict[str, float]:
+    proc, base = start_eddydesk(tickets, latency, rate_limit)
+    try:
+        result = measure(base, "tickets", rate_limit or 10**9, push=count)
+        stats = httpx.get(f"{base}/_sim/stats").json()
+    finally:
+        proc.kill()
+    result["rejections"] = stats["rate_limit_rejections"]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", action="store_true")
@@ -120,7 +159,8 @@ def main() -> None:
     parser.add_argument("--per-minute", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=0)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--only", choices=("fast", "budget"))
+    parser.add_argument("--only", choices=("fast", "budget", "push"))
+    parser.add_argument("--push", type=int, default=0, help="(child) push this many edited tickets instead of syncing")
     parser.add_argument("--tickets", type=int, default=100_000)
     parser.add_argument("--budget-seconds", type=float, default=120)
     args = parser.parse_args()
@@ -138,6 +178,13 @@ def main() -> None:
         print(f"budget {args.budget_seconds:.0f} s, 400 ms latency, 300/min: {r['server_requests']} requests served "
               f"= {r['budget_share']:.1%} of the rate budget, {r['rejections']} rejections, "
               f"{r['tickets']:,} tickets mirrored, peak {r['peak_mb']:.0f} MB", flush=True)
+    if args.only in (None, "push"):
+        for count, latency, limit in ((1_000, 0.0, 0), (200, 0.4, 300)):
+            r = push(count, 5_000, latency, limit)
+            where = "no latency, no limit" if not limit else f"{latency * 1000:.0f} ms latency, {limit}/min"
+            print(f"push   {count:,} edited tickets, {where}: {r['ok']:,} sent in {r['seconds']:.1f} s = "
+                  f"{r['ok'] / r['seconds']:,.0f} records/s, {r['requests']:,} requests, {r['rejections']} rejections, "
+                  f"peak {r['peak_mb']:.0f} MB", flush=True)
 
 
 if __name__ == "__main__":
