@@ -486,9 +486,10 @@ def resolve(config: Config, conflict_id: int, take: str) -> None:
     """Settle a conflict: `local` keeps the local value (pushed next), `remote` takes the remote one."""
     from zoneinfo import ZoneInfo
 
-    from etl.diff import eddydesk as eddydesk_diff
+    from etl.diff import columns as columns_diff
     from etl.diff import servicego as servicego_diff
     from etl.diff.conflicts import open_conflict
+    from etl.diff.eddydesk import WRITABLE
 
     def tz_of(name: str) -> ZoneInfo:
         return ZoneInfo(getattr(config.connection(name), "timezone", "UTC"))
@@ -500,8 +501,8 @@ def resolve(config: Config, conflict_id: int, take: str) -> None:
             try:
                 table = open_conflict(conn, conflict_id)["table_name"]
                 if table.startswith("eddydesk_"):
-                    eddydesk_diff.resolve(conn, conflict_id, take, tz_of,
-                                          lambda name: getattr(config.connection(name), "language", "en"))
+                    columns_diff.resolve(WRITABLE.values(), conn, conflict_id, take, tz_of,
+                                         lambda name: getattr(config.connection(name), "language", "en"))
                 else:
                     servicego_diff.resolve(conn, conflict_id, take, tz_of)
             except ValueError as exc:

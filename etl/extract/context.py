@@ -15,7 +15,8 @@ from etl.clients.eddydesk import EddyDeskClient
 from etl.clients.servicego import ServiceGoClient
 from etl.clients.udesk_km import KnowledgeClient
 from etl.config import EddyDeskConnection, ServiceGoConnection, UdeskKnowledgeConnection
-from etl.diff.eddydesk import WRITABLE, merger
+from etl.diff.columns import merger
+from etl.diff.eddydesk import WRITABLE
 from etl.log import get_logger
 from etl.mirror.rows import RowBuilder
 from etl.mirror.write import TableWriter, WriteStats

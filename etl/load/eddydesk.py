@@ -38,8 +38,8 @@ import sqlalchemy as sa
 
 from etl.clients.eddydesk import EddyDeskClient
 from etl.config import EddyDeskConnection, EddyDeskPush
+from etl.diff.columns import CUSTOM, Writable, local_custom_texts, raw_custom_texts, texts, with_custom
 from etl.diff.conflicts import open_conflict_ids
-from etl.diff.eddydesk import CUSTOM, Writable, local_custom_texts, raw_custom_texts, texts, with_custom
 from etl.diff.fields import changed_fields
 from etl.errors import ApiError, MalformedResponse
 from etl.extract.children import add_pending
