@@ -119,6 +119,8 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
         if record_id < 0:
             if row["is_deleted"]:
                 continue
+            if parent_id is not None and parent_id < 0:
+                continue  # goes with its new ticket (as its description, or right after it is created)
             write = _plan_create(conn, connection, spec, push, record_id, parent_id, local)
         elif row["is_deleted"]:
             if not push.allow_delete:
@@ -171,9 +173,6 @@ def _plan_create(conn: sa.Connection, connection: str, spec: Writable, push: Edd
             form[f"department[{n}]"] = str(department)
     elif spec.stream in ("ticket_posts", "ticket_comments"):
         form = {"text": local["text"] or ""}
-        if parent_id is None or parent_id < 0:
-            write.problem = (f"its ticket ({parent_id}) has not been created yet: push the ticket first "
-                             f"(it is held until then)")
     write.payload = {"path": _path(spec, None, parent_id), "form": form}
     return write
 
