@@ -45,7 +45,16 @@ from etl.errors import ApiError, MalformedResponse
 from etl.extract.children import add_pending
 from etl.extract.context import helpdesk_writer
 from etl.extract.pool import Emit, run_jobs
-from etl.load.journal import PUSH_LOG, PlannedWrite, PushOutcome, held_ids, hold, log_attempt, log_done
+from etl.load.journal import (
+    PUSH_LOG,
+    PlannedWrite,
+    PushOutcome,
+    held_ids,
+    hold,
+    hold_unsendable,
+    log_attempt,
+    log_done,
+)
 from etl.mirror import eddydesk as m
 from etl.mirror.base import table_of
 from etl.mirror.rows import RowBuilder
@@ -111,7 +120,6 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
                         .where(t.c.connection == connection, sa.or_(t.c.is_deleted.is_(False), t.c.deleted_at.is_(None)))
                         .order_by(t.c.id)).mappings().all()
     custom = local_custom_texts(conn, spec, connection, [r["id"] for r in rows])
-    wanted: set[int] = set()  # rows with something to send
     for row in rows:
         record_id = int(row["id"])
         parent_id = int(row["ticket_id"]) if child else None
@@ -139,16 +147,8 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
             body: dict[str, Any] = {"text": local["text"] or ""} if child else _json_body(spec, changed, local)
             write = PlannedWrite(t.name, record_id, "update", [(c, base[c], local[c]) for c in changed],
                                  payload={"path": _path(spec, record_id, parent_id), "body": body}, parent_id=parent_id)
-        wanted.add(record_id)
-        if record_id in conflicted:
-            outcome.skipped_conflicts += 1
-            continue
-        if record_id in held and not retry_failed:
-            outcome.skipped_held += 1
-            continue
-        outcome.planned.append(write)
-    outcome.stale_holds = sorted(held - wanted)
-    return outcome
+        outcome.consider(write, conflicted, held, retry_failed)
+    return outcome.finish(held)
 
 
 def _plan_create(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPush, record_id: int,
@@ -206,12 +206,7 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
     push = settings.push[spec.stream]
     writer = helpdesk_writer(BY_NAME[spec.stream], settings, connection, keep_local_edits=False)
     tz = ZoneInfo(settings.timezone)
-    for write in outcome.planned:
-        if write.problem:
-            with engine.begin() as conn:
-                hold(conn, connection, write, "local", write.problem)
-            outcome.failed += 1
-    ready = [w for w in outcome.planned if not w.problem]
+    ready = hold_unsendable(engine, connection, outcome)
     for write in (w for w in ready if w.operation == "create"):
         outcome.sent += 1
         try:

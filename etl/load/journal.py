@@ -44,6 +44,31 @@ class PushOutcome:
     skipped_conflicts: int = 0
     skipped_deletes: int = 0
     stale_holds: list[int] = field(default_factory=list)  # held rows with nothing left to send
+    wanted: set[int] = field(default_factory=set)  # rows with something to send
+
+    def consider(self, write: PlannedWrite, conflicted: set[int], held: set[int], retry_failed: bool) -> None:
+        """Plan a write unless its row waits on a conflict, or was held and is not being retried."""
+        self.wanted.add(write.record_id)
+        if write.record_id in conflicted:
+            self.skipped_conflicts += 1
+        elif write.record_id in held and not retry_failed:
+            self.skipped_held += 1
+        else:
+            self.planned.append(write)
+
+    def finish(self, held: set[int]) -> PushOutcome:
+        self.stale_holds = sorted(held - self.wanted)
+        return self
+
+
+def hold_unsendable(engine: sa.Engine, connection: str, outcome: PushOutcome) -> list[PlannedWrite]:
+    """Hold the planned writes that cannot be sent as they are; the others, to send."""
+    for write in outcome.planned:
+        if write.problem:
+            with engine.begin() as conn:
+                hold(conn, connection, write, "local", write.problem)
+            outcome.failed += 1
+    return [w for w in outcome.planned if not w.problem]
 
 
 def release(conn: sa.Connection, connection: str, table: str, record_ids: list[int]) -> None:

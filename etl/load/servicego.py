@@ -27,7 +27,16 @@ from etl.diff.fields import changed_fields
 from etl.diff.servicego import texts, writable
 from etl.errors import ApiError
 from etl.extract.pool import Emit, run_jobs
-from etl.load.journal import HELD, PlannedWrite, PushOutcome, held_ids, hold, log_attempt, log_done
+from etl.load.journal import (
+    HELD,
+    PlannedWrite,
+    PushOutcome,
+    held_ids,
+    hold,
+    hold_unsendable,
+    log_attempt,
+    log_done,
+)
 from etl.mirror.normalize import canonical_json, content_hash
 from etl.mirror.servicego import FieldColumn, ObjectSchema, RecordBuilder, table_name
 
@@ -74,7 +83,6 @@ def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo,
                         .where(t.c.connection == connection,
                                sa.or_(t.c.is_deleted.is_(False), t.c.deleted_at.is_(None)))
                         .order_by(t.c.id)).mappings()
-    wanted: set[int] = set()  # rows with something to send
     for row in rows:
         record_id = int(row["id"])
         if record_id < 0:  # a new row: its id is a placeholder until the remote gives one
@@ -90,11 +98,7 @@ def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo,
                                       for c, v in local.items() if v is not None]
             except ValueError:
                 write.upsert_items = None
-            wanted.add(record_id)
-            if record_id in held and not retry_failed:
-                outcome.skipped_held += 1
-                continue
-            outcome.planned.append(write)
+            outcome.consider(write, conflicted, held, retry_failed)
             continue
         if row["is_deleted"]:
             if not obj.push.allow_delete:
@@ -116,16 +120,8 @@ def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo,
                 write.problem = str(exc)
                 items = []
             write.payload = {"objectApiName": obj.name, "id": record_id, "fieldDataList": items}
-        wanted.add(record_id)
-        if record_id in conflicted:
-            outcome.skipped_conflicts += 1
-            continue
-        if record_id in held and not retry_failed:
-            outcome.skipped_held += 1
-            continue
-        outcome.planned.append(write)
-    outcome.stale_holds = sorted(held - wanted)
-    return outcome
+        outcome.consider(write, conflicted, held, retry_failed)
+    return outcome.finish(held)
 
 
 def _patch_raw(raw: dict[str, Any], changes: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
@@ -149,12 +145,7 @@ def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: Servi
         schema = ObjectSchema(obj.name)
         schema.load(conn)
     table = schema.table
-    for write in outcome.planned:
-        if write.problem:
-            with engine.begin() as conn:
-                hold(conn, connection, write, "local", write.problem)
-            outcome.failed += 1
-    ready = [w for w in outcome.planned if not w.problem]
+    ready = hold_unsendable(engine, connection, outcome)
     for write in (w for w in ready if w.operation == "create"):
         outcome.sent += 1
         try:
