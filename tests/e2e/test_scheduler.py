@@ -237,7 +237,9 @@ def test_a_failing_job_backs_off_while_the_others_go_on(sqlite_url, simulator, m
         assert 2 <= len(bad) <= 5, len(bad)
         gaps = [(b.started_at - a.started_at).total_seconds() for a, b in zip(bad, bad[1:], strict=False)]
         assert gaps == sorted(gaps) and gaps[-1] >= 1.5, gaps
-        assert len(good) >= 6 and all(r.status == "ok" for r in good)
+        # the stop may catch the last good run midway: it ends "interrupted", not failed
+        assert len(good) >= 6 and all(r.status == "ok" for r in good[:-1]), [r.status for r in good]
+        assert good[-1].status in ("ok", "interrupted"), good[-1].status
 
         check = subprocess.run([sys.executable, "-m", "etl.cli", "--config", str(config), "status", "--check"],
                                cwd=ROOT, env=ENV, capture_output=True, text=True)
