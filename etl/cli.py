@@ -7,8 +7,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -28,7 +29,10 @@ def _load(ctx: click.Context) -> Config:
     return config
 
 
-def _fail(exc: DesksyncError) -> None:
+T = TypeVar("T")
+
+
+def _fail(exc: DesksyncError) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
@@ -182,6 +186,22 @@ def _print_status(report: dict[str, Any]) -> None:
         console.print(table)
 
 
+def _read_mirror(ctx: click.Context, read: Callable[[Any], T]) -> T:
+    """`read(connection)` on the configured mirror (schema checked); a problem ends the command."""
+    from etl.mirror.db import ensure_current, open_engine
+
+    config = _load(ctx)
+    engine = open_engine(config.mirror.resolved_url(config.base_dir))
+    try:
+        ensure_current(engine)
+        with engine.connect() as conn:
+            return read(conn)
+    except DesksyncError as exc:
+        _fail(exc)
+    finally:
+        engine.dispose()
+
+
 @main.command()
 @click.option("--job", help="Only this job's runs.")
 @click.option("--limit", default=30, show_default=True)
@@ -189,19 +209,9 @@ def _print_status(report: dict[str, Any]) -> None:
 @click.pass_context
 def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None:
     """The run history, newest first: job, start, end, outcome, records, requests, rate-limit waits, error."""
-    from etl.mirror.db import ensure_current, open_engine
     from etl.schedule import run_history
 
-    config = _load(ctx)
-    engine = open_engine(config.mirror.resolved_url(config.base_dir))
-    try:
-        ensure_current(engine)
-        with engine.connect() as conn:
-            history = run_history(conn, job, limit)
-    except DesksyncError as exc:
-        _fail(exc)
-    finally:
-        engine.dispose()
+    history = _read_mirror(ctx, lambda conn: run_history(conn, job, limit))
     if as_json:
         click.echo(json.dumps(history, indent=2, default=str))
         return
@@ -250,18 +260,8 @@ def push(ctx: click.Context, connection: str, dry_run: bool, retry_failed: bool,
 def conflicts(ctx: click.Context, as_json: bool, connection: str | None) -> None:
     """Open conflicts: fields changed locally and remotely to different values."""
     from etl.diff.conflicts import open_conflicts
-    from etl.mirror.db import ensure_current, open_engine
 
-    config = _load(ctx)
-    engine = open_engine(config.mirror.resolved_url(config.base_dir))
-    try:
-        ensure_current(engine)
-        with engine.connect() as conn:
-            rows = open_conflicts(conn, connection)
-    except DesksyncError as exc:
-        _fail(exc)
-    finally:
-        engine.dispose()
+    rows = _read_mirror(ctx, lambda conn: open_conflicts(conn, connection))
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

@@ -27,8 +27,6 @@ ours: the API offers nothing surer.
 from __future__ import annotations
 
 import secrets
-import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,16 +42,16 @@ from etl.diff.fields import changed_fields
 from etl.errors import ApiError, MalformedResponse
 from etl.extract.children import add_pending
 from etl.extract.context import helpdesk_writer
-from etl.extract.pool import Emit, run_jobs
 from etl.load.journal import (
     PUSH_LOG,
     PlannedWrite,
     PushOutcome,
     held_ids,
-    hold,
     hold_unsendable,
     log_attempt,
     log_done,
+    send_concurrently,
+    send_creates,
 )
 from etl.mirror import eddydesk as m
 from etl.mirror.base import table_of
@@ -123,12 +121,12 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
     for row in rows:
         record_id = int(row["id"])
         parent_id = int(row["ticket_id"]) if child else None
-        local = {**texts(spec, row, tz), **custom[record_id]}
         if record_id < 0:
             if row["is_deleted"]:
                 continue
             if parent_id is not None and parent_id < 0:
                 continue  # goes with its new ticket (as its description, or right after it is created)
+            local = {**texts(spec, row, tz), **custom[record_id]}
             write = _plan_create(conn, connection, spec, push, record_id, parent_id, local)
         elif row["is_deleted"]:
             if not push.allow_delete:
@@ -207,63 +205,36 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
     writer = helpdesk_writer(BY_NAME[spec.stream], settings, connection, keep_local_edits=False)
     tz = ZoneInfo(settings.timezone)
     ready = hold_unsendable(engine, connection, outcome)
-    for write in (w for w in ready if w.operation == "create"):
-        outcome.sent += 1
-        try:
-            record = _create(engine, client, connection, spec, push, write, tz)
-        except ApiError as exc:
-            outcome.failed += 1
-            with engine.begin() as conn:
-                hold(conn, connection, write, exc.code, exc.message)
-            continue
-        with engine.begin() as conn:
-            _created(conn, writer, spec, connection, write, record)
-        outcome.ok += 1
 
-    def job_for(write: PlannedWrite) -> Callable[[Emit], None]:
-        def job(emit: Emit) -> None:
-            path = write.payload["path"]
+    def created(conn: sa.Connection, write: PlannedWrite, record: dict[str, Any]) -> None:
+        _created(conn, writer, spec, connection, write, record)
+
+    send_creates(engine, connection, outcome, ready, lambda w: _create(engine, client, connection, spec, push, w, tz),
+                 created)
+
+    def send_one(write: PlannedWrite) -> dict[str, Any] | None:
+        path = write.payload["path"]
+        if write.operation == "delete":
             try:
-                if write.operation == "delete":
-                    try:
-                        client.session.request_json("DELETE", path)
-                    except ApiError as exc:
-                        if exc.status != 404:  # already gone: what we wanted
-                            raise
-                    emit((write, None, None))
-                    return
-                body = write.payload["body"]
-                child = spec.stream in ("ticket_posts", "ticket_comments")
-                answer = client.session.request_json("PUT", path, data=body if child else None,
-                                                     json=None if child else body).body
+                client.session.request_json("DELETE", path)
             except ApiError as exc:
-                emit((write, None, exc))
-                return
-            emit((write, _data(answer, path), None))
+                if exc.status != 404:  # already gone: what we wanted
+                    raise
+            return None
+        body = write.payload["body"]
+        child = spec.stream in ("ticket_posts", "ticket_comments")
+        answer = client.session.request_json("PUT", path, data=body if child else None, json=None if child else body)
+        return _data(answer.body, path)
 
-        return job
+    def written(conn: sa.Connection, done: list[tuple[PlannedWrite, dict[str, Any] | None]]) -> None:
+        _apply(conn, writer, spec, [(record, write.parent_id) for write, record in done if record is not None])
+        deleted = [w.record_id for w, _ in done if w.operation == "delete"]
+        if deleted:
+            t = spec.table
+            conn.execute(t.update().where(t.c.connection == connection, t.c.id.in_(deleted))
+                         .values(deleted_at=datetime.now(UTC)))
 
-    def consume(batch: list[tuple[PlannedWrite, dict[str, Any] | None, ApiError | None]]) -> None:
-        done = [write for write, _, error in batch if error is None]
-        with engine.begin() as conn:
-            _apply(conn, writer, spec, [(record, write.parent_id) for write, record, error in batch
-                                        if error is None and record is not None])
-            deleted = [w.record_id for w in done if w.operation == "delete"]
-            if deleted:
-                t = spec.table
-                conn.execute(t.update().where(t.c.connection == connection, t.c.id.in_(deleted))
-                             .values(deleted_at=datetime.now(UTC)))
-            log_done(conn, connection, spec.table.name, done)
-            for write, _, error in batch:
-                if error is not None:
-                    hold(conn, connection, write, error.code, error.message)
-        outcome.sent += len(batch)
-        outcome.ok += len(done)
-        outcome.failed += len(batch) - len(done)
-
-    writes = [w for w in ready if w.operation != "create"]
-    run_jobs((job_for(w) for w in writes), consume, workers=settings.concurrency, stop=threading.Event(),
-             batch_size=64)
+    send_concurrently(engine, connection, spec.table.name, outcome, ready, send_one, written, settings.concurrency)
 
 
 def _data(body: Any, path: str) -> dict[str, Any]:

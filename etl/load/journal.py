@@ -1,25 +1,34 @@
-"""What every loader records: the planned writes, the push log, and the rows held with an error.
+"""What every loader records and how it sends: planned writes, the push log, rows held with an error.
 
 A planned write is what one request will do to one row. Each attempt lands in `push_log` (what
 was sent, the remote's answer, ok or the API's own code and message; creates log an `intent`
 row before sending, which is how a lost answer is recognised after a crash). A row the remote
 refuses is held in `push_held` until `desksync push --retry-failed`; the others go on.
+
+Sending is the same for every system: creates one by one (each records its intent first, so a
+lost answer is found again), then updates and deletes several at a time within the client's rate
+limit, their results written back in batches: a kill loses at most answers to updates and
+deletes, which are safe to send again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from etl.errors import ApiError
+from etl.extract.pool import Emit, run_jobs
 from etl.mirror.base import table_of
 from etl.mirror.meta import PushHeld, PushLog
 
 PUSH_LOG = table_of(PushLog)
 HELD = table_of(PushHeld)
+Answer = TypeVar("Answer")
 
 
 @dataclass
@@ -109,3 +118,57 @@ def log_done(conn: sa.Connection, connection: str, table: str, writes: Sequence[
     conn.execute(PUSH_LOG.insert(), [
         {"connection": connection, "table_name": w.table, "record_id": w.record_id, "operation": w.operation,
          "payload": w.payload, "status": "ok", "code": None, "message": None, "at": now} for w in writes])
+
+
+def send_creates(engine: sa.Engine, connection: str, outcome: PushOutcome, ready: list[PlannedWrite],
+                 create: Callable[[PlannedWrite], Answer],
+                 created: Callable[[sa.Connection, PlannedWrite, Answer], None]) -> None:
+    """The planned creates, one at a time: `create` sends one (recording its intent first);
+    `created` writes its answer back (and logs it) in the same transaction as nothing else."""
+    for write in (w for w in ready if w.operation == "create"):
+        outcome.sent += 1
+        try:
+            answer = create(write)
+        except ApiError as exc:
+            outcome.failed += 1
+            with engine.begin() as conn:
+                hold(conn, connection, write, exc.code, exc.message)
+            continue
+        with engine.begin() as conn:
+            created(conn, write, answer)
+        outcome.ok += 1
+
+
+def send_concurrently(engine: sa.Engine, connection: str, table: str, outcome: PushOutcome,
+                      ready: list[PlannedWrite], send_one: Callable[[PlannedWrite], Answer],
+                      written: Callable[[sa.Connection, list[tuple[PlannedWrite, Answer]]], None],
+                      workers: int) -> None:
+    """The planned updates and deletes, `workers` at a time; per batch, one transaction writes the
+    answers back (`written`), logs them and holds the refused rows with the API's error."""
+
+    def job_for(write: PlannedWrite) -> Callable[[Emit], None]:
+        def job(emit: Emit) -> None:
+            try:
+                emit((write, send_one(write), None))
+            except ApiError as exc:
+                emit((write, None, exc))
+
+        return job
+
+    def consume(batch: list[tuple[PlannedWrite, Any, ApiError | None]]) -> None:
+        # a few set-based statements per batch: every statement costs the writer thread the GIL
+        # back from the sending threads
+        done = [(write, answer) for write, answer, error in batch if error is None]
+        with engine.begin() as conn:
+            if done:
+                written(conn, done)
+            log_done(conn, connection, table, [write for write, _ in done])
+            for write, _, error in batch:
+                if error is not None:
+                    hold(conn, connection, write, error.code, error.message)
+        outcome.sent += len(batch)
+        outcome.ok += len(done)
+        outcome.failed += len(batch) - len(done)
+
+    writes = [w for w in ready if w.operation != "create"]
+    run_jobs((job_for(w) for w in writes), consume, workers=workers, stop=threading.Event(), batch_size=64)

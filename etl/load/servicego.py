@@ -13,7 +13,6 @@ our own change is not a remote change). A refusal holds the row with the API's c
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -26,16 +25,15 @@ from etl.diff.conflicts import open_conflict_ids
 from etl.diff.fields import changed_fields
 from etl.diff.servicego import texts, writable
 from etl.errors import ApiError
-from etl.extract.pool import Emit, run_jobs
 from etl.load.journal import (
-    HELD,
     PlannedWrite,
     PushOutcome,
     held_ids,
-    hold,
     hold_unsendable,
     log_attempt,
     log_done,
+    send_concurrently,
+    send_creates,
 )
 from etl.mirror.normalize import canonical_json, content_hash
 from etl.mirror.servicego import FieldColumn, ObjectSchema, RecordBuilder, table_name
@@ -146,52 +144,26 @@ def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: Servi
         schema.load(conn)
     table = schema.table
     ready = hold_unsendable(engine, connection, outcome)
-    for write in (w for w in ready if w.operation == "create"):
-        outcome.sent += 1
+
+    def created(conn: sa.Connection, write: PlannedWrite, new_id: int) -> None:
+        _created(conn, connection, table, obj, write, new_id)
+
+    send_creates(engine, connection, outcome, ready, lambda w: _create(engine, client, connection, obj, w), created)
+
+    def send_one(write: PlannedWrite) -> None:
+        if write.operation == "update":
+            client.session.request_json("PUT", "v1/data", json=write.payload)
+            return
         try:
-            created = _create(engine, client, connection, obj, write)
+            client.session.request_json("DELETE", "v1/data", params=write.payload)
         except ApiError as exc:
-            outcome.failed += 1
-            with engine.begin() as conn:
-                hold(conn, connection, write, exc.code, exc.message)
-            continue
-        with engine.begin() as conn:
-            _created(conn, connection, table, obj, write, created)
-        outcome.ok += 1
+            if exc.code != "404":  # already gone: what we wanted
+                raise
 
-    def job_for(write: PlannedWrite) -> Any:
-        def job(emit: Emit) -> None:
-            try:
-                if write.operation == "delete":
-                    try:
-                        client.session.request_json("DELETE", "v1/data", params=write.payload)
-                    except ApiError as exc:
-                        if exc.code != "404":  # already gone: what we wanted
-                            raise
-                else:
-                    client.session.request_json("PUT", "v1/data", json=write.payload)
-            except ApiError as exc:
-                emit((write, exc))
-                return
-            emit((write, None))
+    def written(conn: sa.Connection, done: list[tuple[PlannedWrite, None]]) -> None:
+        _applied_many(conn, connection, table, [write for write, _ in done])
 
-        return job
-
-    def consume(batch: list[tuple[PlannedWrite, ApiError | None]]) -> None:
-        # a few set-based statements per batch: every statement costs the writer thread the GIL
-        # back from the sending threads
-        done = [write for write, error in batch if error is None]
-        with engine.begin() as conn:
-            _applied_many(conn, connection, table, done)
-            for write, error in batch:
-                if error is not None:
-                    hold(conn, connection, write, error.code, error.message)
-        outcome.sent += len(batch)
-        outcome.ok += len(done)
-        outcome.failed += len(batch) - len(done)
-
-    writes = [w for w in ready if w.operation != "create"]
-    run_jobs((job_for(w) for w in writes), consume, workers=concurrency, stop=threading.Event(), batch_size=64)
+    send_concurrently(engine, connection, table.name, outcome, ready, send_one, written, concurrency)
 
 
 def _find_existing(client: ServiceGoClient, obj: ServiceGoObject, write: PlannedWrite) -> int | None:
@@ -253,14 +225,12 @@ def _created(conn: sa.Connection, connection: str, table: sa.Table, obj: Service
             last_seen_at=datetime.now(UTC)))
     else:  # a pull already brought it
         conn.execute(table.delete().where(*placeholder))
-    conn.execute(HELD.delete().where(HELD.c.connection == connection, HELD.c.table_name == write.table,
-                                     HELD.c.record_id == write.record_id))
     write.payload = {**write.payload, "id": new_id, "local_id": write.record_id}
-    log_attempt(conn, connection, write, "ok", None, None)
+    log_done(conn, connection, write.table, [write])
 
 
 def _applied_many(conn: sa.Connection, connection: str, table: sa.Table, writes: list[PlannedWrite]) -> None:
-    """Record successful updates and deletes: patched `raw` (the new base), no hold, a log row each."""
+    """Successful updates and deletes: `raw` patched with what was sent (the new base), deletes dated."""
     if not writes:
         return
     now = datetime.now(UTC)
@@ -278,4 +248,3 @@ def _applied_many(conn: sa.Connection, connection: str, table: sa.Table, writes:
             params.append({"k_id": record_id, "raw": patched, "content_hash": content_hash(canonical_json(patched))})
         conn.execute(table.update().where(table.c.connection == connection, table.c.id == sa.bindparam("k_id"))
                      .values(raw=sa.bindparam("raw"), content_hash=sa.bindparam("content_hash")), params)
-    log_done(conn, connection, table.name, writes)

@@ -145,10 +145,10 @@ def test_scheduler_catches_up_while_changes_keep_coming(db_url, simulator, servi
     engine.dispose()
 
 
+# several schedulers share a PostgreSQL mirror; SQLite takes one (tested below)
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_two_schedulers_on_one_postgresql_never_run_a_job_twice_at_once(db_url, simulator, servicego_sim,
                                                                         make_config, tmp_path):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several schedulers share a PostgreSQL mirror; SQLite takes one (tested below)")
     helpdesk = simulator(Sizes(tickets=300, users=50, organizations=5, kb_articles=10))
     records = servicego_sim(ServiceGoSizes(customers=50, contacts=200, cases=200))
     make_config(db_url, helpdesk)
