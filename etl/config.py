@@ -76,6 +76,13 @@ def secret_from_env(env_name: str, connection: str, key: str) -> str:
     return value
 
 
+def _known_push_tables(value: dict[str, Any], available: tuple[str, ...]) -> dict[str, Any]:
+    unknown = sorted(set(value) - set(available))
+    if unknown:
+        raise ValueError(f"write-back is not available for {', '.join(unknown)} (available: {', '.join(available)})")
+    return value
+
+
 EDDYDESK_PUSH_TABLES = ("tickets", "users", "organizations", "ticket_posts", "ticket_comments")
 
 
@@ -113,11 +120,7 @@ class EddyDeskConnection(_Frozen):
     @field_validator("push")
     @classmethod
     def _push_tables(cls, value: dict[str, EddyDeskPush]) -> dict[str, EddyDeskPush]:
-        unknown = sorted(set(value) - set(EDDYDESK_PUSH_TABLES))
-        if unknown:
-            raise ValueError(f"write-back is not available for {', '.join(unknown)} "
-                             f"(available: {', '.join(EDDYDESK_PUSH_TABLES)})")
-        return value
+        return _known_push_tables(value, EDDYDESK_PUSH_TABLES)
     _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
     _email = field_validator("email")(classmethod(lambda cls, v: _check_email(v)))
 
@@ -206,6 +209,19 @@ class ServiceGoConnection(_Frozen):
         return secret_from_env(self.api_token_env, name, "api_token_env")
 
 
+KNOWLEDGE_PUSH_TABLES = ("catalogs", "questions", "useful_expressions", "useful_links", "km_entities")
+
+
+class KnowledgePush(_Frozen):
+    """Write-back of one Udesk knowledge or KM table (`desksync push`); the key is the stream name."""
+
+    conflict_policy: Literal["remote_wins", "local_wins", "manual"] = "manual"
+    allow_delete: bool = False
+    # catalogs by knowledge type, owner, parent and name; KM entities by robot and apiName: a new
+    # row that matches a remote record updates it instead of creating a second one
+    upsert: bool = True
+
+
 KnowledgeType = Literal["question", "useful_expression", "useful_link", "attachment"]
 KNOWLEDGE_TYPES: tuple[KnowledgeType, ...] = ("question", "useful_expression", "useful_link", "attachment")
 
@@ -229,8 +245,15 @@ class UdeskKnowledgeConnection(_Frozen):
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     rate_limit: UdeskRateLimit = UdeskRateLimit()
     retry: RetryConfig = RetryConfig()
+    concurrency: Annotated[int, Field(ge=1, le=16)] = 4  # write-back: updates and deletes in flight
+    push: dict[str, KnowledgePush] = {}  # stream name -> write-back settings (off unless given)
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://demo.udesk.cn/open_api_v1")))
+
+    @field_validator("push")
+    @classmethod
+    def _push_tables(cls, value: dict[str, KnowledgePush]) -> dict[str, KnowledgePush]:
+        return _known_push_tables(value, KNOWLEDGE_PUSH_TABLES)
     _km = field_validator("km_base_url")(
         classmethod(lambda cls, v: None if v is None else _check_url(v, "https://km.udesk.cn/api")))
     _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))

@@ -412,10 +412,45 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
         elif isinstance(settings, EddyDeskConnection):
             _push_eddydesk(engine, connection, settings, summary, retry_failed, tables, transport)
         else:
-            raise DesksyncError(f"connection {connection!r}: write-back to Udesk knowledge is not available yet")
+            _push_knowledge(engine, connection, settings, summary, retry_failed, tables, transport)
     finally:
         engine.dispose()
     return summary
+
+
+@dataclass(frozen=True)
+class _PushTable:
+    """One table of a push: how it is planned and sent once a client exists."""
+
+    name: str
+    table_name: str
+    plan: Callable[[sa.Connection], Any]  # -> PushOutcome
+    send: Callable[[Any, Any], None]  # (client, outcome)
+
+
+def _push_tables(engine: sa.Engine, connection: str, summary: PushSummary, tables: list[_PushTable],
+                 connect: Callable[[], Any], requests: Callable[[Any], int]) -> None:
+    """Plan and send each table in turn (a table's new rows exist remotely before the next table,
+    which may refer to them, is planned); the client is opened only when something is sent."""
+    client = None
+    try:
+        for table in tables:
+            with engine.connect() as conn:
+                outcome = table.plan(conn)
+            summary.tables[table.name] = outcome
+            if not summary.dry_run and outcome.stale_holds:
+                with engine.begin() as conn:
+                    release(conn, connection, table.table_name, outcome.stale_holds)
+            if summary.dry_run or not outcome.planned:
+                continue
+            if client is None:
+                client = connect()
+                _check_blocks(engine, connection, client)
+            table.send(client, outcome)
+    finally:
+        if client is not None:
+            summary.requests = requests(client)
+            client.close()
 
 
 def _push_servicego(engine: sa.Engine, connection: str, settings: ServiceGoConnection, summary: PushSummary,
@@ -427,26 +462,15 @@ def _push_servicego(engine: sa.Engine, connection: str, settings: ServiceGoConne
     objects = [o for o in settings.objects if o.push is not None and (not tables or o.name in tables)]
     if not objects:
         raise DesksyncError(f"connection {connection!r}: no object has a [push] section (see config/desksync.example.toml)")
-    client = None
-    try:
-        tz = ZoneInfo(settings.timezone)
-        for obj in objects:
-            with engine.connect() as conn:
-                outcome = load.plan(conn, connection, obj, tz, retry_failed)
-            summary.tables[obj.name] = outcome
-            if not summary.dry_run and outcome.stale_holds:
-                with engine.begin() as conn:
-                    release(conn, connection, table_name_of(obj.name), outcome.stale_holds)
-            if summary.dry_run or not outcome.planned:
-                continue
-            if client is None:
-                client = servicego.connect(connection, settings, transport)
-                _check_blocks(engine, connection, client)
-            load.send(engine, client, connection, obj, outcome)
-    finally:
-        if client is not None:
-            summary.requests = client.session.metrics.requests
-            client.close()
+    tz = ZoneInfo(settings.timezone)
+
+    def table(obj: Any) -> _PushTable:
+        return _PushTable(obj.name, table_name_of(obj.name),
+                          lambda conn: load.plan(conn, connection, obj, tz, retry_failed),
+                          lambda client, outcome: load.send(engine, client, connection, obj, outcome))
+
+    _push_tables(engine, connection, summary, [table(o) for o in objects],
+                 lambda: servicego.connect(connection, settings, transport), lambda c: c.session.metrics.requests)
 
 
 def _push_eddydesk(engine: sa.Engine, connection: str, settings: EddyDeskConnection, summary: PushSummary,
@@ -459,27 +483,48 @@ def _push_eddydesk(engine: sa.Engine, connection: str, settings: EddyDeskConnect
     names = [n for n in load.ORDER if n in settings.push and (not tables or n in tables)]
     if not names:
         raise DesksyncError(f"connection {connection!r}: no table has a push section (see config/desksync.example.toml)")
-    client = None
-    try:
-        tz = ZoneInfo(settings.timezone)
-        for name in names:  # one table after the other: a new ticket exists before its new replies are planned
-            spec = WRITABLE[name]
-            with engine.connect() as conn:
-                outcome = load.plan(conn, connection, spec, settings.push[name], tz, retry_failed)
-            summary.tables[name] = outcome
-            if not summary.dry_run and outcome.stale_holds:
-                with engine.begin() as conn:
-                    release(conn, connection, spec.table.name, outcome.stale_holds)
-            if summary.dry_run or not outcome.planned:
-                continue
-            if client is None:
-                client = eddydesk.connect(connection, settings, transport)
-                _check_blocks(engine, connection, client)
-            load.send(engine, client, connection, settings, spec, outcome)
-    finally:
-        if client is not None:
-            summary.requests = client.session.metrics.requests
-            client.close()
+    tz = ZoneInfo(settings.timezone)
+
+    def table(name: str) -> _PushTable:
+        spec = WRITABLE[name]
+        return _PushTable(name, spec.table.name,
+                          lambda conn: load.plan(conn, connection, spec, settings.push[name], tz, retry_failed),
+                          lambda client, outcome: load.send(engine, client, connection, settings, spec, outcome))
+
+    _push_tables(engine, connection, summary, [table(n) for n in names],
+                 lambda: eddydesk.connect(connection, settings, transport), lambda c: c.session.metrics.requests)
+
+
+def _push_knowledge(engine: sa.Engine, connection: str, settings: UdeskKnowledgeConnection, summary: PushSummary,
+                    retry_failed: bool, tables: tuple[str, ...], transport: httpx.BaseTransport | None) -> None:
+    from zoneinfo import ZoneInfo
+
+    from etl.diff.udesk_knowledge import WRITABLE
+    from etl.load import udesk_knowledge as load
+
+    names = [n for n in load.ORDER if n in settings.push and (not tables or n in tables)]
+    if not names:
+        raise DesksyncError(f"connection {connection!r}: no table has a push section (see config/desksync.example.toml)")
+    if "km_entities" in names and not settings.km_base_url:
+        raise DesksyncError(f"connection {connection!r}: pushing km_entities needs km_base_url (the KM entity API)")
+    tz = ZoneInfo(settings.timezone)
+    lookups: dict[str, load.Lookups] = {}  # the remote lists new rows are matched in, fetched once a push
+
+    def table(name: str) -> _PushTable:
+        spec = WRITABLE[name]
+
+        def send(client: udesk_km.KnowledgeClient, outcome: Any) -> None:
+            found = lookups.setdefault("run", load.Lookups(client))
+            load.send(engine, client, connection, settings, spec, outcome, found)
+
+        return _PushTable(name, spec.table.name,
+                          lambda conn: load.plan(conn, connection, spec, settings.push[name], tz, retry_failed), send)
+
+    def requests(client: udesk_km.KnowledgeClient) -> int:
+        return client.session.metrics.requests + (client.km.metrics.requests if client.km else 0)
+
+    _push_tables(engine, connection, summary, [table(n) for n in names],
+                 lambda: udesk_km.connect(connection, settings, transport), requests)
 
 
 def resolve(config: Config, conflict_id: int, take: str) -> None:
@@ -490,6 +535,7 @@ def resolve(config: Config, conflict_id: int, take: str) -> None:
     from etl.diff import servicego as servicego_diff
     from etl.diff.conflicts import open_conflict
     from etl.diff.eddydesk import WRITABLE
+    from etl.diff.udesk_knowledge import WRITABLE as KNOWLEDGE_WRITABLE
 
     def tz_of(name: str) -> ZoneInfo:
         return ZoneInfo(getattr(config.connection(name), "timezone", "UTC"))
@@ -500,8 +546,8 @@ def resolve(config: Config, conflict_id: int, take: str) -> None:
         with engine.begin() as conn:
             try:
                 table = open_conflict(conn, conflict_id)["table_name"]
-                if table.startswith("eddydesk_"):
-                    columns_diff.resolve(WRITABLE.values(), conn, conflict_id, take, tz_of,
+                if table.startswith(("eddydesk_", "udesk_")):
+                    columns_diff.resolve([*WRITABLE.values(), *KNOWLEDGE_WRITABLE.values()], conn, conflict_id, take, tz_of,
                                          lambda name: getattr(config.connection(name), "language", "en"))
                 else:
                     servicego_diff.resolve(conn, conflict_id, take, tz_of)

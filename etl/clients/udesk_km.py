@@ -81,13 +81,13 @@ class KnowledgeClient:
             raise MalformedResponse(SYSTEM, "answer has no 'catalogs' array", path="knowledge_catalogs")
         return flatten_catalogs(tree, knowledge_type, agent_id)
 
-    def list_all(self, resource: str, agent_id: int) -> list[dict[str, Any]]:
-        """Every record of a list for one owner (catalog_id 0 = all catalogs)."""
+    def list_all(self, resource: str, agent_id: int, catalog_id: int = 0) -> list[dict[str, Any]]:
+        """Every record of a list for one owner (catalog_id 0 = all catalogs, -1 = uncategorised)."""
         records: list[dict[str, Any]] = []
         page = 1
         while True:
             body = self.session.request_json("GET", resource, params={
-                "catalog_id": 0, "agent_id": agent_id, "page": page, "per_page": PER_PAGE}).body
+                "catalog_id": catalog_id, "agent_id": agent_id, "page": page, "per_page": PER_PAGE}).body
             items, meta = body.get(resource), body.get("meta")
             if not isinstance(items, list) or not isinstance(meta, dict):
                 raise MalformedResponse(SYSTEM, f"answer has no '{resource}' array and 'meta' object", path=resource)

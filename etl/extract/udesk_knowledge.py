@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import sqlalchemy as sa
 
 from etl.clients.udesk_km import KnowledgeClient
 from etl.config import UdeskKnowledgeConnection
+from etl.diff.columns import merger
+from etl.diff.udesk_knowledge import WRITABLE
 from etl.extract.context import RunContext
 from etl.mirror import udesk_knowledge as m
 from etl.mirror.base import Base, table_of
@@ -102,15 +105,43 @@ def select_streams(requested: tuple[str, ...], conn: UdeskKnowledgeConnection) -
     return [s for s in chosen if s.name != "km_entities" or conn.robot_ids]
 
 
+def knowledge_writer(stream: KnowledgeStream, settings: UdeskKnowledgeConnection, connection: str, tz: tzinfo,
+                     keep_local_edits: bool = True) -> TableWriter:
+    """The writer of a knowledge table; with write-back configured, a pull keeps local edits
+    (a push writing back the remote's answers does not: they hold those edits)."""
+    table = table_of(stream.model)
+    builder = RowBuilder(table, tz, "en")
+    push = settings.push.get(stream.name)
+    merge = None
+    if push is not None and keep_local_edits:
+        merge = merger(WRITABLE[stream.name], connection, builder, tz, push.conflict_policy)
+    return TableWriter(table, builder, connection, children=stream.children, child_tables=stream.child_tables,
+                       merge=merge)
+
+
+def refresh_paths(conn: sa.Connection, connection: str, overrides: list[dict[str, Any]], ids: list[int]) -> None:
+    """Catalog depth and path come from the tree, not the record: renaming or moving a catalog
+    changes its descendants' paths while their records (and content hashes) stay the same."""
+    table = table_of(m.KnowledgeCatalog)
+    wanted = {i: (o["depth"], o["path"]) for i, o in zip(ids, overrides, strict=True)}
+    stale = [{"k_id": i, "depth": wanted[i][0], "path": wanted[i][1]} for i, depth, path in conn.execute(
+        sa.select(table.c.id, table.c.depth, table.c.path).where(table.c.connection == connection))
+        if i in wanted and wanted[i] != (depth, path)]
+    if stale:
+        conn.execute(table.update().where(table.c.connection == connection, table.c.id == sa.bindparam("k_id"))
+                     .values(depth=sa.bindparam("depth"), path=sa.bindparam("path")), stale)
+
+
 def run_stream(ctx: RunContext, stream: KnowledgeStream) -> None:
     settings: UdeskKnowledgeConnection = ctx.settings  # type: ignore[assignment]
     client: KnowledgeClient = ctx.client  # type: ignore[assignment]
     records, overrides = stream.fetch(client, settings)
     table = table_of(stream.model)
-    writer = TableWriter(table, RowBuilder(table, ctx.tz, "en"), ctx.connection, children=stream.children,
-                         child_tables=stream.child_tables)
+    writer = knowledge_writer(stream, settings, ctx.connection, ctx.tz)
     with ctx.engine.begin() as conn:
         result = writer.upsert(conn, records, ctx.run_id, overrides=overrides)
+        if stream.name == "catalogs":
+            refresh_paths(conn, ctx.connection, overrides, [int(r["id"]) for r in records])
         vanished = writer.live_ids(conn) - set(result.seen_ids)
         deleted = writer.mark_deleted(conn, sorted(vanished), ctx.run_id)
         if stream.name == "attachments" and settings.download_attachments and result.changed_ids:

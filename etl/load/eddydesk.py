@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from etl.clients.eddydesk import EddyDeskClient
 from etl.config import EddyDeskConnection, EddyDeskPush
-from etl.diff.columns import CUSTOM, Writable, local_custom_texts, raw_custom_texts, texts, with_custom
+from etl.diff.columns import CUSTOM, Writable, local_values, record_values, texts, with_values
 from etl.diff.conflicts import open_conflict_ids
 from etl.diff.fields import changed_fields
 from etl.errors import ApiError, MalformedResponse
@@ -117,7 +117,7 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
     rows = conn.execute(sa.select(t.c.id, t.c.raw, t.c.is_deleted, t.c.deleted_at, *extra, *(t.c[c] for c in spec.columns))
                         .where(t.c.connection == connection, sa.or_(t.c.is_deleted.is_(False), t.c.deleted_at.is_(None)))
                         .order_by(t.c.id)).mappings().all()
-    custom = local_custom_texts(conn, spec, connection, [r["id"] for r in rows])
+    custom = local_values(conn, spec, connection, [r["id"] for r in rows])
     for row in rows:
         record_id = int(row["id"])
         parent_id = int(row["ticket_id"]) if child else None
@@ -136,7 +136,7 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
                                  parent_id=parent_id)
         else:
             raw = row["raw"] if isinstance(row["raw"], dict) else orjson.loads(row["raw"])
-            base, local_custom = with_custom(texts(spec, builder.build(raw)[0], tz), raw_custom_texts(raw),
+            base, local_custom = with_values(texts(spec, builder.build(raw)[0], tz), record_values(spec, raw),
                                              custom[record_id])
             local = {**texts(spec, row, tz), **local_custom}
             changed = changed_fields(base, local)
@@ -294,7 +294,7 @@ def _create(engine: sa.Engine, client: EddyDeskClient, connection: str, spec: Wr
             return existing  # found again after a lost answer: it holds what we sent
         # the row's own values only (create defaults must not move an existing user), and only
         # those the remote record does not hold already: after a lost answer, often none
-        remote = {**texts(spec, RowBuilder(spec.table, tz, "en").build(existing)[0], tz), **raw_custom_texts(existing)}
+        remote = {**texts(spec, RowBuilder(spec.table, tz, "en").build(existing)[0], tz), **record_values(spec, existing)}
         local = {n: v for n, _, v in write.changes if remote.get(n) != v}
         if not local:
             return existing

@@ -2,7 +2,9 @@
 
 These lists have no updated-since filter, so every sync lists them whole and the content hash
 decides what changed. Keys are (connection, id): ids are unique within an account. `agent_id`
-is the owner the record was listed under (0 = administrator).
+is the owner the record was listed under (0 = administrator). Catalogs, questions, useful
+expressions and links and KM entities take new rows (write-back creates, `InsertableRecord`),
+entity values too (a new value: a row with a negative value_id).
 """
 
 from __future__ import annotations
@@ -12,28 +14,28 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from etl.mirror.base import Base, MirroredRecord, meta
+from etl.mirror.base import Base, InsertableRecord, MirroredRecord, meta
 
 BigId = sa.BigInteger
 
 
-class KnowledgeCatalog(MirroredRecord, Base):
+class KnowledgeCatalog(InsertableRecord, Base):
     """Catalogs of the four knowledge types as a tree (parent_id 0 = top level, depth 1..4)."""
 
     __tablename__ = "udesk_knowledge_catalogs"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     knowledge_type: Mapped[str] = mapped_column(sa.String(32), info=meta())
-    agent_id: Mapped[int] = mapped_column(BigId, info=meta())
+    agent_id: Mapped[int] = mapped_column(BigId, server_default="0", info=meta())
     parent_id: Mapped[int | None] = mapped_column(BigId)
     name: Mapped[str | None] = mapped_column(sa.Text)
-    depth: Mapped[int] = mapped_column(info=meta())
-    path: Mapped[str] = mapped_column(sa.Text, info=meta())  # "Top / Child / Grandchild"
+    depth: Mapped[int] = mapped_column(server_default="0", info=meta())  # 0 until a new row is created
+    path: Mapped[str] = mapped_column(sa.Text, server_default="", info=meta())  # "Top / Child / Grandchild"
 
 
-class KnowledgeQuestion(MirroredRecord, Base):
+class KnowledgeQuestion(InsertableRecord, Base):
     __tablename__ = "udesk_knowledge_questions"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
-    agent_id: Mapped[int] = mapped_column(BigId, info=meta())
+    agent_id: Mapped[int] = mapped_column(BigId, server_default="0", info=meta())
     catalog_id: Mapped[int | None] = mapped_column(BigId)
     title: Mapped[str | None] = mapped_column(sa.Text)
     content: Mapped[str | None] = mapped_column(sa.Text)
@@ -44,18 +46,18 @@ class KnowledgeQuestion(MirroredRecord, Base):
     updated_at: Mapped[Any | None] = mapped_column(sa.DateTime(timezone=True))
 
 
-class UsefulExpression(MirroredRecord, Base):
+class UsefulExpression(InsertableRecord, Base):
     __tablename__ = "udesk_useful_expressions"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
-    agent_id: Mapped[int] = mapped_column(BigId, info=meta())
+    agent_id: Mapped[int] = mapped_column(BigId, server_default="0", info=meta())
     catalog_id: Mapped[int | None] = mapped_column(BigId)
     content: Mapped[str | None] = mapped_column(sa.Text)
 
 
-class UsefulLink(MirroredRecord, Base):
+class UsefulLink(InsertableRecord, Base):
     __tablename__ = "udesk_useful_links"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
-    agent_id: Mapped[int] = mapped_column(BigId, info=meta())
+    agent_id: Mapped[int] = mapped_column(BigId, server_default="0", info=meta())
     catalog_id: Mapped[int | None] = mapped_column(BigId)
     name: Mapped[str | None] = mapped_column(sa.Text)
     url: Mapped[str | None] = mapped_column(sa.Text)
@@ -66,7 +68,7 @@ class KnowledgeAttachment(MirroredRecord, Base):
 
     __tablename__ = "udesk_knowledge_attachments"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
-    agent_id: Mapped[int] = mapped_column(BigId, info=meta())
+    agent_id: Mapped[int] = mapped_column(BigId, server_default="0", info=meta())
     catalog_id: Mapped[int | None] = mapped_column(BigId)
     file_name: Mapped[str | None] = mapped_column(sa.Text)
     file_type: Mapped[str | None] = mapped_column(sa.Text)
@@ -75,7 +77,7 @@ class KnowledgeAttachment(MirroredRecord, Base):
     local_path: Mapped[str | None] = mapped_column(sa.Text, info=meta())
 
 
-class KmEntity(MirroredRecord, Base):
+class KmEntity(InsertableRecord, Base):
     __tablename__ = "udesk_km_entities"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     robot_id: Mapped[int | None] = mapped_column(BigId, info={"src": "robotId"})
@@ -97,4 +99,4 @@ class KmEntityValue(Base):
     entity_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     value_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     original_value: Mapped[str | None] = mapped_column(sa.Text)
-    synonyms: Mapped[list[Any]]
+    synonyms: Mapped[list[Any]] = mapped_column(server_default=sa.text("'[]'"))

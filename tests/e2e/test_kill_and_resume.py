@@ -15,7 +15,15 @@ import sqlalchemy as sa
 
 from etl.mirror.db import open_engine
 from etl.simulators.eddydesk.data import Sizes
-from tests.conftest import API_KEY_ENV, connection_settings, write_config_file
+from tests.conftest import (
+    API_KEY_ENV,
+    UDESK_TOKEN,
+    UDESK_TOKEN_ENV,
+    connection_settings,
+    knowledge_settings,
+    write_config_file,
+)
+from tests.knowledge_check import assert_knowledge_matches
 from tests.mirror_check import assert_mirror_matches
 
 
@@ -189,9 +197,9 @@ def test_a_push_killed_before_its_answers_arrive_creates_nothing_twice(sqlite_ur
     engine.dispose()
 
 
-def _push_until(config: Path, done: Any, env: dict[str, str]) -> None:
+def _push_until(config: Path, done: Any, env: dict[str, str], connection: str = "helpdesk") -> None:
     """Run `desksync push` and kill it once `done()` holds: the remote write is made, its answer not yet read."""
-    proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), "push", "helpdesk"],
+    proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), "push", connection],
                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not done():
@@ -243,4 +251,66 @@ def test_eddydesk_pushes_killed_between_the_remote_write_and_the_write_back_leav
     jobs.sync(config_obj, "helpdesk")
     assert jobs.push(config_obj, "helpdesk").requests == 0
     assert_mirror_matches(engine, state)
+    engine.dispose()
+
+
+def test_knowledge_pushes_killed_between_the_remote_write_and_the_write_back_leave_each_record_once(
+        sqlite_url: str, knowledge_sim: Any, udesk_config: Any, tmp_path: Path) -> None:
+    from etl import jobs
+    from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+
+    server = knowledge_sim(KnowledgeSizes(questions=20, expressions=4, links=4, attachments=2, entities=4))
+    push = {"catalogs": {}, "questions": {}, "km_entities": {}}
+    settings = knowledge_settings(server, push=push)
+    config_obj = udesk_config(sqlite_url, {"kn": settings})
+    jobs.sync(config_obj, "kn")
+    engine = open_engine(sqlite_url)
+    state = server.state
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO udesk_knowledge_catalogs (connection, id, knowledge_type, name) "
+                             "VALUES ('kn', -1, 'question', 'Killed catalog')"))
+        conn.execute(sa.text("INSERT INTO udesk_knowledge_questions (connection, id, catalog_id, title, content, "
+                             "content_type, lasts) VALUES ('kn', -1, -1, 'Killed question', 'x', 'text', true)"))
+        conn.execute(sa.text("INSERT INTO udesk_km_entities (connection, id, robot_id, name, api_name) "
+                             "VALUES ('kn', -1, 83, 'Killed', 'killed_entity')"))
+        conn.execute(sa.text("INSERT INTO udesk_km_entity_values (connection, entity_id, value_id, original_value) "
+                             "VALUES ('kn', -1, -1, 'only value')"))
+    config = write_config_file(tmp_path / "desksync.toml", sqlite_url, {"kn": settings})
+    env = {UDESK_TOKEN_ENV: UDESK_TOKEN}
+    server.stats["by_endpoint"].clear()
+    server.app.state.settings["write_delay"] = 30.0  # each write is made remotely; its answer never arrives
+
+    def named(name: str) -> list[int]:
+        return [c["id"] for c in list(state.catalogs.values()) if c["name"] == name]
+
+    def titled(title: str) -> list[int]:
+        return [q["id"] for q in list(state.items["question"].values()) if q["title"] == title]
+
+    def entities() -> list[dict[str, Any]]:
+        return [e for e in list(state.entities.values()) if e["apiName"] == "killed_entity"]
+
+    # 1. killed after the catalog's create
+    _push_until(config, lambda: bool(named("Killed catalog")), env, "kn")
+    # 2. the catalog is found again in the tree; killed after the question's create under it
+    _push_until(config, lambda: bool(titled("Killed question")), env, "kn")
+    # 3. the question is found again in its catalog; killed after the entity's create, before the
+    # update that adds its value
+    _push_until(config, lambda: bool(entities()), env, "kn")
+    # 4. the entity is found again by its apiName; killed after that update
+    _push_until(config, lambda: bool(entities() and entities()[0]["valueList"]), env, "kn")
+    server.app.state.settings["write_delay"] = 0.0
+
+    summary = jobs.push(config_obj, "kn")
+    assert summary.failed == 0
+    assert len(named("Killed catalog")) == 1, "the catalog was created twice"
+    assert len(titled("Killed question")) == 1, "the question was created twice"
+    assert state.items["question"][titled("Killed question")[0]]["catalog_id"] == named("Killed catalog")[0]
+    assert len(entities()) == 1 and [v["originalValue"] for v in entities()[0]["valueList"]] == ["only value"]
+    posts = {k: v for k, v in server.stats["by_endpoint"].items() if k.startswith("POST")}
+    assert posts == {"POST /open_api_v1/knowledge_catalogs": 1, "POST /open_api_v1/knowledge_questions": 1,
+                     "POST /api/v1/entity": 1}
+    assert jobs.push(config_obj, "kn").requests == 0
+    jobs.sync(config_obj, "kn")
+    assert jobs.push(config_obj, "kn").requests == 0
+    assert_knowledge_matches(engine, state)
     engine.dispose()

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from etl.simulators.http_server import answer_late
 from etl.simulators.udesk_auth import Account, MinuteLimit, Signer, SignRefused
 from etl.simulators.udesk_knowledge.store import CST, TYPES, Invalid, KnowledgeState
 
@@ -195,7 +196,7 @@ def build_app(state: KnowledgeState, latency: float = 0.0, per_minute: int | Non
     km_signer = Signer(Account(state.email, state.api_token))
     limits = {"knowledge": MinuteLimit(per_minute, minute_seconds), "km": MinuteLimit(per_minute, minute_seconds)}
     stats: dict[str, Any] = {"requests": 0, "by_endpoint": {}}
-    settings: dict[str, Any] = {"latency": latency}
+    settings: dict[str, Any] = {"latency": latency, "write_delay": 0.0}
 
     def respond(payload: Any, status: int = 200) -> Response:
         return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
@@ -218,6 +219,12 @@ def build_app(state: KnowledgeState, latency: float = 0.0, per_minute: int | Non
         refused = await gate(request, knowledge_signer, limits["knowledge"])
         if refused:
             return refused
+        answer = await knowledge_answer(request)
+        if request.method != "GET":
+            await answer_late(settings)  # the write is made; its answer may be held back (kill tests)
+        return answer
+
+    async def knowledge_answer(request: Request) -> Response:
         parts = [p for p in request.path_params["path"].split("/") if p]
         method = request.method
         body: dict[str, Any] = {}
@@ -257,6 +264,12 @@ def build_app(state: KnowledgeState, latency: float = 0.0, per_minute: int | Non
         refused = await gate(request, km_signer, limits["km"])
         if refused:
             return refused
+        answer = await km_answer(request)
+        if request.method != "GET":
+            await answer_late(settings)
+        return answer
+
+    async def km_answer(request: Request) -> Response:
         parts = [p for p in request.path_params.get("path", "").split("/") if p]
         q, method = request.query_params, request.method
         body: dict[str, Any] = {}
@@ -324,5 +337,6 @@ def build_app(state: KnowledgeState, latency: float = 0.0, per_minute: int | Non
     ])
     app.state.knowledge = state
     app.state.stats = stats
+    app.state.settings = settings
     app.state.signers = (knowledge_signer, km_signer)
     return app
