@@ -83,7 +83,7 @@ def _known_push_tables(value: dict[str, Any], available: tuple[str, ...]) -> dic
     return value
 
 
-EDDYDESK_PUSH_TABLES = ("tickets", "users", "organizations", "ticket_posts", "ticket_comments")
+EDDYDESK_PUSH_TABLES = ("tickets", "users", "organizations", "ticket_posts", "ticket_comments", "custom_field_options")
 
 
 class EddyDeskPush(_Frozen):

@@ -477,8 +477,9 @@ def _push_eddydesk(engine: sa.Engine, connection: str, settings: EddyDeskConnect
                    retry_failed: bool, tables: tuple[str, ...], transport: httpx.BaseTransport | None) -> None:
     from zoneinfo import ZoneInfo
 
-    from etl.diff.eddydesk import WRITABLE
+    from etl.diff.eddydesk import OPTIONS, WRITABLE
     from etl.load import eddydesk as load
+    from etl.load import eddydesk_options as options
 
     names = [n for n in load.ORDER if n in settings.push and (not tables or n in tables)]
     if not names:
@@ -487,6 +488,11 @@ def _push_eddydesk(engine: sa.Engine, connection: str, settings: EddyDeskConnect
 
     def table(name: str) -> _PushTable:
         spec = WRITABLE[name]
+        if name == OPTIONS:
+            return _PushTable(name, spec.table.name,
+                              lambda conn: options.plan(conn, connection, spec, settings.push[name], settings.language,
+                                                        retry_failed),
+                              lambda client, outcome: options.send(engine, client, connection, settings, spec, outcome))
         return _PushTable(name, spec.table.name,
                           lambda conn: load.plan(conn, connection, spec, settings.push[name], tz, retry_failed),
                           lambda client, outcome: load.send(engine, client, connection, settings, spec, outcome))

@@ -157,7 +157,8 @@ def _check_reference(conn: sa.Connection, state: HelpdeskState, connection: str)
                           {"c": connection}).all()
     expected = {(scope, f["id"], f["field_type"]) for scope, fs in state.fields.items() for f in fs}
     assert set(map(tuple, fields)) == expected
-    options = conn.execute(sa.text("SELECT scope, field_id, id FROM eddydesk_custom_field_options WHERE connection=:c"),
+    options = conn.execute(sa.text("SELECT scope, field_id, id FROM eddydesk_custom_field_options "
+                                   "WHERE connection=:c AND NOT is_deleted"),
                            {"c": connection}).all()
     expected_opts = {(scope, fid, o["id"]) for scope, per in state.options.items() for fid, os_ in per.items() for o in os_}
     assert set(map(tuple, options)) == expected_opts

@@ -60,6 +60,8 @@ def _custom_fields(model: type[Base], parent_column: str) -> ChildValues:
     return ChildValues(model, parent_column, CUSTOM, _record_texts, _row_texts, _keep, put_back)
 
 
+OPTIONS = "custom_field_options"  # ticket, user and organization field options: one table
+
 WRITABLE = {w.stream: w for w in (
     Writable("tickets", m.Ticket,
              ("title", "status_id", "priority_id", "type_id", "department_id", "owner_id", "user_id", "ticket_lock",
@@ -74,4 +76,6 @@ WRITABLE = {w.stream: w for w in (
              ("minute_limit",), _custom_fields(m.OrganizationCustomFieldValue, "organization_id")),
     Writable("ticket_posts", m.TicketPost, ("text",)),
     Writable("ticket_comments", m.TicketComment, ("text",)),
+    # an option's name in the connection's language; its other languages are kept
+    Writable(OPTIONS, m.CustomFieldOption, ("name_display",)),
 )}

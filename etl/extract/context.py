@@ -16,7 +16,7 @@ from etl.clients.servicego import ServiceGoClient
 from etl.clients.udesk_km import KnowledgeClient
 from etl.config import EddyDeskConnection, ServiceGoConnection, UdeskKnowledgeConnection
 from etl.diff.columns import merger
-from etl.diff.eddydesk import WRITABLE
+from etl.diff.eddydesk import OPTIONS, WRITABLE
 from etl.log import get_logger
 from etl.mirror.rows import RowBuilder
 from etl.mirror.write import TableWriter, WriteStats
@@ -71,10 +71,12 @@ def helpdesk_writer(stream: Stream, settings: EddyDeskConnection, connection: st
     (a push writing back the remote's answers does not: they hold those edits)."""
     tz = ZoneInfo(settings.timezone)
     builder = RowBuilder(stream.table, tz, settings.language)
-    push = settings.push.get(stream.name)
+    # the three scopes' options share one table, and one push section
+    name = OPTIONS if stream.name.endswith("_" + OPTIONS) else stream.name
+    push = settings.push.get(name)
     merge = None
     if push is not None and keep_local_edits:
-        merge = merger(WRITABLE[stream.name], connection, builder, tz, push.conflict_policy)
+        merge = merger(WRITABLE[name], connection, builder, tz, push.conflict_policy)
     return TableWriter(
         stream.table,
         builder,

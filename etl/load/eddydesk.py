@@ -59,8 +59,9 @@ from etl.mirror.rows import RowBuilder
 from etl.mirror.write import TableWriter
 from etl.streams.eddydesk import BY_NAME
 
-# creates that later ones may refer to go first: a new ticket's replies need the ticket
-ORDER = ("organizations", "users", "tickets", "ticket_posts", "ticket_comments")
+# creates that later ones may refer to go first: a new ticket's replies need the ticket (options:
+# `eddydesk_options`)
+ORDER = ("custom_field_options", "organizations", "users", "tickets", "ticket_posts", "ticket_comments")
 POSTS = table_of(m.TicketPost)
 COMMENTS = table_of(m.TicketComment)
 USER_DEPARTMENTS = table_of(m.UserDepartment)

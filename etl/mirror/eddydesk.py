@@ -78,7 +78,7 @@ class CustomField(MirroredRecord, Base):
     permissions: Mapped[dict[str, Any] | None]
 
 
-class CustomFieldOption(MirroredRecord, Base):
+class CustomFieldOption(InsertableRecord, Base):
     __tablename__ = "eddydesk_custom_field_options"
     scope: Mapped[str] = mapped_column(sa.String(16), primary_key=True, info={"meta": True})
     field_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False, info={"meta": True})

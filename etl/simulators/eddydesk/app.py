@@ -356,6 +356,8 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
         endpoint, record = dispatch(writes, method, parts, body, NotFound)
         if endpoint == "POST tickets" or endpoint == "PUT tickets":
             return endpoint, b'{"data":' + dump_single_ticket(record) + b"}"
+        if endpoint == "DELETE options":
+            return endpoint, orjson.dumps(record)  # the docs' own answer: an "errors" list with s-204
         return endpoint, orjson.dumps({"data": record})
 
     def _int(text: str) -> int:

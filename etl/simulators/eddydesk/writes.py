@@ -15,6 +15,12 @@ Readings of the docs (also in the README's simulator section):
   since the docs match users by e-mail. All errors of one request are answered together.
 - a ticket's description becomes its first reply; a user_email without user_id finds that user
   or creates a client, as the docs say.
+- custom-field options (POST …/custom_fields/{id}/options): more than 100 entries, an entry
+  without a name object, an unknown option id, a pid that is no option of the field, or a pid
+  that moves an existing option are refused (e-411), the whole request with them. The answer
+  lists the affected options in the order they were sent (as the docs' example does); new ones
+  go to the end of the field's list. Deleting an option answers the docs' own body: HTTP 200
+  with {"errors": [{"code": "s-204", ...}]}.
 """
 
 from __future__ import annotations
@@ -79,6 +85,43 @@ def _values(value: Any) -> list[Any]:
 
 class HelpdeskWrites:
     """Validates and applies one write; raises Refused with every problem found."""
+
+    def write_options(self, scope: str, field_id: int, body: Record) -> list[Record]:
+        items = body.get("options")
+        if not isinstance(items, list) or not items:
+            raise Refused(["Field {options} is required"])
+        if len(items) > 100:
+            raise Refused([f"Field {{options}} holds {len(items)} entries, at most 100 are allowed"])
+        options = self.state.options[scope][field_id]
+        by_id = {o["id"]: o for o in options}
+        problems = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), dict) or not item["name"]:
+                problems.append("Field {name} is required")
+                continue
+            option_id, pid = _number(item.get("id")), _number(item.get("pid"))
+            if item.get("id") is not None and option_id not in by_id:
+                problems.append(f"Option with id {{{item.get('id')}}} does not exist")
+            elif option_id is not None and pid is not None and pid != by_id[option_id]["pid"]:
+                problems.append(f"Option with id {{{option_id}}} cannot be moved across levels")
+            elif option_id is None and pid not in (None, 0) and pid not in by_id:
+                problems.append(f"Option with id {{{pid}}} does not exist")
+        if problems:
+            raise Refused(problems)
+        answer = []
+        next_id = max((o["id"] for by_field in self.state.options.values() for opts in by_field.values() for o in opts),
+                      default=0) + 1
+        for item in items:
+            option_id = _number(item.get("id"))
+            if option_id is not None:
+                by_id[option_id]["name"] = dict(item["name"])
+                answer.append(by_id[option_id])
+            else:
+                option = {"id": next_id, "pid": _number(item.get("pid")) or 0, "name": dict(item["name"])}
+                next_id += 1
+                options.append(option)
+                answer.append(option)
+        return answer
 
     def __init__(self, state: HelpdeskState) -> None:
         self.state = state
@@ -337,10 +380,27 @@ class HelpdeskWrites:
 
 
 def dispatch(writes: HelpdeskWrites, method: str, parts: list[str], body: Record,
-             not_found: Callable[[str], Exception]) -> tuple[str, Record]:
+             not_found: Callable[[str], Exception]) -> tuple[str, Any]:
     """(endpoint name, answer data) for a write; raises Refused or `not_found(details)`."""
     state = writes.state
     head, n = (parts[0] if parts else ""), len(parts)
+    scopes = {"custom_fields": "ticket", "users": "user", "organizations": "organization"}
+    at = 1 if head == "custom_fields" else 2
+    if head in scopes and parts[at - 1:at] == ["custom_fields"] and parts[at + 1:at + 2] == ["options"]:
+        scope, field_id = scopes[head], _number(parts[at])
+        if field_id is None or field_id not in state.options[scope]:
+            raise not_found(f"Field with id {{{parts[at]}}} does not exist")
+        if n == at + 2 and method == "POST":
+            return "POST options", writes.write_options(scope, field_id, body)
+        option_id = _number(parts[at + 2]) if n == at + 3 else None
+        if method == "DELETE" and option_id is not None:
+            options = state.options[scope][field_id]
+            if not any(o["id"] == option_id for o in options):
+                raise not_found(f"Option with id {{{option_id}}} does not exist")
+            options[:] = [o for o in options if o["id"] != option_id]
+            return "DELETE options", {"errors": [{"code": "s-204", "title": "No content",
+                                                  "details": f"Option with id {{{option_id}}} successfully deleted"}]}
+        raise not_found("Unknown API method")
     labels = {"tickets": (state.tickets, "Ticket"), "users": (state.users, "User"),
               "organizations": (state.organizations, "Organization")}
     if head not in labels:

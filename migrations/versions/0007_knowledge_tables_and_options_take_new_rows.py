@@ -1,7 +1,7 @@
-"""Udesk knowledge and KM tables that take new rows (write-back creates): server defaults
+"""Udesk knowledge and KM tables and EddyDesk custom-field options take new rows: server defaults
 
-A user INSERTs a catalog, question, useful expression or link, KM entity or entity value with a
-negative placeholder id and its columns only; `desksync push` creates it remotely and writes the
+A user INSERTs a catalog, question, useful expression or link, KM entity or entity value, or an
+EddyDesk custom-field option with a negative placeholder id and its columns only; `desksync push` creates it remotely and writes the
 real record in its place. The owner (agent_id) defaults to 0, the administrator.
 
 Revision ID: 0007
@@ -19,7 +19,7 @@ branch_labels = None
 depends_on = None
 
 TABLES = ('udesk_knowledge_catalogs', 'udesk_knowledge_questions', 'udesk_useful_expressions', 'udesk_useful_links',
-          'udesk_km_entities')
+          'udesk_km_entities', 'eddydesk_custom_field_options')
 OWNED = TABLES[:4]
 
 

@@ -1,0 +1,227 @@
+"""Push EddyDesk custom-field options (seed 003): renames and new options in batches, deletions.
+
+What a user does (plain SQL on `eddydesk_custom_field_options`, with a
+`[connections.X.push.custom_field_options]` section):
+- UPDATE name_display: the option's name in the connection's language (its other languages are
+  kept);
+- INSERT a row with a negative placeholder id, its scope (ticket, user or organization),
+  field_id, name_display and, in a hierarchy field, pid (an existing option's id);
+- mark a row for deletion (`is_deleted = true`, `deleted_at` empty) with `allow_delete = true`.
+
+POST …/custom_fields/{id}/options adds and renames options, "100 entries per request" at most
+(the docs' limit): a push sends one request per field and 100 changed options, not one per option.
+The answer lists the affected options; the docs' example lists them in the order sent. Renames
+are matched to it by id, new options by parent and name in that order. DELETE …/options/{id}
+removes one option; its answer is the docs' "s-204" body.
+
+A batch with new options records each one's intent first. After a lost answer, the field's
+options are listed and a new option whose parent and name are there is taken as made: options
+have no other key, so an option someone else gave the same name under the same parent meanwhile
+would be taken for ours.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from etl.clients.eddydesk import SYSTEM, EddyDeskClient
+from etl.config import EddyDeskConnection, EddyDeskPush
+from etl.diff.columns import Writable, to_text
+from etl.diff.conflicts import open_conflict_ids
+from etl.errors import ApiError, MalformedResponse
+from etl.extract.context import helpdesk_writer
+from etl.load.journal import (
+    PUSH_LOG,
+    PlannedWrite,
+    PushOutcome,
+    held_ids,
+    hold,
+    hold_unsendable,
+    log_attempt,
+    log_done,
+    send_concurrently,
+)
+from etl.mirror.rows import RowBuilder
+from etl.streams.eddydesk import BY_NAME
+
+PREFIX = {"ticket": "custom_fields/", "user": "users/custom_fields/", "organization": "organizations/custom_fields/"}
+BATCH = 100  # "The general limit for adding/updating options is 100 entries per request"
+
+
+def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPush, language: str,
+         retry_failed: bool) -> PushOutcome:
+    """What a push of the options would send (`--dry-run` prints it)."""
+    outcome = PushOutcome()
+    t = spec.table
+    builder = RowBuilder(t, UTC, language)
+    held = held_ids(conn, connection, t.name)
+    conflicted = open_conflict_ids(conn, connection, t.name)
+    rows = conn.execute(sa.select(t.c.scope, t.c.field_id, t.c.id, t.c.pid, t.c.raw, t.c.is_deleted, t.c.name_display)
+                        .where(t.c.connection == connection, sa.or_(t.c.is_deleted.is_(False), t.c.deleted_at.is_(None)))
+                        .order_by(t.c.scope, t.c.field_id, t.c.id.desc())).mappings().all()
+    for row in rows:
+        record_id, scope = int(row["id"]), str(row["scope"])
+        where = {"scope": scope, "field_id": int(row["field_id"])}
+        path = f"{PREFIX.get(scope, PREFIX['ticket'])}{row['field_id']}/options/"
+        local = to_text(row["name_display"], UTC)
+        if record_id < 0:
+            if row["is_deleted"]:
+                continue
+            option: dict[str, Any] = {"name": {language: local}, **({"pid": int(row["pid"])} if row["pid"] else {})}
+            write = PlannedWrite(t.name, record_id, "create", [("name_display", None, local)],
+                                 payload={"path": path, **where, "option": option})
+            if not local:
+                write.problem = "a new option needs a name (name_display)"
+        elif row["is_deleted"]:
+            if not push.allow_delete:
+                outcome.skipped_deletes += 1
+                continue
+            write = PlannedWrite(t.name, record_id, "delete", payload={"path": f"{path}{record_id}", **where})
+        else:
+            raw = row["raw"] if isinstance(row["raw"], dict) else orjson.loads(row["raw"])
+            base = to_text(builder.build(raw)[0].get("name_display"), UTC)
+            if base == local:
+                continue
+            known = raw.get("name")
+            name = {**(known if isinstance(known, dict) else {}), language: local}
+            write = PlannedWrite(t.name, record_id, "update", [("name_display", base, local)],
+                                 payload={"path": path, **where, "option": {"id": record_id, "name": name}})
+            if not local:
+                write.problem = "an option's name cannot be emptied (delete the option instead)"
+        if scope not in PREFIX:
+            write.problem = f"scope {scope!r} is none of {', '.join(PREFIX)}"
+        outcome.consider(write, conflicted, held, retry_failed)
+    return outcome.finish(held)
+
+
+def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: EddyDeskConnection, spec: Writable,
+         outcome: PushOutcome) -> None:
+    language = settings.language
+    ready = hold_unsendable(engine, connection, outcome)
+    batches: dict[tuple[str, int], list[PlannedWrite]] = defaultdict(list)
+    for write in ready:
+        if write.operation != "delete":
+            batches[(write.payload["scope"], write.payload["field_id"])].append(write)
+    for (scope, field_id), writes in batches.items():
+        for start in range(0, len(writes), BATCH):
+            _send_batch(engine, client, connection, settings, spec, outcome, scope, field_id, writes[start:start + BATCH],
+                        language)
+
+    def send_one(write: PlannedWrite) -> None:
+        try:
+            client.session.request_json("DELETE", write.payload["path"])
+        except ApiError as exc:
+            if exc.status != 404:  # already gone: what we wanted
+                raise
+
+    def written(conn: sa.Connection, done: list[tuple[PlannedWrite, None]]) -> None:
+        t = spec.table
+        conn.execute(t.update().where(t.c.connection == connection, t.c.id.in_([w.record_id for w, _ in done]))
+                     .values(deleted_at=datetime.now(UTC)))
+
+    send_concurrently(engine, connection, spec.table.name, outcome, [w for w in ready if w.operation == "delete"],
+                      send_one, written, settings.concurrency)
+
+
+def _send_batch(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: EddyDeskConnection,
+                spec: Writable, outcome: PushOutcome, scope: str, field_id: int, writes: list[PlannedWrite],
+                language: str) -> None:
+    """One POST with up to 100 options of one field; its answer written back in one transaction."""
+    creates = [w for w in writes if w.operation == "create"]
+    lost = _earlier_intents(engine, connection, spec.table.name, [w.record_id for w in creates])
+    with engine.begin() as conn:
+        for write in creates:
+            log_attempt(conn, connection, write, "intent", None, None)
+    path = writes[0].payload["path"]
+    answers: dict[int, dict[str, Any]] = {}
+    if lost:
+        listed = _all_options(client, path)
+        for write in creates:
+            if write.record_id in lost:
+                found = _take(listed, write.payload["option"], language)
+                if found is not None:
+                    answers[write.record_id] = found
+    to_send = [w for w in writes if w.record_id not in answers]
+    if to_send:
+        outcome.sent += len(to_send)
+        try:
+            # never retried blindly when it creates: a lost answer may have made the options already
+            body = client.session.request_json("POST", path, json={"options": [w.payload["option"] for w in to_send]},
+                                               retry=not any(w.operation == "create" for w in to_send)).body
+        except ApiError as exc:
+            with engine.begin() as conn:
+                for write in to_send:
+                    hold(conn, connection, write, exc.code, exc.message)
+            outcome.failed += len(to_send)
+            to_send, writes = [], [w for w in writes if w.record_id in answers]
+        else:
+            answers.update(_match(body, to_send, language, path))
+    if not writes:
+        return
+    writer = helpdesk_writer(BY_NAME[f"{scope}_custom_field_options"], settings, connection, keep_local_edits=False)
+    t = spec.table
+    with engine.begin() as conn:
+        writer.upsert(conn, [answers[w.record_id] for w in writes], None, scope={"scope": scope, "field_id": field_id})
+        placeholders = [w.record_id for w in writes if w.operation == "create"]
+        if placeholders:
+            conn.execute(t.delete().where(t.c.connection == connection, t.c.id.in_(placeholders)))
+        for write in creates:
+            if write.record_id in answers:
+                write.payload = {**write.payload, "id": answers[write.record_id]["id"]}
+        log_done(conn, connection, t.name, writes)
+    outcome.ok += len(to_send)
+
+
+def _earlier_intents(engine: sa.Engine, connection: str, table: str, record_ids: list[int]) -> set[int]:
+    """The new options an earlier push started to create (their answer may have been lost)."""
+    if not record_ids:
+        return set()
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(PUSH_LOG.c.record_id).where(
+            PUSH_LOG.c.connection == connection, PUSH_LOG.c.table_name == table, PUSH_LOG.c.operation == "create",
+            PUSH_LOG.c.status == "intent", PUSH_LOG.c.record_id.in_(record_ids))).scalars())
+
+
+def _all_options(client: EddyDeskClient, path: str) -> list[dict[str, Any]]:
+    page = client.list_page(path)
+    options = list(page.records)
+    for number in range(2, page.total_pages + 1):
+        options += client.list_page(path, {"page": number}).records
+    return options
+
+
+def _take(options: list[dict[str, Any]], sent: dict[str, Any], language: str) -> dict[str, Any] | None:
+    """The first option with the sent parent and name, removed from `options` (each matches once)."""
+    pid, name = int(sent.get("pid") or 0), sent["name"].get(language)
+    for n, option in enumerate(options):
+        names = option.get("name")
+        if int(option.get("pid") or 0) == pid and isinstance(names, dict) and names.get(language) == name:
+            return options.pop(n)
+    return None
+
+
+def _match(body: Any, sent: list[PlannedWrite], language: str, path: str) -> dict[int, dict[str, Any]]:
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise MalformedResponse(SYSTEM, "answer has no 'data' array", path=path)
+    affected = [o for o in body["data"] if isinstance(o, dict) and o.get("id") is not None]
+    by_id = {int(o["id"]): o for o in affected}
+    out: dict[int, dict[str, Any]] = {}
+    for write in sent:
+        if write.operation == "update":
+            if write.record_id not in by_id:
+                raise MalformedResponse(SYSTEM, f"the answer does not list option {write.record_id}", path=path)
+            out[write.record_id] = by_id[write.record_id]
+    created = [o for o in affected if int(o["id"]) not in out]
+    for write in sent:
+        if write.operation == "create":
+            found = _take(created, write.payload["option"], language)
+            if found is None:
+                raise MalformedResponse(SYSTEM, f"the answer lists no new option named "
+                                        f"{write.payload['option']['name'].get(language)!r}", path=path)
+            out[write.record_id] = found
+    return out
