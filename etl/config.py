@@ -297,7 +297,8 @@ class LogConfig(_Frozen):
 
 
 class JobConfig(_Frozen):
-    """One scheduled job: a pull of one connection's streams on an interval or a cron cadence."""
+    """One scheduled job on an interval or a cron cadence: a pull of one connection's streams, or
+    a push of its tables with write-back configured (`streams` then names tables; empty: all)."""
 
     connection: str
     kind: Literal["pull", "push", "pipeline"] = "pull"
@@ -318,8 +319,10 @@ class JobConfig(_Frozen):
                 CronTrigger.from_crontab(self.cron)
             except ValueError as exc:
                 raise ValueError(f"cron {self.cron!r} is not a crontab expression: {exc}") from None
-        if self.kind != "pull":
-            raise ValueError(f"kind {self.kind!r} is not available yet (write-back and pipelines come later)")
+        if self.kind == "pipeline":
+            raise ValueError("kind 'pipeline' is not available yet (cross-system pipelines come later)")
+        if self.kind == "push" and self.reconcile:
+            raise ValueError("reconcile applies to pull jobs only")
         return self
 
 

@@ -393,27 +393,62 @@ class PushSummary:
     dry_run: bool
     tables: dict[str, Any] = field(default_factory=dict)  # table -> PushOutcome
     requests: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    run_id: int | None = None  # its sync_runs row (kind "push"); none for a dry run
 
     @property
     def failed(self) -> int:
         return sum(o.failed for o in self.tables.values())
 
+    def done(self, operation: str) -> int:
+        return sum(o.done.get(operation, 0) for o in self.tables.values())
+
 
 def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed: bool = False,
-         tables: tuple[str, ...] = (), transport: httpx.BaseTransport | None = None) -> PushSummary:
-    """Send the mirror's local edits of the tables with write-back configured."""
+         tables: tuple[str, ...] = (), transport: httpx.BaseTransport | None = None, job: str | None = None,
+         limiters: dict[str, RateLimiter] | None = None) -> PushSummary:
+    """Send the mirror's local edits of the tables with write-back configured; a run that sends
+    (not a dry run) is one sync_runs row of kind "push". `job` and `limiters` as for `sync`."""
     settings = config.connection(connection)
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     summary = PushSummary(connection, dry_run)
+    status, error = "failed", None
     try:
         ensure_current(engine)
+        if not dry_run:
+            with engine.begin() as conn:
+                summary.run_id = conn.execute(_RUNS.insert().values(
+                    connection=connection, kind="push", started_at=datetime.now(UTC), status="running",
+                    streams=list(tables), job=job, host=socket.gethostname(), pid=os.getpid(),
+                )).inserted_primary_key[0]  # type: ignore[index]
+
+        def connect() -> Client:
+            return _connect(connection, settings, transport, limiters)
+
         if isinstance(settings, ServiceGoConnection):
-            _push_servicego(engine, connection, settings, summary, retry_failed, tables, transport)
+            _push_servicego(engine, connection, settings, summary, retry_failed, tables, connect)
         elif isinstance(settings, EddyDeskConnection):
-            _push_eddydesk(engine, connection, settings, summary, retry_failed, tables, transport)
+            _push_eddydesk(engine, connection, settings, summary, retry_failed, tables, connect)
         else:
-            _push_knowledge(engine, connection, settings, summary, retry_failed, tables, transport)
+            _push_knowledge(engine, connection, settings, summary, retry_failed, tables, connect)
+        status = "ok"
+        if summary.failed:
+            error = f"{summary.failed} rows held with the remote's error (desksync status lists them)"
+    except (Stopped, KeyboardInterrupt):
+        status = "interrupted"
+        raise
+    except DesksyncError as exc:
+        error = str(exc)
+        raise
     finally:
+        if summary.run_id is not None:
+            with engine.begin() as conn:
+                conn.execute(_RUNS.update().where(_RUNS.c.id == summary.run_id).values(
+                    finished_at=datetime.now(UTC), status=status, requests=summary.requests,
+                    rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
+                    streams=list(summary.tables), records_read=sum(len(o.planned) for o in summary.tables.values()),
+                    rows_inserted=summary.done("create"), rows_updated=summary.done("update"),
+                    rows_deleted=summary.done("delete"), error=error))
         engine.dispose()
     return summary
 
@@ -429,7 +464,7 @@ class _PushTable:
 
 
 def _push_tables(engine: sa.Engine, connection: str, summary: PushSummary, tables: list[_PushTable],
-                 connect: Callable[[], Any], requests: Callable[[Any], int]) -> None:
+                 connect: Callable[[], Any]) -> None:
     """Plan and send each table in turn (a table's new rows exist remotely before the next table,
     which may refer to them, is planned); the client is opened only when something is sent."""
     client = None
@@ -449,12 +484,14 @@ def _push_tables(engine: sa.Engine, connection: str, summary: PushSummary, table
             table.send(client, outcome)
     finally:
         if client is not None:
-            summary.requests = requests(client)
+            sessions = [client.session, *([client.km] if getattr(client, "km", None) else [])]
+            summary.requests = sum(s.metrics.requests for s in sessions)
+            summary.rate_limit_wait_seconds = sum(s.rate_limit_wait_seconds for s in sessions)
             client.close()
 
 
 def _push_servicego(engine: sa.Engine, connection: str, settings: ServiceGoConnection, summary: PushSummary,
-                    retry_failed: bool, tables: tuple[str, ...], transport: httpx.BaseTransport | None) -> None:
+                    retry_failed: bool, tables: tuple[str, ...], connect: Callable[[], Any]) -> None:
     from zoneinfo import ZoneInfo
 
     from etl.load import servicego as load
@@ -469,12 +506,11 @@ def _push_servicego(engine: sa.Engine, connection: str, settings: ServiceGoConne
                           lambda conn: load.plan(conn, connection, obj, tz, retry_failed),
                           lambda client, outcome: load.send(engine, client, connection, obj, outcome))
 
-    _push_tables(engine, connection, summary, [table(o) for o in objects],
-                 lambda: servicego.connect(connection, settings, transport), lambda c: c.session.metrics.requests)
+    _push_tables(engine, connection, summary, [table(o) for o in objects], connect)
 
 
 def _push_eddydesk(engine: sa.Engine, connection: str, settings: EddyDeskConnection, summary: PushSummary,
-                   retry_failed: bool, tables: tuple[str, ...], transport: httpx.BaseTransport | None) -> None:
+                   retry_failed: bool, tables: tuple[str, ...], connect: Callable[[], Any]) -> None:
     from zoneinfo import ZoneInfo
 
     from etl.diff.eddydesk import OPTIONS, WRITABLE
@@ -497,12 +533,11 @@ def _push_eddydesk(engine: sa.Engine, connection: str, settings: EddyDeskConnect
                           lambda conn: load.plan(conn, connection, spec, settings.push[name], tz, retry_failed),
                           lambda client, outcome: load.send(engine, client, connection, settings, spec, outcome))
 
-    _push_tables(engine, connection, summary, [table(n) for n in names],
-                 lambda: eddydesk.connect(connection, settings, transport), lambda c: c.session.metrics.requests)
+    _push_tables(engine, connection, summary, [table(n) for n in names], connect)
 
 
 def _push_knowledge(engine: sa.Engine, connection: str, settings: UdeskKnowledgeConnection, summary: PushSummary,
-                    retry_failed: bool, tables: tuple[str, ...], transport: httpx.BaseTransport | None) -> None:
+                    retry_failed: bool, tables: tuple[str, ...], connect: Callable[[], Any]) -> None:
     from zoneinfo import ZoneInfo
 
     from etl.diff.udesk_knowledge import WRITABLE
@@ -526,11 +561,7 @@ def _push_knowledge(engine: sa.Engine, connection: str, settings: UdeskKnowledge
         return _PushTable(name, spec.table.name,
                           lambda conn: load.plan(conn, connection, spec, settings.push[name], tz, retry_failed), send)
 
-    def requests(client: udesk_km.KnowledgeClient) -> int:
-        return client.session.metrics.requests + (client.km.metrics.requests if client.km else 0)
-
-    _push_tables(engine, connection, summary, [table(n) for n in names],
-                 lambda: udesk_km.connect(connection, settings, transport), requests)
+    _push_tables(engine, connection, summary, [table(n) for n in names], connect)
 
 
 def resolve(config: Config, conflict_id: int, take: str) -> None:

@@ -12,6 +12,10 @@ Rules, and where each is kept:
 - An account blocked for its rate limit: its jobs wait until the block has ended.
 - A stop (SIGINT/SIGTERM) sets the event every running sync watches: the page in progress
   commits, the run is recorded as interrupted, and the next start resumes from the checkpoint.
+  A running push finishes (its writes are short, and each answer is written back as it comes).
+- A push job and a pull job of one connection take turns like any two jobs of one account: a push
+  of a table never runs while a pull of it does. Across processes a job that finds its account
+  busy is skipped until its next time, not queued.
 """
 
 from __future__ import annotations
@@ -153,7 +157,7 @@ class Runner:
                     log.info("job_skipped", reason="another scheduler is using this account's budget")
                     return
                 try:
-                    self._sync(name, spec, log)
+                    self._run(name, spec, log)
                 finally:
                     self.locks.release("account", spec.connection)
             finally:
@@ -161,14 +165,21 @@ class Runner:
         finally:
             self.locks.release("job", name)
 
-    def _sync(self, name: str, spec: JobConfig, log: Any) -> None:
+    def _run(self, name: str, spec: JobConfig, log: Any) -> None:
         failed = False
         try:
-            summary = jobs.sync(self.config, spec.connection, spec.streams, reconcile_deletes=spec.reconcile,
-                                stop=self.stop, job=name, limiters=self.limiters(spec.connection))
-            failed = summary.status != "ok"
-            log.info("job_finished", status=summary.status, requests=summary.requests, inserted=summary.inserted,
-                     updated=summary.updated, deleted=summary.deleted, seconds=round(summary.seconds, 2))
+            if spec.kind == "push":
+                # rows the remote refuses are held (status lists them): the job itself went well
+                pushed = jobs.push(self.config, spec.connection, tables=spec.streams, job=name,
+                                   limiters=self.limiters(spec.connection))
+                log.info("job_finished", kind="push", requests=pushed.requests, created=pushed.done("create"),
+                         updated=pushed.done("update"), deleted=pushed.done("delete"), held=pushed.failed)
+            else:
+                summary = jobs.sync(self.config, spec.connection, spec.streams, reconcile_deletes=spec.reconcile,
+                                    stop=self.stop, job=name, limiters=self.limiters(spec.connection))
+                failed = summary.status != "ok"
+                log.info("job_finished", status=summary.status, requests=summary.requests, inserted=summary.inserted,
+                         updated=summary.updated, deleted=summary.deleted, seconds=round(summary.seconds, 2))
         except (Stopped, KeyboardInterrupt):
             log.info("job_interrupted")
             return

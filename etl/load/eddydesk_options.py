@@ -174,7 +174,7 @@ def _send_batch(engine: sa.Engine, client: EddyDeskClient, connection: str, sett
             if write.record_id in answers:
                 write.payload = {**write.payload, "id": answers[write.record_id]["id"]}
         log_done(conn, connection, t.name, writes)
-    outcome.ok += len(to_send)
+    outcome.succeeded(to_send)
 
 
 def _earlier_intents(engine: sa.Engine, connection: str, table: str, record_ids: list[int]) -> set[int]:

@@ -54,6 +54,12 @@ class PushOutcome:
     skipped_deletes: int = 0
     stale_holds: list[int] = field(default_factory=list)  # held rows with nothing left to send
     wanted: set[int] = field(default_factory=set)  # rows with something to send
+    done: dict[str, int] = field(default_factory=dict)  # operation -> writes the remote took
+
+    def succeeded(self, writes: Sequence[PlannedWrite]) -> None:
+        self.ok += len(writes)
+        for write in writes:
+            self.done[write.operation] = self.done.get(write.operation, 0) + 1
 
     def consider(self, write: PlannedWrite, conflicted: set[int], held: set[int], retry_failed: bool) -> None:
         """Plan a write unless its row waits on a conflict, or was held and is not being retried."""
@@ -136,7 +142,7 @@ def send_creates(engine: sa.Engine, connection: str, outcome: PushOutcome, ready
             continue
         with engine.begin() as conn:
             created(conn, write, answer)
-        outcome.ok += 1
+        outcome.succeeded([write])
 
 
 def send_concurrently(engine: sa.Engine, connection: str, table: str, outcome: PushOutcome,
@@ -167,7 +173,7 @@ def send_concurrently(engine: sa.Engine, connection: str, table: str, outcome: P
                 if error is not None:
                     hold(conn, connection, write, error.code, error.message)
         outcome.sent += len(batch)
-        outcome.ok += len(done)
+        outcome.succeeded([write for write, _ in done])
         outcome.failed += len(batch) - len(done)
 
     writes = [w for w in ready if w.operation != "create"]

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -226,17 +226,18 @@ def test_a_failing_job_backs_off_while_the_others_go_on(sqlite_url, simulator, m
     try:
         proc = subprocess.Popen([sys.executable, "scheduler.py", "--config", str(config)], cwd=ROOT,
                                 env={**ENV, env_key: "not-the-key"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(7)
-        _stop(proc)
         engine = open_engine(sqlite_url)
+        _wait(lambda: sum(r.job == "bad" and r.status == "failed" for r in _runs(engine)) >= 3, 60, "three failed runs",
+              proc)
+        _stop(proc)
         runs = _runs(engine)
         bad = [r for r in runs if r.job == "bad"]
         good = [r for r in runs if r.job == "good"]
-        assert all(r.status == "failed" for r in bad)
-        # every 0.5 s would be about 14 runs; backing off 1, 2, 4 s leaves at most 5
-        assert 2 <= len(bad) <= 5, len(bad)
+        assert all(r.status == "failed" for r in bad[:3]) and all(r.status != "ok" for r in bad)
+        # every 0.5 s, unless it backs off: 1 s after the first failure, 2 s after the second, ...
         gaps = [(b.started_at - a.started_at).total_seconds() for a, b in zip(bad, bad[1:], strict=False)]
-        assert gaps == sorted(gaps) and gaps[-1] >= 1.5, gaps
+        assert gaps == sorted(gaps) and gaps[0] >= 0.9 and gaps[1] >= 1.8, gaps
+        assert len(good) > len(bad), "the good job must go on at its own pace"
         # the stop may catch the last good run midway: it ends "interrupted", not failed
         assert len(good) >= 6 and all(r.status == "ok" for r in good[:-1]), [r.status for r in good]
         assert good[-1].status in ("ok", "interrupted"), good[-1].status
@@ -250,3 +251,40 @@ def test_a_failing_job_backs_off_while_the_others_go_on(sqlite_url, simulator, m
         engine.dispose()
     finally:
         os.environ.pop(env_key, None)
+
+
+def test_a_scheduled_push_sends_local_edits_and_takes_turns_with_the_pull(sqlite_url, simulator, make_config, tmp_path):
+    server = simulator(Sizes(tickets=60, users=10, organizations=2, kb_articles=2))
+    make_config(sqlite_url, server)
+    push = {"tickets": {"conflict_policy": "local_wins"}}
+    config = _config(tmp_path / "desksync.toml", sqlite_url, {"helpdesk": connection_settings(server, push=push)},
+                     {"pull": {"connection": "helpdesk", "every_seconds": 0.5},
+                      "push": {"connection": "helpdesk", "kind": "push", "streams": ["tickets"], "every_seconds": 0.5}})
+    engine = open_engine(sqlite_url)
+    proc = _scheduler(config)
+    _wait(lambda: _ok_after(engine, "pull", datetime(2000, 1, 1, tzinfo=UTC)), 60, "the first pull", proc)
+    edited: list[int] = []
+    for round_ in range(4):  # local edits while both jobs keep running
+        ids = list(range(1 + round_ * 5, 6 + round_ * 5))
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE eddydesk_tickets SET title = 'Scheduled ' || id WHERE id IN ("
+                                 + ", ".join(map(str, ids)) + ")"))
+        edited += ids
+        time.sleep(0.7)
+    after_edits = datetime.now(UTC)
+    _wait(lambda: _ok_after(engine, "push", after_edits), 60, "a push after the last edit", proc)
+    _wait(lambda: _ok_after(engine, "pull", after_edits + timedelta(seconds=0.5)), 60, "a pull after that", proc)
+    _stop(proc)
+
+    assert all(server.state.tickets.records[i]["title"] == f"Scheduled {i}" for i in edited)
+    t = table_of(SyncRun)
+    with engine.connect() as conn:
+        pushes = conn.execute(sa.select(t.c.kind, t.c.status, t.c.rows_updated, t.c.requests).where(t.c.job == "push")).all()
+    assert {p.kind for p in pushes} == {"push"} and all(p.status == "ok" for p in pushes)
+    assert sum(p.rows_updated for p in pushes) == len(edited), "each edit is sent once"
+    assert sum(p.requests for p in pushes) == len(edited)
+    runs = _runs(engine)
+    _assert_no_overlaps(runs, key=lambda r: r.job)
+    _assert_no_overlaps(runs, key=lambda r: r.connection)  # the push and the pull take turns
+    assert_mirror_matches(engine, server.state, check_hard_deletes=False)
+    engine.dispose()
