@@ -43,9 +43,9 @@ from etl.errors import ApiError, MalformedResponse
 from etl.extract.children import add_pending
 from etl.extract.context import helpdesk_writer
 from etl.load.journal import (
-    PUSH_LOG,
     PlannedWrite,
     PushOutcome,
+    earlier_intents,
     held_ids,
     hold_unsendable,
     log_attempt,
@@ -244,18 +244,6 @@ def _data(body: Any, path: str) -> dict[str, Any]:
     return body["data"]
 
 
-def _earlier_intent(engine: sa.Engine, connection: str, write: PlannedWrite) -> datetime | None:
-    """When an earlier attempt at this create started, if one did (its answer may have been lost)."""
-    with engine.connect() as conn:
-        at = conn.execute(sa.select(sa.func.min(PUSH_LOG.c.at)).where(
-            PUSH_LOG.c.connection == connection, PUSH_LOG.c.table_name == write.table,
-            PUSH_LOG.c.record_id == write.record_id, PUSH_LOG.c.operation == "create",
-            PUSH_LOG.c.status == "intent")).scalar()
-    if isinstance(at, str):
-        at = datetime.fromisoformat(at)
-    return at if at is None or at.tzinfo else at.replace(tzinfo=UTC)
-
-
 def _find_existing(client: EddyDeskClient, spec: Writable, push: EddyDeskPush, write: PlannedWrite,
                    since: datetime | None, tz: tzinfo) -> dict[str, Any] | None:
     """The remote record a new row stands for: by its unique member (users, organizations), or
@@ -284,7 +272,7 @@ def _find_existing(client: EddyDeskClient, spec: Writable, push: EddyDeskPush, w
 def _create(engine: sa.Engine, client: EddyDeskClient, connection: str, spec: Writable, push: EddyDeskPush,
             write: PlannedWrite, tz: tzinfo) -> dict[str, Any]:
     """Create (or update the matching record), recording the intent first; the answer's record."""
-    since = _earlier_intent(engine, connection, write)
+    since = earlier_intents(engine, connection, write.table, [write.record_id]).get(write.record_id)
     with engine.begin() as conn:
         log_attempt(conn, connection, write, "intent", None, None)
     existing = _find_existing(client, spec, push, write, since, tz)

@@ -36,9 +36,9 @@ from etl.diff.conflicts import open_conflict_ids
 from etl.errors import ApiError, MalformedResponse
 from etl.extract.context import helpdesk_writer
 from etl.load.journal import (
-    PUSH_LOG,
     PlannedWrite,
     PushOutcome,
+    earlier_intents,
     held_ids,
     hold,
     hold_unsendable,
@@ -133,7 +133,7 @@ def _send_batch(engine: sa.Engine, client: EddyDeskClient, connection: str, sett
                 language: str) -> None:
     """One POST with up to 100 options of one field; its answer written back in one transaction."""
     creates = [w for w in writes if w.operation == "create"]
-    lost = _earlier_intents(engine, connection, spec.table.name, [w.record_id for w in creates])
+    lost = set(earlier_intents(engine, connection, spec.table.name, [w.record_id for w in creates]))
     with engine.begin() as conn:
         for write in creates:
             log_attempt(conn, connection, write, "intent", None, None)
@@ -175,16 +175,6 @@ def _send_batch(engine: sa.Engine, client: EddyDeskClient, connection: str, sett
                 write.payload = {**write.payload, "id": answers[write.record_id]["id"]}
         log_done(conn, connection, t.name, writes)
     outcome.succeeded(to_send)
-
-
-def _earlier_intents(engine: sa.Engine, connection: str, table: str, record_ids: list[int]) -> set[int]:
-    """The new options an earlier push started to create (their answer may have been lost)."""
-    if not record_ids:
-        return set()
-    with engine.connect() as conn:
-        return set(conn.execute(sa.select(PUSH_LOG.c.record_id).where(
-            PUSH_LOG.c.connection == connection, PUSH_LOG.c.table_name == table, PUSH_LOG.c.operation == "create",
-            PUSH_LOG.c.status == "intent", PUSH_LOG.c.record_id.in_(record_ids))).scalars())
 
 
 def _all_options(client: EddyDeskClient, path: str) -> list[dict[str, Any]]:

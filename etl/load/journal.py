@@ -114,6 +114,22 @@ def log_attempt(conn: sa.Connection, connection: str, write: PlannedWrite, statu
                                           code=code, message=message, at=datetime.now(UTC)))
 
 
+def earlier_intents(engine: sa.Engine, connection: str, table: str, record_ids: list[int]) -> dict[int, datetime]:
+    """New rows an earlier push started to create (their answer may have been lost): when it first tried."""
+    if not record_ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(PUSH_LOG.c.record_id, sa.func.min(PUSH_LOG.c.at)).where(
+            PUSH_LOG.c.connection == connection, PUSH_LOG.c.table_name == table, PUSH_LOG.c.operation == "create",
+            PUSH_LOG.c.status == "intent", PUSH_LOG.c.record_id.in_(record_ids)).group_by(PUSH_LOG.c.record_id)).all()
+    out = {}
+    for record_id, at in rows:
+        if isinstance(at, str):  # SQLite without the column type's processing (an aggregate)
+            at = datetime.fromisoformat(at)
+        out[int(record_id)] = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return out
+
+
 def log_done(conn: sa.Connection, connection: str, table: str, writes: Sequence[PlannedWrite]) -> None:
     """Successful writes: released from the held rows, one `ok` log row each."""
     if not writes:

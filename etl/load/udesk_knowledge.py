@@ -52,9 +52,9 @@ from etl.diff.udesk_knowledge import CREATE_ONLY, VALUES, parse_values, record_v
 from etl.errors import ApiError, MalformedResponse
 from etl.extract.udesk_knowledge import STREAMS, knowledge_writer
 from etl.load.journal import (
-    PUSH_LOG,
     PlannedWrite,
     PushOutcome,
+    earlier_intents,
     held_ids,
     hold_unsendable,
     log_attempt,
@@ -359,15 +359,6 @@ def _overrides(stream: str, row: Any, raw: dict[str, Any], record: dict[str, Any
     return {"knowledge_type": row["knowledge_type"], "agent_id": row["agent_id"], "depth": row["depth"], "path": path}
 
 
-def _earlier_intent(engine: sa.Engine, connection: str, write: PlannedWrite) -> bool:
-    """Whether an earlier attempt at this create started (its answer may have been lost)."""
-    with engine.connect() as conn:
-        return conn.execute(sa.select(PUSH_LOG.c.id).where(
-            PUSH_LOG.c.connection == connection, PUSH_LOG.c.table_name == write.table,
-            PUSH_LOG.c.record_id == write.record_id, PUSH_LOG.c.operation == "create",
-            PUSH_LOG.c.status == "intent").limit(1)).first() is not None
-
-
 def _refused(message: str) -> ApiError:
     return ApiError(SYSTEM, message, code="local")
 
@@ -382,7 +373,7 @@ def _create(engine: sa.Engine, client: KnowledgeClient, connection: str, spec: W
             raise _refused(f"parent catalog {write.parent_id} was not created (see its held row)")
         body = {"knowledge_catalog": {**body["knowledge_catalog"], "parent_id": new_ids[write.parent_id]}}
         write.payload = {**write.payload, "body": body}
-    lost = _earlier_intent(engine, connection, write)
+    lost = write.record_id in earlier_intents(engine, connection, write.table, [write.record_id])
     with engine.begin() as conn:
         log_attempt(conn, connection, write, "intent", None, None)
     if stream == "km_entities":
