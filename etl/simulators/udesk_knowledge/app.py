@@ -17,6 +17,9 @@ with the documented checks (owner, four levels, unique sibling names, content un
 KM entities can be created, updated (valueList changeType 1 added, 2 modified, 3 deleted),
 enabled or disabled and deleted (`force` has no effect: nothing here uses entities). apiName
 must be letters, digits or underscores and unique per robot; remark at most 255 characters.
+A question update keeps title, content and content type given as "" or null (the seed's note)
+and refuses last_max not after last_min (code 2000). `write_delay` (a setting) holds a write's
+answer back after the write is made, for the kill tests.
 """
 
 from __future__ import annotations
