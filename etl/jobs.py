@@ -490,6 +490,14 @@ def _push_tables(engine: sa.Engine, connection: str, summary: PushSummary, table
             client.close()
 
 
+def _push_names(connection: str, order: tuple[str, ...], push: dict[str, Any], tables: tuple[str, ...]) -> list[str]:
+    """The tables a push covers, in the order their creates must go (asked ones, or all configured)."""
+    names = [n for n in order if n in push and (not tables or n in tables)]
+    if not names:
+        raise DesksyncError(f"connection {connection!r}: no table has a push section (see config/desksync.example.toml)")
+    return names
+
+
 def _push_servicego(engine: sa.Engine, connection: str, settings: ServiceGoConnection, summary: PushSummary,
                     retry_failed: bool, tables: tuple[str, ...], connect: Callable[[], Any]) -> None:
     from zoneinfo import ZoneInfo
@@ -517,9 +525,7 @@ def _push_eddydesk(engine: sa.Engine, connection: str, settings: EddyDeskConnect
     from etl.load import eddydesk as load
     from etl.load import eddydesk_options as options
 
-    names = [n for n in load.ORDER if n in settings.push and (not tables or n in tables)]
-    if not names:
-        raise DesksyncError(f"connection {connection!r}: no table has a push section (see config/desksync.example.toml)")
+    names = _push_names(connection, load.ORDER, settings.push, tables)
     tz = ZoneInfo(settings.timezone)
 
     def table(name: str) -> _PushTable:
@@ -543,20 +549,17 @@ def _push_knowledge(engine: sa.Engine, connection: str, settings: UdeskKnowledge
     from etl.diff.udesk_knowledge import WRITABLE
     from etl.load import udesk_knowledge as load
 
-    names = [n for n in load.ORDER if n in settings.push and (not tables or n in tables)]
-    if not names:
-        raise DesksyncError(f"connection {connection!r}: no table has a push section (see config/desksync.example.toml)")
+    names = _push_names(connection, load.ORDER, settings.push, tables)
     if "km_entities" in names and not settings.km_base_url:
         raise DesksyncError(f"connection {connection!r}: pushing km_entities needs km_base_url (the KM entity API)")
     tz = ZoneInfo(settings.timezone)
-    lookups: dict[str, load.Lookups] = {}  # the remote lists new rows are matched in, fetched once a push
+    lookups = load.Lookups()  # the remote lists new rows are matched in, fetched once a push
 
     def table(name: str) -> _PushTable:
         spec = WRITABLE[name]
 
         def send(client: udesk_km.KnowledgeClient, outcome: Any) -> None:
-            found = lookups.setdefault("run", load.Lookups(client))
-            load.send(engine, client, connection, settings, spec, outcome, found)
+            load.send(engine, client, connection, settings, spec, outcome, lookups)
 
         return _PushTable(name, spec.table.name,
                           lambda conn: load.plan(conn, connection, spec, settings.push[name], tz, retry_failed), send)

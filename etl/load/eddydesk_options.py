@@ -101,7 +101,6 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
 
 def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: EddyDeskConnection, spec: Writable,
          outcome: PushOutcome) -> None:
-    language = settings.language
     ready = hold_unsendable(engine, connection, outcome)
     batches: dict[tuple[str, int], list[PlannedWrite]] = defaultdict(list)
     for write in ready:
@@ -109,8 +108,7 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
             batches[(write.payload["scope"], write.payload["field_id"])].append(write)
     for (scope, field_id), writes in batches.items():
         for start in range(0, len(writes), BATCH):
-            _send_batch(engine, client, connection, settings, spec, outcome, scope, field_id, writes[start:start + BATCH],
-                        language)
+            _send_batch(engine, client, connection, settings, spec, outcome, scope, field_id, writes[start:start + BATCH])
 
     def send_one(write: PlannedWrite) -> None:
         try:
@@ -129,9 +127,9 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
 
 
 def _send_batch(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: EddyDeskConnection,
-                spec: Writable, outcome: PushOutcome, scope: str, field_id: int, writes: list[PlannedWrite],
-                language: str) -> None:
+                spec: Writable, outcome: PushOutcome, scope: str, field_id: int, writes: list[PlannedWrite]) -> None:
     """One POST with up to 100 options of one field; its answer written back in one transaction."""
+    language = settings.language
     creates = [w for w in writes if w.operation == "create"]
     lost = set(earlier_intents(engine, connection, spec.table.name, [w.record_id for w in creates]))
     with engine.begin() as conn:

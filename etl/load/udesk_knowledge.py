@@ -240,23 +240,23 @@ def _stream(name: str) -> Any:
 
 
 class Lookups:
-    """The remote lists a run looks new rows up in, each fetched once per push (then kept current)."""
+    """The remote lists a push looks new rows up in, each fetched once per push (then kept current)."""
 
-    def __init__(self, client: KnowledgeClient) -> None:
-        self.client = client
+    def __init__(self) -> None:
         self.trees: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self.entities: dict[int, list[dict[str, Any]]] = {}
 
-    def catalog(self, knowledge_type: str, agent_id: int, parent_id: int, name: str) -> dict[str, Any] | None:
+    def catalog(self, client: KnowledgeClient, knowledge_type: str, agent_id: int, parent_id: int,
+                name: str) -> dict[str, Any] | None:
         key = (knowledge_type, agent_id)
         if key not in self.trees:
-            self.trees[key] = [c["record"] for c in self.client.catalogs(knowledge_type, agent_id)]
+            self.trees[key] = [c["record"] for c in client.catalogs(knowledge_type, agent_id)]
         return next((c for c in self.trees[key] if int(c.get("parent_id") or 0) == parent_id and c.get("name") == name),
                     None)
 
-    def entity(self, robot_id: int, api_name: str) -> dict[str, Any] | None:
+    def entity(self, client: KnowledgeClient, robot_id: int, api_name: str) -> dict[str, Any] | None:
         if robot_id not in self.entities:
-            self.entities[robot_id] = self.client.entities(robot_id)
+            self.entities[robot_id] = client.entities(robot_id)
         return next((e for e in self.entities[robot_id] if e.get("apiName") == api_name), None)
 
     def created(self, stream: str, write: PlannedWrite, record: dict[str, Any]) -> None:
@@ -280,7 +280,7 @@ def send(engine: sa.Engine, client: KnowledgeClient, connection: str, settings: 
     new_ids: dict[int, int] = {}  # this run's new catalogs: placeholder -> id
 
     def create(write: PlannedWrite) -> dict[str, Any]:
-        return _create(engine, client, connection, spec, push, write, lookups, new_ids, tz)
+        return _create(engine, client, connection, spec, push, write, lookups, new_ids)
 
     def created(conn: sa.Connection, write: PlannedWrite, record: dict[str, Any]) -> None:
         _created(conn, writer, spec, connection, write, record)
@@ -364,7 +364,7 @@ def _refused(message: str) -> ApiError:
 
 
 def _create(engine: sa.Engine, client: KnowledgeClient, connection: str, spec: Writable, push: KnowledgePush,
-            write: PlannedWrite, lookups: Lookups, new_ids: dict[int, int], tz: tzinfo) -> dict[str, Any]:
+            write: PlannedWrite, lookups: Lookups, new_ids: dict[int, int]) -> dict[str, Any]:
     """Create (or update the matching record), recording the intent first; the record as listed."""
     stream = spec.stream
     body = write.payload["body"]
@@ -382,7 +382,8 @@ def _create(engine: sa.Engine, client: KnowledgeClient, connection: str, spec: W
         spec_body = body["knowledge_catalog"]
         parent = int(spec_body.get("parent_id") or 0)
         if push.upsert or lost:
-            existing = lookups.catalog(spec_body["knowledge_type_name"], spec_body["agent_id"], parent, spec_body["name"])
+            existing = lookups.catalog(client, spec_body["knowledge_type_name"], spec_body["agent_id"], parent,
+                                       spec_body["name"])
             if existing is not None:
                 write.payload = {**write.payload, "matched": existing["id"]}
                 return {"id": int(existing["id"]), "parent_id": parent, "name": existing.get("name")}
@@ -414,7 +415,8 @@ def _create_entity(client: KnowledgeClient, write: PlannedWrite, lookups: Lookup
     robot and apiName) is updated to the row instead."""
     assert client.km is not None
     body, added = write.payload["body"], write.payload["values"]
-    existing = lookups.entity(int(body["robotId"]), str(body["apiName"])) if look_up and "robotId" in body else None
+    existing = (lookups.entity(client, int(body["robotId"]), str(body["apiName"]))
+                if look_up and "robotId" in body else None)
     if existing is not None:
         write.payload = {**write.payload, "matched": existing["id"]}
         local = [(-n, v["originalValue"], v["similarValueList"]) for n, v in enumerate(added, start=1)]

@@ -43,6 +43,18 @@ def _sql(engine: sa.Engine, statement: str, **params: Any) -> None:
         conn.execute(sa.text(statement), params)
 
 
+def _assert_settled(server: SimulatorServer, config: Any, engine: sa.Engine) -> None:
+    """Nothing is left to send; the next pull brings our own changes back as they are (no echo:
+    no conflict, nothing pushed again) and the mirror matches the remote."""
+    server.stats.__init__()
+    assert jobs.push(config, "helpdesk").requests == 0, "nothing changed: nothing is sent"
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    assert open_conflicts_of(engine) == []
+    server.stats.__init__()
+    assert jobs.push(config, "helpdesk").requests == 0
+    assert_mirror_matches(engine, server.state, check_hard_deletes=False)
+
+
 def _writes(server: SimulatorServer) -> dict[str, int]:
     return {k: v for k, v in server.stats.by_endpoint.items() if k.split()[0] in ("POST", "PUT", "DELETE")}
 
@@ -123,14 +135,7 @@ def test_local_updates_inserts_and_deletions_arrive_exactly(db_url: str, simulat
         raw = conn.execute(sa.text("SELECT raw FROM eddydesk_users WHERE email = 'ada@example.com'")).scalar()
         assert "api_key" not in str(raw) and "password" not in str(raw)
 
-    server.stats.__init__()
-    assert jobs.push(config, "helpdesk").requests == 0, "nothing changed: nothing is sent"
-    # no echo: the next pull brings our own changes back as they are, and nothing is pushed again
-    assert jobs.sync(config, "helpdesk").status == "ok"
-    assert open_conflicts_of(engine) == []
-    server.stats.__init__()
-    assert jobs.push(config, "helpdesk").requests == 0
-    assert_mirror_matches(engine, state, check_hard_deletes=False)
+    _assert_settled(server, config, engine)
     engine.dispose()
 
 
@@ -164,13 +169,7 @@ def test_custom_field_options_go_in_batches_of_at_most_100(db_url: str, simulato
     assert names == sorted(f"New option {n}" for n in range(1, 151))
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM eddydesk_custom_field_options WHERE id < 0")).scalar() == 0
-    server.stats.__init__()
-    assert jobs.push(config, "helpdesk").requests == 0
-    assert jobs.sync(config, "helpdesk").status == "ok"
-    assert open_conflicts_of(engine) == []
-    server.stats.__init__()
-    assert jobs.push(config, "helpdesk").requests == 0
-    assert_mirror_matches(engine, state, check_hard_deletes=False)
+    _assert_settled(server, config, engine)
     engine.dispose()
 
 
