@@ -54,7 +54,8 @@ def child(args: argparse.Namespace) -> None:
     if args.push:
         with open_engine(url).begin() as conn:  # 10,000 local edits
             conn.execute(sa.text("UPDATE servicego_case SET remark = 'checked ' || id "
-                                 "WHERE id IN (SELECT id FROM servicego_case ORDER BY id LIMIT :n)"), {"n": args.push})
+                                 "WHERE id IN (SELECT id FROM servicego_case WHERE NOT is_deleted ORDER BY id LIMIT :n)"),
+                         {"n": args.push})
         started = time.perf_counter()
         pushed = jobs.push(config, "bench")
         elapsed = time.perf_counter() - started
