@@ -296,12 +296,98 @@ class LogConfig(_Frozen):
     json_output: bool | None = Field(default=None, alias="json")
 
 
-class JobConfig(_Frozen):
-    """One scheduled job on an interval or a cron cadence: a pull of one connection's streams, or
-    a push of its tables with write-back configured (`streams` then names tables; empty: all)."""
+class PipelineLookup(_Frozen):
+    """A reference through the id map: the target id that an earlier step wrote for the source
+    record `key` renders (a template giving the source id; empty or "0": no reference)."""
 
-    connection: str
+    lookup: str  # a step of the same pipeline (or its own, for a tree's parent)
+    key: str
+    empty: int | None = None  # the value when there is no reference (knowledge: 0, the top level)
+
+
+MapValue = PipelineLookup | str | bool | int | float | list[Any]
+
+
+class TreeFold(_Frozen):
+    """A source tree deeper than the target allows: records below `max_depth` are not written;
+    they and what refers to them go to their ancestor at `max_depth` (the run reports which)."""
+
+    parent: str  # the source column holding the parent's id (empty or 0: top level)
+    max_depth: Annotated[int, Field(ge=1)]
+
+
+PIPELINE_TARGETS = {"eddydesk": ("users", "organizations"),
+                    "udesk_knowledge": ("catalogs", "questions", "useful_expressions", "useful_links")}
+
+
+class PipelineStep(_Frozen):
+    """One source object into one target object: `map` gives each target field a template
+    ("{{ column }}"; text without braces is a constant), a number or list constant, or a lookup."""
+
+    name: str
+    source_table: str | None = None  # a mirror table (its rows of the source connection)
+    sql: str | None = None  # or a query (`:connection` is the source connection)
+    source_object: str | None = None  # the id map's name for the source (default: source_table)
+    id_column: str = "id"
+    only_if: str | None = None  # a template: rows for which it renders empty, "0" or "false" are skipped
+    target_object: str  # EddyDesk and knowledge: the table's stream name; ServiceGo: objectApiName
+    match: tuple[str, ...] = ()  # target fields: an existing target record with equal values is taken over
+    match_ignore_case: bool = False
+    map: dict[str, MapValue]
+    on_create: dict[str, MapValue] = {}  # only for creates (EddyDesk users: group_id, department = [ids])
+    tree: TreeFold | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> PipelineStep:
+        if (self.source_table is None) == (self.sql is None):
+            raise ValueError("give exactly one of source_table and sql")
+        if self.sql is not None and not self.source_object:
+            raise ValueError("a sql source needs source_object (its name in the id map)")
+        from etl.pipeline.mapping import check_templates
+
+        check_templates({**self.map, **self.on_create, **({"only_if": self.only_if} if self.only_if else {})})
+        return self
+
+    @property
+    def object(self) -> str:
+        return self.source_object or self.source_table or ""
+
+
+class PipelineConfig(_Frozen):
+    """Records of one connection's mirror written into another platform through its loaders."""
+
+    source: str  # the connection whose mirror rows are read
+    target: str  # the connection written to (its push settings apply)
+    operations: tuple[Literal["create", "update", "delete"], ...] = ("create", "update")
+    # a target field changed on the target since the pipeline last sent it: overwritten (source_wins) or kept
+    conflict_policy: Literal["source_wins", "target_wins"] = "source_wins"
+    vars: dict[str, Any] = {}  # constants the templates can use (e.g. language = "en")
+    steps: tuple[PipelineStep, ...]
+
+    @model_validator(mode="after")
+    def _steps(self) -> PipelineConfig:
+        seen: list[str] = []
+        for step in self.steps:
+            if step.name in seen:
+                raise ValueError(f"step {step.name!r} is given twice")
+            for name, value in {**step.map, **step.on_create}.items():
+                if isinstance(value, PipelineLookup) and value.lookup not in (*seen, step.name):
+                    raise ValueError(f"step {step.name!r}, {name}: lookup {value.lookup!r} is not an earlier step "
+                                     f"(earlier: {', '.join(seen) or 'none'})")
+            seen.append(step.name)
+        if not self.steps:
+            raise ValueError("a pipeline needs at least one step")
+        return self
+
+
+class JobConfig(_Frozen):
+    """One scheduled job on an interval or a cron cadence: a pull of one connection's streams, a
+    push of its tables with write-back configured (`streams` then names tables; empty: all), or a
+    pipeline run (`pipeline`; its connection is the pipeline's target, whose account it uses)."""
+
+    connection: str = ""
     kind: Literal["pull", "push", "pipeline"] = "pull"
+    pipeline: str | None = None
     streams: tuple[str, ...] = ()  # empty: the connection's configured streams (objects, lists)
     every_seconds: Annotated[float, Field(gt=0)] | None = None
     cron: str | None = None  # five crontab fields, e.g. "*/5 * * * *"
@@ -319,9 +405,11 @@ class JobConfig(_Frozen):
                 CronTrigger.from_crontab(self.cron)
             except ValueError as exc:
                 raise ValueError(f"cron {self.cron!r} is not a crontab expression: {exc}") from None
-        if self.kind == "pipeline":
-            raise ValueError("kind 'pipeline' is not available yet (cross-system pipelines come later)")
-        if self.kind == "push" and self.reconcile:
+        if (self.kind == "pipeline") != (self.pipeline is not None):
+            raise ValueError("a pipeline job names its pipeline (pipeline = \"NAME\"), and only a pipeline job does")
+        if self.kind != "pipeline" and not self.connection:
+            raise ValueError("connection: required key is missing")
+        if self.kind != "pull" and self.reconcile:
             raise ValueError("reconcile applies to pull jobs only")
         return self
 
@@ -339,17 +427,62 @@ class Config(_Frozen):
     mirror: MirrorConfig = MirrorConfig()
     log: LogConfig = LogConfig()
     connections: dict[str, Connection]
+    pipelines: dict[str, PipelineConfig] = {}
     jobs: dict[str, JobConfig] = {}
     schedule: ScheduleConfig = ScheduleConfig()
     base_dir: Path = Path(".")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pipeline_job_connections(cls, data: Any) -> Any:
+        """A pipeline job runs on its pipeline's target account: that is its connection."""
+        if not isinstance(data, dict) or not isinstance(data.get("jobs"), dict):
+            return data
+        pipelines: dict[str, Any] = data["pipelines"] if isinstance(data.get("pipelines"), dict) else {}
+        jobs = {}
+        for name, job in data["jobs"].items():
+            if isinstance(job, dict) and job.get("kind") == "pipeline" and not job.get("connection"):
+                pipeline = pipelines.get(str(job.get("pipeline")))
+                target = pipeline.get("target") if isinstance(pipeline, dict) else None
+                job = {**job, "connection": target} if isinstance(target, str) else job
+            jobs[name] = job
+        return {**data, "jobs": jobs}
+
     @model_validator(mode="after")
     def _job_connections(self) -> Config:
+        known = ", ".join(sorted(self.connections)) or "none"
         for name, job in self.jobs.items():
+            if job.pipeline is not None and job.pipeline not in self.pipelines:
+                raise ValueError(f"jobs.{name}.pipeline: {job.pipeline!r} is not a pipeline "
+                                 f"(known: {', '.join(sorted(self.pipelines)) or 'none'})")
             if job.connection not in self.connections:
-                known = ", ".join(sorted(self.connections)) or "none"
                 raise ValueError(f"jobs.{name}.connection: {job.connection!r} is not a connection (known: {known})")
+        for name, pipeline in self.pipelines.items():
+            for end in ("source", "target"):
+                if getattr(pipeline, end) not in self.connections:
+                    raise ValueError(f"pipelines.{name}.{end}: {getattr(pipeline, end)!r} is not a connection "
+                                     f"(known: {known})")
+            self._check_targets(name, pipeline)
         return self
+
+    def _check_targets(self, name: str, pipeline: PipelineConfig) -> None:
+        """Each step's target object takes write-back on the target connection (its push settings apply)."""
+        target = self.connections[pipeline.target]
+        for n, step in enumerate(pipeline.steps):
+            where = f"pipelines.{name}.steps.{n}.target_object"
+            if isinstance(target, ServiceGoConnection):
+                obj = next((o for o in target.objects if o.name == step.target_object), None)
+                if obj is None or obj.push is None:
+                    raise ValueError(f"{where}: {pipeline.target!r} has no object {step.target_object!r} with a [push] "
+                                     "section (pipelines write through the target's push)")
+                continue
+            available = PIPELINE_TARGETS[target.system]
+            if step.target_object not in available:
+                raise ValueError(f"{where}: {step.target_object!r} cannot be a pipeline target on {target.system} "
+                                 f"(available: {', '.join(available)})")
+            if step.target_object not in target.push:
+                raise ValueError(f"{where}: connection {pipeline.target!r} has no push section for "
+                                 f"{step.target_object!r} (pipelines write through the target's push)")
 
     def connection(self, name: str) -> Connection:
         try:
@@ -357,6 +490,13 @@ class Config(_Frozen):
         except KeyError:
             known = ", ".join(sorted(self.connections)) or "none"
             raise ConfigError(f"connection {name!r} is not in the configuration (known: {known})") from None
+
+    def pipeline(self, name: str) -> PipelineConfig:
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            known = ", ".join(sorted(self.pipelines)) or "none"
+            raise ConfigError(f"pipeline {name!r} is not in the configuration (known: {known})") from None
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

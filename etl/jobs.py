@@ -425,12 +425,7 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
         def connect() -> Client:
             return _connect(connection, settings, transport, limiters)
 
-        if isinstance(settings, ServiceGoConnection):
-            _push_servicego(engine, connection, settings, summary, retry_failed, tables, connect)
-        elif isinstance(settings, EddyDeskConnection):
-            _push_eddydesk(engine, connection, settings, summary, retry_failed, tables, connect)
-        else:
-            _push_knowledge(engine, connection, settings, summary, retry_failed, tables, connect)
+        _push_into(engine, connection, settings, summary, retry_failed, tables, connect)
         status = "ok"
         if summary.failed:
             error = f"{summary.failed} rows held with the remote's error (desksync status lists them)"
@@ -451,6 +446,16 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
                     rows_deleted=summary.done("delete"), error=error))
         engine.dispose()
     return summary
+
+
+def _push_into(engine: sa.Engine, connection: str, settings: Connection, summary: PushSummary, retry_failed: bool,
+               tables: tuple[str, ...], connect: Callable[[], Any]) -> None:
+    if isinstance(settings, ServiceGoConnection):
+        _push_servicego(engine, connection, settings, summary, retry_failed, tables, connect)
+    elif isinstance(settings, EddyDeskConnection):
+        _push_eddydesk(engine, connection, settings, summary, retry_failed, tables, connect)
+    else:
+        _push_knowledge(engine, connection, settings, summary, retry_failed, tables, connect)
 
 
 @dataclass(frozen=True)
@@ -565,6 +570,116 @@ def _push_knowledge(engine: sa.Engine, connection: str, settings: UdeskKnowledge
                           lambda conn: load.plan(conn, connection, spec, settings.push[name], tz, retry_failed), send)
 
     _push_tables(engine, connection, summary, [table(n) for n in names], connect)
+
+
+@dataclass
+class PipelineSummary:
+    pipeline: str
+    dry_run: bool
+    steps: list[Any] = field(default_factory=list)  # StepReport, in step order
+    requests: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    run_id: int | None = None  # its sync_runs row (kind "pipeline"); none for a dry run
+
+    def sent(self, operation: str) -> int:
+        return sum(s.push.done.get(operation, 0) for s in self.steps if s.push is not None)
+
+    @property
+    def held(self) -> int:
+        return sum(len(s.held) + (s.push.failed if s.push is not None else 0) for s in self.steps)
+
+
+def run_pipeline(config: Config, name: str, *, dry_run: bool = False, retry_failed: bool = False,
+                 transport: httpx.BaseTransport | None = None, job: str | None = None,
+                 limiters: dict[str, RateLimiter] | None = None) -> PipelineSummary:
+    """Stage each step's source records into the target's mirror table, then push that table,
+    step by step (a step's records exist on the target before the next step refers to them).
+    A dry run stages every step in one transaction it rolls back, and sends nothing. One
+    sync_runs row of kind "pipeline" on the target connection records a run."""
+    from etl.pipeline.stage import IdMap, stage
+    from etl.pipeline.targets import target_of
+
+    pipeline = config.pipeline(name)
+    settings = config.connection(pipeline.target)
+    engine = open_engine(config.mirror.resolved_url(config.base_dir))
+    summary = PipelineSummary(name, dry_run)
+    status, error = "failed", None
+    limiters = limiters if limiters is not None else new_limiters(settings)
+    try:
+        ensure_current(engine)
+        with engine.connect() as conn:
+            targets = {s.name: target_of(conn, settings, pipeline.target, s.target_object) for s in pipeline.steps}
+        idmap = IdMap(pipeline, targets, dry_run)
+        if dry_run:
+            with engine.connect() as conn, conn.begin() as transaction:
+                summary.steps = [stage(conn, name, pipeline, s, idmap) for s in pipeline.steps]
+                transaction.rollback()
+            return summary
+        with engine.begin() as conn:
+            summary.run_id = conn.execute(_RUNS.insert().values(
+                connection=pipeline.target, kind="pipeline", started_at=datetime.now(UTC), status="running",
+                streams=[s.name for s in pipeline.steps], job=job, host=socket.gethostname(), pid=os.getpid(),
+            )).inserted_primary_key[0]  # type: ignore[index]
+        log = get_logger(pipeline=name, target=pipeline.target)
+        for step in pipeline.steps:
+            idmap.links.clear()  # the push rewrote placeholders: read the map again
+            with engine.begin() as conn:
+                report = stage(conn, name, pipeline, step, idmap)
+            summary.steps.append(report)
+            pushed = PushSummary(pipeline.target, False)
+            _push_into(engine, pipeline.target, settings, pushed, retry_failed, (report.target,),
+                       lambda: _connect(pipeline.target, settings, transport, limiters))
+            report.push = pushed.tables.get(report.target)
+            summary.requests += pushed.requests
+            summary.rate_limit_wait_seconds += pushed.rate_limit_wait_seconds
+            log.info("pipeline_step_finished", step=step.name, created=report.created, updated=report.updated,
+                     deleted=report.deleted, held=len(report.held), folded=len(report.folded),
+                     sent=report.push.ok if report.push else 0)
+        status = "ok"
+        if summary.held:
+            error = f"{summary.held} records held (desksync pipeline status {name} lists them)"
+    except (Stopped, KeyboardInterrupt):
+        status = "interrupted"
+        raise
+    except DesksyncError as exc:
+        error = str(exc)
+        raise
+    finally:
+        if summary.run_id is not None:
+            with engine.begin() as conn:
+                conn.execute(_RUNS.update().where(_RUNS.c.id == summary.run_id).values(
+                    finished_at=datetime.now(UTC), status=status, requests=summary.requests,
+                    rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
+                    records_read=sum(s.created + s.updated + s.deleted + s.unchanged for s in summary.steps),
+                    rows_inserted=summary.sent("create"), rows_updated=summary.sent("update"),
+                    rows_deleted=summary.sent("delete"), error=error))
+        engine.dispose()
+    return summary
+
+
+def pipeline_status(config: Config, name: str) -> dict[str, Any]:
+    """A pipeline's id map per step: records linked, folded, and held with their message."""
+    from etl.pipeline.stage import LINKS
+
+    pipeline = config.pipeline(name)
+    engine = open_engine(config.mirror.resolved_url(config.base_dir))
+    try:
+        ensure_current(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(LINKS).where(LINKS.c.pipeline == name)
+                                .order_by(LINKS.c.step, LINKS.c.source_id)).mappings().all()
+    finally:
+        engine.dispose()
+    out: dict[str, Any] = {}
+    for step in pipeline.steps:
+        mine = [r for r in rows if r["step"] == step.name]
+        out[step.name] = {
+            "linked": sum(1 for r in mine if r["target_id"] is not None and r["target_id"] > 0),
+            "waiting_for_push": sum(1 for r in mine if r["target_id"] is not None and r["target_id"] < 0),
+            "folded": {r["source_id"]: r["folded_into"] for r in mine if r["folded_into"] is not None},
+            "held": {r["source_id"]: r["error"] for r in mine if r["error"] is not None},
+        }
+    return out
 
 
 def resolve(config: Config, conflict_id: int, take: str) -> None:

@@ -14,7 +14,8 @@ Rules, and where each is kept:
   commits, the run is recorded as interrupted, and the next start resumes from the checkpoint.
   A running push finishes (its writes are short, and each answer is written back as it comes).
 - A push job and a pull job of one connection take turns like any two jobs of one account: a push
-  of a table never runs while a pull of it does. Across processes a job that finds its account
+  of a table never runs while a pull of it does. A pipeline job runs on its target's account (its
+  connection), taking turns with that account's pulls and pushes. Across processes a job that finds its account
   busy is skipped until its next time, not queued.
 """
 
@@ -174,6 +175,11 @@ class Runner:
                                    limiters=self.limiters(spec.connection))
                 log.info("job_finished", kind="push", requests=pushed.requests, created=pushed.done("create"),
                          updated=pushed.done("update"), deleted=pushed.done("delete"), held=pushed.failed)
+            elif spec.kind == "pipeline":
+                assert spec.pipeline is not None
+                ran = jobs.run_pipeline(self.config, spec.pipeline, job=name, limiters=self.limiters(spec.connection))
+                log.info("job_finished", kind="pipeline", requests=ran.requests, created=ran.sent("create"),
+                         updated=ran.sent("update"), deleted=ran.sent("delete"), held=ran.held)
             else:
                 summary = jobs.sync(self.config, spec.connection, spec.streams, reconcile_deletes=spec.reconcile,
                                     stop=self.stop, job=name, limiters=self.limiters(spec.connection))

@@ -24,10 +24,11 @@ import sqlalchemy as sa
 from etl.errors import ApiError
 from etl.extract.pool import Emit, run_jobs
 from etl.mirror.base import table_of
-from etl.mirror.meta import PushHeld, PushLog
+from etl.mirror.meta import PipelineLink, PushHeld, PushLog
 
 PUSH_LOG = table_of(PushLog)
 HELD = table_of(PushHeld)
+LINKS = table_of(PipelineLink)
 Answer = TypeVar("Answer")
 
 
@@ -158,7 +159,16 @@ def send_creates(engine: sa.Engine, connection: str, outcome: PushOutcome, ready
             continue
         with engine.begin() as conn:
             created(conn, write, answer)
+            if "id" in write.payload:
+                follow_placeholder(conn, connection, write.table, write.record_id, int(write.payload["id"]))
         outcome.succeeded([write])
+
+
+def follow_placeholder(conn: sa.Connection, connection: str, table: str, placeholder: int, new_id: int) -> None:
+    """A pipeline's id map follows a created record from its placeholder to its real id (with the answer's
+    write-back, so that no kill can leave the map pointing at a placeholder that is gone)."""
+    conn.execute(LINKS.update().where(LINKS.c.target_connection == connection, LINKS.c.target_table == table,
+                                      LINKS.c.target_id == placeholder).values(target_id=new_id))
 
 
 def send_concurrently(engine: sa.Engine, connection: str, table: str, outcome: PushOutcome,

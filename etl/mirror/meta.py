@@ -134,3 +134,31 @@ class Conflict(Base):
     detected_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
     resolution: Mapped[str | None] = mapped_column(sa.String(8))  # local | remote
+
+
+class PipelineLink(Base):
+    """The id map: which target record a pipeline wrote for a source record, and what it sent.
+
+    One row per (source record, target table). `target_id` is a negative placeholder until the
+    target's push creates the record (the push rewrites it in the same transaction); `sent_hash`
+    and `sent_values` are the mapped values last staged, so a re-run sends only what changed and
+    a field edited on the target since can be told apart. A source record that cannot be mapped
+    has no target and its `error`; a tree record folded into an ancestor has `folded_into`.
+    """
+
+    __tablename__ = "pipeline_links"
+    source_connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    source_object: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    source_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    target_connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    target_table: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    target_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    pipeline: Mapped[str] = mapped_column(sa.String(64))
+    step: Mapped[str] = mapped_column(sa.String(64))
+    sent_hash: Mapped[str | None] = mapped_column(sa.String(32))
+    sent_values: Mapped[dict[str, Any] | None]
+    folded_into: Mapped[str | None] = mapped_column(sa.String(128))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (sa.Index("ix_pipeline_links_target", "target_connection", "target_table", "target_id"),)

@@ -379,8 +379,9 @@ def make_categories(rng: random.Random, count: int) -> list[Record]:
     for cid in range(1, count + 1):
         candidates = [c["id"] for c in cats if depth[c["id"]] < 6]
         parent = 0 if not candidates or rng.random() < 0.25 else rng.choice(candidates)
-        if cid > 1 and cid == count and cats:
-            parent = max(cats, key=lambda c: depth[c["id"]])["id"]  # always reach the deepest level
+        deepest = max(cats, key=lambda c: depth[c["id"]])["id"] if cats else 0
+        if cid > count - 5 and depth[deepest] < 6:
+            parent = deepest  # the last ones continue the deepest branch: six levels are always reached
         depth[cid] = depth[parent] + 1
         created = _stamp(rng)
         cats.append({

@@ -268,6 +268,10 @@ class HelpdeskState:
         with self.lock:
             return self._touch(self.kb_articles, article_id, **changes)
 
+    def update_category(self, category_id: int, **changes: Any) -> Record:
+        with self.lock:
+            return self._touch(self.kb_categories, category_id, **changes)
+
     def hard_delete_article(self, article_id: int) -> None:
         with self.lock:
             self.kb_articles.remove(article_id)
