@@ -1,13 +1,16 @@
 """`desksync demo`: the main job end to end against the built-in simulators, into SQLite.
 
 EddyDesk, then Udesk ServiceGo, then Udesk knowledge and KM entities: each is mirrored, changed
-remotely, and synced again.
+remotely, and synced again. Last, the EddyDesk knowledge base is migrated into Udesk knowledge
+by the `kb_to_knowledge` pipeline of config/desksync.example.toml (the README walks through it).
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import click
 import sqlalchemy as sa
@@ -32,6 +35,7 @@ from etl.streams.eddydesk import select_streams
 DEMO_KEY_ENV = "DESKSYNC_DEMO_API_KEY"
 DEMO_TOKEN_ENV = "DESKSYNC_DEMO_UDESK_TOKEN"
 UDESK_TOKEN = "221b368d7f5f597867f525971f28ff75"  # seed 000's example token: the simulators' account
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "desksync.example.toml"
 
 
 def run_demo(database: Path) -> None:
@@ -109,6 +113,37 @@ def _udesk(database: Path) -> None:
         for name in ("servicego", "knowledge"):
             for stream, info in status["connections"][name]["streams"].items():
                 click.echo(f"  {name + '/' + stream:<40} {info['rows']:>7} / {info['deleted_rows']}")
+        _migrate_knowledge(database, config.connections["knowledge"].model_dump(by_alias=True))
+
+
+def _migrate_knowledge(database: Path, knowledge: dict[str, Any]) -> None:
+    """The example's kb_to_knowledge pipeline: the mirrored EddyDesk knowledge base into the running
+    knowledge simulator (the EddyDesk one is gone: a pipeline reads the mirror only)."""
+    if not EXAMPLE_CONFIG.is_file():
+        click.echo("\n(knowledge migration skipped: config/desksync.example.toml is not beside this install)")
+        return
+    example = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    pipeline = {**example["pipelines"]["kb_to_knowledge"], "source": "demo"}
+    config = parse_config({
+        "mirror": {"url": f"sqlite:///{database.resolve()}"},
+        "connections": {
+            "demo": {"system": "eddydesk", "base_url": "http://127.0.0.1:9/api/v2", "email": "admin@example.com",
+                     "api_key_env": DEMO_KEY_ENV, "timezone": "Europe/Riga"},
+            "knowledge": {**knowledge, "push": example["connections"]["knowledge"]["push"]},
+        },
+        "pipelines": {"kb_to_knowledge": pipeline},
+    })
+    click.echo("\nknowledge migration: desksync pipeline run kb_to_knowledge (EddyDesk knowledge base -> Udesk knowledge)")
+    for label in ("first run", "second run"):
+        summary = jobs.run_pipeline(config, "kb_to_knowledge")
+        for step in summary.steps:
+            sent = step.push.ok if step.push is not None else 0
+            click.echo(f"  {label}, {step.step} -> {step.target}: {step.created} created, {step.updated} updated, "
+                       f"{step.unchanged} unchanged, {sent} sent")
+        if label == "first run":
+            folded = ", ".join(f"{source} into {into}" for source, into in summary.steps[0].folded)
+            click.echo(f"  categories deeper than Udesk's 4 levels, folded into their 4th-level ancestor: {folded}")
+        click.echo(f"  {summary.requests} requests")
 
 
 def _summary(label: str, s: jobs.SyncSummary) -> None:

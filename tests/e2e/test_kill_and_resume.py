@@ -199,7 +199,12 @@ def test_a_push_killed_before_its_answers_arrive_creates_nothing_twice(sqlite_ur
 
 def _push_until(config: Path, done: Any, env: dict[str, str], connection: str = "helpdesk") -> None:
     """Run `desksync push` and kill it once `done()` holds: the remote write is made, its answer not yet read."""
-    proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), "push", connection],
+    _kill_once(config, ("push", connection), done, env)
+
+
+def _kill_once(config: Path, args: tuple[str, ...], done: Any, env: dict[str, str]) -> None:
+    """Run `desksync ARGS` and SIGKILL it as soon as `done()` holds."""
+    proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), *args],
                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not done():
@@ -314,3 +319,58 @@ def test_knowledge_pushes_killed_between_the_remote_write_and_the_write_back_lea
     assert jobs.push(config_obj, "kn").requests == 0
     assert_knowledge_matches(engine, state)
     engine.dispose()
+
+
+def test_a_pipeline_killed_midway_and_restarted_creates_nothing_twice(
+        db_url: str, simulator: Any, knowledge_sim: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """The knowledge migration, killed once between a catalog's create and its answer, once at a
+    moment of its questions' creates; the restarted run completes it with each record created once."""
+    import tomli_w
+
+    from etl import jobs
+    from etl.config import load_config
+    from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+    from tests.e2e.test_pipelines import (
+        EXAMPLE,
+        HELPDESK_SIZES,
+        assert_knowledge_migrated,
+        example_connections,
+    )
+
+    helpdesk = simulator(HELPDESK_SIZES)
+    knowledge = knowledge_sim(KnowledgeSizes(questions=4, expressions=1, links=1, attachments=1, entities=1))
+    config_path = tmp_path / "desksync.toml"
+    config_path.write_text(tomli_w.dumps({
+        "mirror": {"url": db_url}, "log": {"level": "warning", "json": True},
+        "connections": example_connections(helpdesk=helpdesk, knowledge=knowledge),
+        "pipelines": {"kb_to_knowledge": EXAMPLE["pipelines"]["kb_to_knowledge"]}}))
+    env = {API_KEY_ENV: "sim-api-key", UDESK_TOKEN_ENV: UDESK_TOKEN}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = load_config(config_path)
+    jobs.init(config)
+    jobs.sync(config, "helpdesk", ("kb_categories", "kb_articles"))
+    jobs.sync(config, "knowledge")
+    state = knowledge.state
+    catalogs_before = len(state.catalogs)
+    questions_before = len(state.items["question"])
+    knowledge.stats["by_endpoint"].clear()
+
+    # 1. the first catalog is created remotely; its answer never arrives
+    knowledge.app.state.settings["write_delay"] = 30.0
+    _kill_once(config_path, ("pipeline", "run", "kb_to_knowledge"), lambda: len(state.catalogs) > catalogs_before, env)
+    knowledge.app.state.settings["write_delay"] = 0.0
+    # 2. killed while the questions are being created
+    _kill_once(config_path, ("pipeline", "run", "kb_to_knowledge"),
+               lambda: len(state.items["question"]) >= questions_before + 7, env)
+    assert len(state.items["question"]) < questions_before + 30, "the run ended before the kill"
+
+    finished = jobs.run_pipeline(config, "kb_to_knowledge")
+    assert finished.held == 0
+    folded = len(finished.steps[0].folded)
+    posts = {k: v for k, v in knowledge.stats["by_endpoint"].items() if k.startswith("POST")}
+    assert posts == {"POST /open_api_v1/knowledge_catalogs": 14 - folded, "POST /open_api_v1/knowledge_questions": 30}
+    assert len(state.catalogs) == catalogs_before + 14 - folded
+    assert len(state.items["question"]) == questions_before + 30
+    assert_knowledge_migrated(db_url, helpdesk, knowledge)
+    assert jobs.run_pipeline(config, "kb_to_knowledge").requests == 0

@@ -4,6 +4,8 @@ writes nothing; after a source change exactly the affected records are sent."""
 
 from __future__ import annotations
 
+import copy
+import re
 import tomllib
 from collections import Counter
 from pathlib import Path
@@ -48,11 +50,11 @@ def example_connections(helpdesk: Any = None, servicego: Any = None, knowledge: 
 
 
 def pipeline_config(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline: str,
-                    connections: dict[str, Any]) -> Config:
+                    connections: dict[str, Any], settings: dict[str, Any] | None = None) -> Config:
     monkeypatch.setenv(API_KEY_ENV, "sim-api-key")
     monkeypatch.setenv(UDESK_TOKEN_ENV, UDESK_TOKEN)
     config = parse_config({"mirror": {"url": url}, "connections": connections,
-                           "pipelines": {pipeline: EXAMPLE["pipelines"][pipeline]}}, base_dir=tmp_path)
+                           "pipelines": {pipeline: settings or EXAMPLE["pipelines"][pipeline]}}, base_dir=tmp_path)
     jobs.init(config)
     return config
 
@@ -310,3 +312,64 @@ def test_servicego_contacts_become_eddydesk_users_matched_by_email(
     assert (changed.steps[0].created, changed.steps[0].updated) == (0, 1)
     assert writes(helpdesk) == {"PUT users": 1}
     assert_users_fed(db_url, helpdesk, servicego)
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+def test_a_record_that_cannot_be_mapped_is_held_and_goes_through_once_fixed(
+        sqlite_url: str, simulator: Any, knowledge_sim: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    helpdesk = simulator(HELPDESK_SIZES)
+    knowledge = knowledge_sim(KnowledgeSizes(questions=4, expressions=1, links=1, attachments=1, entities=1))
+    broken, orphan = list(helpdesk.state.kb_articles.records)[:2]
+    helpdesk.state.update_article(broken, title={"lv": "Tikai latviski"})  # no English title
+    helpdesk.state.update_article(orphan, categories=[999])  # a category the knowledge base does not have
+    strict = copy.deepcopy(EXAMPLE["pipelines"]["kb_to_knowledge"])
+    strict["steps"][1]["map"]["title"] = "{{ title[language] }}"  # English or nothing
+    config = pipeline_config(sqlite_url, tmp_path, monkeypatch, "kb_to_knowledge",
+                             example_connections(helpdesk=helpdesk, knowledge=knowledge), strict)
+    jobs.sync(config, "helpdesk", ("kb_categories", "kb_articles"))
+
+    run = jobs.run_pipeline(config, "kb_to_knowledge")
+    held = dict(run.steps[1].held)
+    assert set(held) == {str(broken), str(orphan)} and run.steps[1].created == 28
+    assert held[str(broken)] == "title: 'dict object' has no attribute 'en'"
+    assert held[str(orphan)] == "catalog_id: categories 999 is not on the target yet"
+    assert jobs.pipeline_status(config, "kb_to_knowledge")["articles"]["held"] == held
+
+    helpdesk.state.update_article(broken, title={"en": "Fixed", "lv": "Tikai latviski"})
+    helpdesk.state.update_article(orphan, categories=[1])
+    jobs.sync(config, "helpdesk", ("kb_categories", "kb_articles"))
+    reset(knowledge)
+    fixed = jobs.run_pipeline(config, "kb_to_knowledge")
+    assert fixed.held == 0 and fixed.steps[1].created == 2
+    assert writes(knowledge) == {"POST /open_api_v1/knowledge_questions": 2}
+    assert jobs.pipeline_status(config, "kb_to_knowledge")["articles"]["held"] == {}
+    assert_knowledge_migrated(sqlite_url, helpdesk, knowledge)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda p: p["steps"][1]["map"].update(catalog_id={"lookup": "nowhere", "key": "{{ id }}"}),
+     "lookup 'nowhere' is not an earlier step"),
+    (lambda p: p["steps"][1]["map"].update(title="{{ title[language }}"), "title: the template does not compile"),
+    (lambda p: p["steps"][0].update(target_object="attachments"), "'attachments' cannot be a pipeline target"),
+    (lambda p: p.update(target="nowhere"), "pipelines.kb_to_knowledge.target: 'nowhere' is not a connection"),
+    (lambda p: p["steps"][0].update(sql="SELECT 1"), "give exactly one of source_table and sql"),
+])
+def test_a_bad_pipeline_configuration_names_what_is_wrong(change: Any, message: str, tmp_path: Path) -> None:
+    from etl.errors import ConfigError
+
+    pipeline = copy.deepcopy(EXAMPLE["pipelines"]["kb_to_knowledge"])
+    change(pipeline)
+    connections = {"helpdesk": {**EXAMPLE["connections"]["helpdesk"]},
+                   "knowledge": {**EXAMPLE["connections"]["knowledge"]}}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config({"connections": connections, "pipelines": {"kb_to_knowledge": pipeline}}, base_dir=tmp_path)
+
+
+def test_a_target_without_write_back_is_refused(tmp_path: Path) -> None:
+    from etl.errors import ConfigError
+
+    knowledge = {k: v for k, v in EXAMPLE["connections"]["knowledge"].items() if k != "push"}
+    with pytest.raises(ConfigError, match="connection 'knowledge' has no push section for 'catalogs'"):
+        parse_config({"connections": {"helpdesk": EXAMPLE["connections"]["helpdesk"], "knowledge": knowledge},
+                      "pipelines": {"kb_to_knowledge": EXAMPLE["pipelines"]["kb_to_knowledge"]}}, base_dir=tmp_path)

@@ -23,6 +23,7 @@ from etl.mirror.db import open_engine
 from etl.mirror.meta import SyncRun
 from etl.simulators.eddydesk.data import Sizes
 from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
 from tests.conftest import (
     API_KEY_ENV,
     UDESK_TOKEN,
@@ -287,4 +288,49 @@ def test_a_scheduled_push_sends_local_edits_and_takes_turns_with_the_pull(sqlite
     _assert_no_overlaps(runs, key=lambda r: r.job)
     _assert_no_overlaps(runs, key=lambda r: r.connection)  # the push and the pull take turns
     assert_mirror_matches(engine, server.state, check_hard_deletes=False)
+    engine.dispose()
+
+
+def test_a_scheduled_pipeline_keeps_the_knowledge_migration_current(sqlite_url, simulator, knowledge_sim, make_config,
+                                                                    tmp_path):
+    from tests.e2e.test_pipelines import (
+        EXAMPLE,
+        HELPDESK_SIZES,
+        assert_knowledge_migrated,
+        example_connections,
+        links,
+    )
+
+    helpdesk = simulator(HELPDESK_SIZES)
+    knowledge = knowledge_sim(KnowledgeSizes(questions=4, expressions=1, links=1, attachments=1, entities=1))
+    make_config(sqlite_url, helpdesk)  # migrations
+    config = _config(tmp_path / "desksync.toml", sqlite_url, example_connections(helpdesk=helpdesk, knowledge=knowledge),
+                     {"kb": {"connection": "helpdesk", "streams": ["kb_categories", "kb_articles"], "every_seconds": 0.5},
+                      "migration": {"kind": "pipeline", "pipeline": "kb_to_knowledge", "every_seconds": 0.5}})
+    import tomli_w
+
+    with config.open("a") as f:
+        f.write("\n" + tomli_w.dumps({"pipelines": {"kb_to_knowledge": EXAMPLE["pipelines"]["kb_to_knowledge"]}}))
+    engine = open_engine(sqlite_url)
+    proc = _scheduler(config)
+    _wait(lambda: _ok_after(engine, "kb", datetime(2000, 1, 1, tzinfo=UTC)), 60, "the first pull", proc)
+    first_pull = datetime.now(UTC)
+    _wait(lambda: _ok_after(engine, "migration", first_pull), 60, "the migration of what it brought", proc)
+    article = next(iter(helpdesk.state.kb_articles.records))
+    helpdesk.state.update_article(article, title={"en": "Scheduled rename"})
+    changed = datetime.now(UTC)
+    _wait(lambda: _ok_after(engine, "kb", changed), 60, "a pull after the change", proc)
+    pulled = datetime.now(UTC)
+    _wait(lambda: _ok_after(engine, "migration", pulled), 60, "a pipeline run after that pull", proc)
+    _stop(proc)
+
+    assert_knowledge_migrated(sqlite_url, helpdesk, knowledge)
+    t = table_of(SyncRun)
+    with engine.connect() as conn:
+        runs = conn.execute(sa.select(t.c.kind, t.c.status, t.c.connection, t.c.rows_inserted, t.c.rows_updated)
+                            .where(t.c.job == "migration")).all()
+    assert {(r.kind, r.connection) for r in runs} == {("pipeline", "knowledge")}
+    assert all(r.status == "ok" for r in runs)
+    assert sum(r.rows_inserted for r in runs) == len(links(sqlite_url, "categories")) + 30, "each record created once"
+    assert sum(r.rows_updated for r in runs) == 1, "the renamed article is sent once"
     engine.dispose()
