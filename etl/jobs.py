@@ -52,6 +52,21 @@ Client = eddydesk.EddyDeskClient | servicego.ServiceGoClient | udesk_km.Knowledg
 _BLOCKS = table_of(AccountBlock)
 
 
+def _start_run(engine: sa.Engine, connection: str, kind: str, streams: list[str], job: str | None) -> int:
+    """A run's sync_runs row, "running" until `_end_run` (a killed run's row stays so: its history shows it)."""
+    with engine.begin() as conn:
+        return int(conn.execute(_RUNS.insert().values(
+            connection=connection, kind=kind, started_at=datetime.now(UTC), status="running", streams=streams,
+            job=job, host=socket.gethostname(), pid=os.getpid(),
+        )).inserted_primary_key[0])  # type: ignore[index]
+
+
+def _end_run(engine: sa.Engine, run_id: int, status: str, error: str | None, **counts: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(_RUNS.update().where(_RUNS.c.id == run_id).values(
+            finished_at=datetime.now(UTC), status=status, error=error, **counts))
+
+
 @dataclass
 class SyncSummary:
     run_id: int
@@ -238,13 +253,7 @@ def sync(
     client = _connect(connection, settings, transport, limiters)
     log = get_logger(connection=connection)
     started = time.perf_counter()
-    with engine.begin() as conn:
-        run_id = conn.execute(
-            _RUNS.insert().values(
-                connection=connection, kind="sync", started_at=datetime.now(UTC), status="running",
-                streams=[p.name for p in plan], job=job, host=socket.gethostname(), pid=os.getpid(),
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
+    run_id = _start_run(engine, connection, "sync", [p.name for p in plan], job)
     ctx = RunContext(engine, client, connection, settings, run_id, frozenset(p.name for p in plan), progress=progress,
                      base_dir=config.base_dir)
     if stop is not None:
@@ -297,20 +306,10 @@ def _finish_run(engine: sa.Engine, summary: SyncSummary, client: Client, ctx: Ru
     summary.rate_limit_wait_seconds = client.session.rate_limit_wait_seconds
     summary.inserted, summary.updated, summary.deleted = stats.inserted, stats.updated, stats.deleted
     summary.unchanged, summary.problems = stats.unchanged, stats.problems
-    with engine.begin() as conn:
-        conn.execute(
-            _RUNS.update().where(_RUNS.c.id == summary.run_id).values(
-                finished_at=datetime.now(UTC),
-                status=summary.status,
-                requests=summary.requests,
-                rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
-                rows_inserted=summary.inserted,
-                rows_updated=summary.updated,
-                rows_deleted=summary.deleted,
-                records_read=summary.inserted + summary.updated + summary.unchanged,
-                error="; ".join(f"{k}: {v}" for k, v in summary.errors.items()) or None,
-            )
-        )
+    _end_run(engine, summary.run_id, summary.status, "; ".join(f"{k}: {v}" for k, v in summary.errors.items()) or None,
+             requests=summary.requests, rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
+             rows_inserted=summary.inserted, rows_updated=summary.updated, rows_deleted=summary.deleted,
+             records_read=summary.inserted + summary.updated + summary.unchanged)
 
 
 def _status_tables(conn: sa.Connection, settings: Connection) -> list[tuple[str, sa.Table]]:
@@ -416,11 +415,7 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
     try:
         ensure_current(engine)
         if not dry_run:
-            with engine.begin() as conn:
-                summary.run_id = conn.execute(_RUNS.insert().values(
-                    connection=connection, kind="push", started_at=datetime.now(UTC), status="running",
-                    streams=list(tables), job=job, host=socket.gethostname(), pid=os.getpid(),
-                )).inserted_primary_key[0]  # type: ignore[index]
+            summary.run_id = _start_run(engine, connection, "push", list(tables), job)
 
         def connect() -> Client:
             return _connect(connection, settings, transport, limiters)
@@ -437,13 +432,11 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
         raise
     finally:
         if summary.run_id is not None:
-            with engine.begin() as conn:
-                conn.execute(_RUNS.update().where(_RUNS.c.id == summary.run_id).values(
-                    finished_at=datetime.now(UTC), status=status, requests=summary.requests,
-                    rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
-                    streams=list(summary.tables), records_read=sum(len(o.planned) for o in summary.tables.values()),
-                    rows_inserted=summary.done("create"), rows_updated=summary.done("update"),
-                    rows_deleted=summary.done("delete"), error=error))
+            _end_run(engine, summary.run_id, status, error, requests=summary.requests,
+                     rate_limit_wait_seconds=summary.rate_limit_wait_seconds, streams=list(summary.tables),
+                     records_read=sum(len(o.planned) for o in summary.tables.values()),
+                     rows_inserted=summary.done("create"), rows_updated=summary.done("update"),
+                     rows_deleted=summary.done("delete"))
         engine.dispose()
     return summary
 
@@ -615,11 +608,7 @@ def run_pipeline(config: Config, name: str, *, dry_run: bool = False, retry_fail
                 summary.steps = [stage(conn, name, pipeline, s, idmap) for s in pipeline.steps]
                 transaction.rollback()
             return summary
-        with engine.begin() as conn:
-            summary.run_id = conn.execute(_RUNS.insert().values(
-                connection=pipeline.target, kind="pipeline", started_at=datetime.now(UTC), status="running",
-                streams=[s.name for s in pipeline.steps], job=job, host=socket.gethostname(), pid=os.getpid(),
-            )).inserted_primary_key[0]  # type: ignore[index]
+        summary.run_id = _start_run(engine, pipeline.target, "pipeline", [s.name for s in pipeline.steps], job)
         log = get_logger(pipeline=name, target=pipeline.target)
         for step in pipeline.steps:
             idmap.links.clear()  # the push rewrote placeholders: read the map again
@@ -646,13 +635,11 @@ def run_pipeline(config: Config, name: str, *, dry_run: bool = False, retry_fail
         raise
     finally:
         if summary.run_id is not None:
-            with engine.begin() as conn:
-                conn.execute(_RUNS.update().where(_RUNS.c.id == summary.run_id).values(
-                    finished_at=datetime.now(UTC), status=status, requests=summary.requests,
-                    rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
-                    records_read=sum(s.created + s.updated + s.deleted + s.unchanged for s in summary.steps),
-                    rows_inserted=summary.sent("create"), rows_updated=summary.sent("update"),
-                    rows_deleted=summary.sent("delete"), error=error))
+            _end_run(engine, summary.run_id, status, error, requests=summary.requests,
+                     rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
+                     records_read=sum(s.created + s.updated + s.deleted + s.unchanged for s in summary.steps),
+                     rows_inserted=summary.sent("create"), rows_updated=summary.sent("update"),
+                     rows_deleted=summary.sent("delete"))
         engine.dispose()
     return summary
 

@@ -368,9 +368,12 @@ def test_a_pipeline_killed_midway_and_restarted_creates_nothing_twice(
     finished = jobs.run_pipeline(config, "kb_to_knowledge")
     assert finished.held == 0
     folded = len(finished.steps[0].folded)
-    posts = {k: v for k, v in knowledge.stats["by_endpoint"].items() if k.startswith("POST")}
-    assert posts == {"POST /open_api_v1/knowledge_catalogs": 14 - folded, "POST /open_api_v1/knowledge_questions": 30}
-    assert len(state.catalogs) == catalogs_before + 14 - folded
-    assert len(state.items["question"]) == questions_before + 30
+    assert len(state.catalogs) == catalogs_before + 14 - folded, "a catalog was created twice"
+    assert len(state.items["question"]) == questions_before + 30, "a question was created twice"
+    posts = knowledge.stats["by_endpoint"]
+    assert posts["POST /open_api_v1/knowledge_catalogs"] == 14 - folded  # the lost answer's catalog was found again
+    # the second kill may cut a POST short while the simulator reads its body: counted, never
+    # created, so sent again (at most one such request: the creates go one at a time)
+    assert posts["POST /open_api_v1/knowledge_questions"] in (30, 31)
     assert_knowledge_migrated(db_url, helpdesk, knowledge)
     assert jobs.run_pipeline(config, "kb_to_knowledge").requests == 0
