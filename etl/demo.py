@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from etl import jobs
 from etl.config import parse_config
+from etl.http.ratelimit import RateLimiter
 from etl.mirror.base import table_of
 from etl.mirror.db import open_engine
 from etl.mirror.meta import ChangeLog
@@ -101,22 +102,25 @@ def _udesk(database: Path) -> None:
                               "robot_ids": [83], "agent_ids": [0, 12], **common},
             },
         })
+        # one rate budget per account for all its runs, as the scheduler keeps it: runs with
+        # budgets of their own could together exceed the simulators' 60 requests per "minute"
+        limiters = {name: jobs.new_limiters(config.connection(name)) for name in ("servicego", "knowledge")}
         for name in ("servicego", "knowledge"):
-            _summary(f"{name} first sync", jobs.sync(config, name))
+            _summary(f"{name} first sync", jobs.sync(config, name, limiters=limiters[name]))
         servicego.random_changes(seed=7, updates=40, creates=10, deletes=5)
         knowledge.random_changes(seed=7, updates=10, creates=5, deletes=3)
         click.echo("remote changes: ServiceGo 40 updated, 10 created, 5 deleted; knowledge 10 updated, 5 created, 3 deleted")
         for name in ("servicego", "knowledge"):
-            _summary(f"{name} incremental sync", jobs.sync(config, name))
+            _summary(f"{name} incremental sync", jobs.sync(config, name, limiters=limiters[name]))
         status = jobs.status(config)
         click.echo("\nUdesk mirror tables (rows / deleted):")
         for name in ("servicego", "knowledge"):
             for stream, info in status["connections"][name]["streams"].items():
                 click.echo(f"  {name + '/' + stream:<40} {info['rows']:>7} / {info['deleted_rows']}")
-        _migrate_knowledge(database, config.connections["knowledge"].model_dump(by_alias=True))
+        _migrate_knowledge(database, config.connections["knowledge"].model_dump(by_alias=True), limiters["knowledge"])
 
 
-def _migrate_knowledge(database: Path, knowledge: dict[str, Any]) -> None:
+def _migrate_knowledge(database: Path, knowledge: dict[str, Any], limiters: dict[str, RateLimiter]) -> None:
     """The example's kb_to_knowledge pipeline: the mirrored EddyDesk knowledge base into the running
     knowledge simulator (the EddyDesk one is gone: a pipeline reads the mirror only)."""
     if not EXAMPLE_CONFIG.is_file():
@@ -135,7 +139,7 @@ def _migrate_knowledge(database: Path, knowledge: dict[str, Any]) -> None:
     })
     click.echo("\nknowledge migration: desksync pipeline run kb_to_knowledge (EddyDesk knowledge base -> Udesk knowledge)")
     for label in ("first run", "second run"):
-        summary = jobs.run_pipeline(config, "kb_to_knowledge")
+        summary = jobs.run_pipeline(config, "kb_to_knowledge", limiters=limiters)
         for step in summary.steps:
             sent = step.push.ok if step.push is not None else 0
             click.echo(f"  {label}, {step.step} -> {step.target}: {step.created} created, {step.updated} updated, "
