@@ -6,7 +6,8 @@ import functools
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +46,8 @@ from etl.mirror.meta import AccountBlock, SyncRun, SyncState
 from etl.mirror.servicego import ObjectSchema
 from etl.mirror.servicego import table_name as table_name_of
 from etl.mirror.state import load_state, record_error, record_success, save_state
+from etl.pipeline.stage import LINKS, IdMap, StepReport, stage
+from etl.pipeline.targets import target_of
 from etl.streams.eddydesk import Stream, select_streams
 
 _RUNS = table_of(SyncRun)
@@ -59,6 +62,26 @@ def _start_run(engine: sa.Engine, connection: str, kind: str, streams: list[str]
             connection=connection, kind=kind, started_at=datetime.now(UTC), status="running", streams=streams,
             job=job, host=socket.gethostname(), pid=os.getpid(),
         )).inserted_primary_key[0])  # type: ignore[index]
+
+
+@dataclass
+class _Ending:
+    """How a recorded run ended: "ok" once its work is done, or what `_ending` saw end it."""
+
+    status: str = "failed"
+    error: str | None = None
+
+
+@contextmanager
+def _ending(ending: _Ending) -> Iterator[None]:
+    try:
+        yield
+    except (Stopped, KeyboardInterrupt):
+        ending.status = "interrupted"
+        raise
+    except DesksyncError as exc:
+        ending.error = str(exc)
+        raise
 
 
 def _end_run(engine: sa.Engine, run_id: int, status: str, error: str | None, **counts: Any) -> None:
@@ -411,28 +434,23 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
     settings = config.connection(connection)
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     summary = PushSummary(connection, dry_run)
-    status, error = "failed", None
+    ending = _Ending()
     try:
-        ensure_current(engine)
-        if not dry_run:
-            summary.run_id = _start_run(engine, connection, "push", list(tables), job)
+        with _ending(ending):
+            ensure_current(engine)
+            if not dry_run:
+                summary.run_id = _start_run(engine, connection, "push", list(tables), job)
 
-        def connect() -> Client:
-            return _connect(connection, settings, transport, limiters)
+            def connect() -> Client:
+                return _connect(connection, settings, transport, limiters)
 
-        _push_into(engine, connection, settings, summary, retry_failed, tables, connect)
-        status = "ok"
-        if summary.failed:
-            error = f"{summary.failed} rows held with the remote's error (desksync status lists them)"
-    except (Stopped, KeyboardInterrupt):
-        status = "interrupted"
-        raise
-    except DesksyncError as exc:
-        error = str(exc)
-        raise
+            _push_into(engine, connection, settings, summary, retry_failed, tables, connect)
+            ending.status = "ok"
+            if summary.failed:
+                ending.error = f"{summary.failed} rows held with the remote's error (desksync status lists them)"
     finally:
         if summary.run_id is not None:
-            _end_run(engine, summary.run_id, status, error, requests=summary.requests,
+            _end_run(engine, summary.run_id, ending.status, ending.error, requests=summary.requests,
                      rate_limit_wait_seconds=summary.rate_limit_wait_seconds, streams=list(summary.tables),
                      records_read=sum(len(o.planned) for o in summary.tables.values()),
                      rows_inserted=summary.done("create"), rows_updated=summary.done("update"),
@@ -569,7 +587,7 @@ def _push_knowledge(engine: sa.Engine, connection: str, settings: UdeskKnowledge
 class PipelineSummary:
     pipeline: str
     dry_run: bool
-    steps: list[Any] = field(default_factory=list)  # StepReport, in step order
+    steps: list[StepReport] = field(default_factory=list)  # in step order
     requests: int = 0
     rate_limit_wait_seconds: float = 0.0
     run_id: int | None = None  # its sync_runs row (kind "pipeline"); none for a dry run
@@ -589,53 +607,45 @@ def run_pipeline(config: Config, name: str, *, dry_run: bool = False, retry_fail
     step by step (a step's records exist on the target before the next step refers to them).
     A dry run stages every step in one transaction it rolls back, and sends nothing. One
     sync_runs row of kind "pipeline" on the target connection records a run."""
-    from etl.pipeline.stage import IdMap, stage
-    from etl.pipeline.targets import target_of
-
     pipeline = config.pipeline(name)
     settings = config.connection(pipeline.target)
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     summary = PipelineSummary(name, dry_run)
-    status, error = "failed", None
+    ending = _Ending()
     limiters = limiters if limiters is not None else new_limiters(settings)
     try:
-        ensure_current(engine)
-        with engine.connect() as conn:
-            targets = {s.name: target_of(conn, settings, pipeline.target, s.target_object) for s in pipeline.steps}
-        idmap = IdMap(pipeline, targets, dry_run)
-        if dry_run:
-            with engine.connect() as conn, conn.begin() as transaction:
-                summary.steps = [stage(conn, name, pipeline, s, idmap) for s in pipeline.steps]
-                transaction.rollback()
-            return summary
-        summary.run_id = _start_run(engine, pipeline.target, "pipeline", [s.name for s in pipeline.steps], job)
-        log = get_logger(pipeline=name, target=pipeline.target)
-        for step in pipeline.steps:
-            idmap.links.clear()  # the push rewrote placeholders: read the map again
-            with engine.begin() as conn:
-                report = stage(conn, name, pipeline, step, idmap)
-            summary.steps.append(report)
-            pushed = PushSummary(pipeline.target, False)
-            _push_into(engine, pipeline.target, settings, pushed, retry_failed, (report.target,),
-                       lambda: _connect(pipeline.target, settings, transport, limiters))
-            report.push = pushed.tables.get(report.target)
-            summary.requests += pushed.requests
-            summary.rate_limit_wait_seconds += pushed.rate_limit_wait_seconds
-            log.info("pipeline_step_finished", step=step.name, created=report.created, updated=report.updated,
-                     deleted=report.deleted, held=len(report.held), folded=len(report.folded),
-                     sent=report.push.ok if report.push else 0)
-        status = "ok"
-        if summary.held:
-            error = f"{summary.held} records held (desksync pipeline status {name} lists them)"
-    except (Stopped, KeyboardInterrupt):
-        status = "interrupted"
-        raise
-    except DesksyncError as exc:
-        error = str(exc)
-        raise
+        with _ending(ending):
+            ensure_current(engine)
+            with engine.connect() as conn:
+                targets = {s.name: target_of(conn, settings, pipeline.target, s.target_object) for s in pipeline.steps}
+            idmap = IdMap(pipeline, targets, dry_run)
+            if dry_run:
+                with engine.connect() as conn, conn.begin() as transaction:
+                    summary.steps = [stage(conn, name, pipeline, s, idmap) for s in pipeline.steps]
+                    transaction.rollback()
+                return summary
+            summary.run_id = _start_run(engine, pipeline.target, "pipeline", [s.name for s in pipeline.steps], job)
+            log = get_logger(pipeline=name, target=pipeline.target)
+            for step in pipeline.steps:
+                idmap.links.clear()  # the push rewrote placeholders: read the map again
+                with engine.begin() as conn:
+                    report = stage(conn, name, pipeline, step, idmap)
+                summary.steps.append(report)
+                pushed = PushSummary(pipeline.target, False)
+                _push_into(engine, pipeline.target, settings, pushed, retry_failed, (report.target,),
+                           lambda: _connect(pipeline.target, settings, transport, limiters))
+                report.push = pushed.tables.get(report.target)
+                summary.requests += pushed.requests
+                summary.rate_limit_wait_seconds += pushed.rate_limit_wait_seconds
+                log.info("pipeline_step_finished", step=step.name, created=report.created, updated=report.updated,
+                         deleted=report.deleted, held=len(report.held), folded=len(report.folded),
+                         sent=report.push.ok if report.push else 0)
+            ending.status = "ok"
+            if summary.held:
+                ending.error = f"{summary.held} records held (desksync pipeline status {name} lists them)"
     finally:
         if summary.run_id is not None:
-            _end_run(engine, summary.run_id, status, error, requests=summary.requests,
+            _end_run(engine, summary.run_id, ending.status, ending.error, requests=summary.requests,
                      rate_limit_wait_seconds=summary.rate_limit_wait_seconds,
                      records_read=sum(s.created + s.updated + s.deleted + s.unchanged for s in summary.steps),
                      rows_inserted=summary.sent("create"), rows_updated=summary.sent("update"),
@@ -646,8 +656,6 @@ def run_pipeline(config: Config, name: str, *, dry_run: bool = False, retry_fail
 
 def pipeline_status(config: Config, name: str) -> dict[str, Any]:
     """A pipeline's id map per step: records linked, folded, and held with their message."""
-    from etl.pipeline.stage import LINKS
-
     pipeline = config.pipeline(name)
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -52,23 +51,20 @@ def _is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
-@dataclass(frozen=True)
 class Mapper:
     """Renders one step's mapping for a source row; `resolve(step, source_id)` is the id map."""
 
-    values: Mapping[str, MapValue]
-    variables: Mapping[str, Any]
-    resolve: Callable[[str, str], int | None]
-
-    def __post_init__(self) -> None:
-        compiled = {n: _ENV.from_string(v) for n, v in self.values.items() if isinstance(v, str) and _is_template(v)}
-        compiled |= {n: _ENV.from_string(v.key) for n, v in self.values.items() if isinstance(v, PipelineLookup)}
-        object.__setattr__(self, "_compiled", compiled)
+    def __init__(self, values: Mapping[str, MapValue], variables: Mapping[str, Any],
+                 resolve: Callable[[str, str], int | None]) -> None:
+        self.values, self.variables, self.resolve = values, variables, resolve
+        self.compiled = {n: _ENV.from_string(v.key if isinstance(v, PipelineLookup) else v)
+                         for n, v in values.items()
+                         if isinstance(v, PipelineLookup) or (isinstance(v, str) and _is_template(v))}
 
     def render(self, row: Mapping[str, Any]) -> dict[str, Any]:
         context = {**self.variables, **row}
         out: dict[str, Any] = {}
-        compiled = self._compiled  # type: ignore[attr-defined]
+        compiled = self.compiled
         for name, value in self.values.items():
             try:
                 text = _render(compiled[name], context) if name in compiled else value
@@ -102,7 +98,7 @@ def truthy(text: str) -> bool:
 
 
 def source_row(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """A source row for the templates: JSON text columns (a query's) decoded."""
+    """A query's row for the templates: JSON texts decoded (a query gives JSON columns as text on SQLite)."""
     out = {}
     for name, value in row.items():
         if isinstance(value, str) and value[:1] in ("{", "[") and value[-1:] in ("}", "]"):

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from etl.config import PipelineConfig, PipelineStep
 from etl.errors import DesksyncError
-from etl.load.journal import HELD
+from etl.load.journal import HELD, PushOutcome
 from etl.mirror.base import Base, table_of
 from etl.mirror.meta import PipelineLink
 from etl.mirror.servicego import ObjectSchema
@@ -48,7 +48,7 @@ class StepReport:
     skipped: int = 0  # only_if said no, or the operation is not allowed
     held: list[tuple[str, str]] = field(default_factory=list)  # source id, why
     folded: list[tuple[str, str]] = field(default_factory=list)  # source id, the ancestor it went to
-    push: Any = None  # the target push's PushOutcome (not for a dry run)
+    push: PushOutcome | None = None  # the target push's outcome (not for a dry run)
 
     @property
     def staged(self) -> int:
@@ -126,8 +126,9 @@ def _source_rows(conn: sa.Connection, pipeline: PipelineConfig, step: PipelineSt
         table = schema.table
     if table is None:
         raise DesksyncError(f"pipeline step {step.name!r}: source_table {name!r} is not a mirror table")
-    rows = [source_row(r) for r in conn.execute(sa.select(table).where(table.c.connection == pipeline.source)
-                                                 .order_by(table.c[step.id_column])).mappings()]
+    # typed columns: JSON ones come decoded, and a text that looks like JSON stays text
+    rows = [dict(r) for r in conn.execute(sa.select(table).where(table.c.connection == pipeline.source)
+                                          .order_by(table.c[step.id_column])).mappings()]
     deleted = {str(r[step.id_column]) for r in rows if r.get("is_deleted")}
     return [r for r in rows if not r.get("is_deleted")], deleted
 
@@ -304,7 +305,7 @@ def _stage_one(conn: sa.Connection, name: str, pipeline: PipelineConfig, step: P
                                    first_seen_at=datetime.now(UTC), last_seen_at=datetime.now(UTC), is_deleted=False,
                                    **columns))
     for extra_name, write in target.extras.items():
-        value = extra.get(extra_name, values.get(extra_name))
+        value = extra.get(extra_name)  # extras are create-only: `map` cannot name them
         if value is not None:
             write(conn, pipeline.target, placeholder, value)
     existing.by_id[placeholder] = {"id": placeholder, "is_deleted": False, **columns}
