@@ -278,7 +278,8 @@ def sync(
     started = time.perf_counter()
     run_id = _start_run(engine, connection, "sync", [p.name for p in plan], job)
     ctx = RunContext(engine, client, connection, settings, run_id, frozenset(p.name for p in plan), progress=progress,
-                     base_dir=config.base_dir)
+                     base_dir=config.base_dir, mirror_url=config.mirror.resolved_url(config.base_dir),
+                     writer_process_min_pages=config.mirror.writer_process_min_pages)
     if stop is not None:
         ctx.stop = stop
     summary = SyncSummary(run_id, connection, "failed")  # until the streams loop completes

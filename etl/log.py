@@ -54,10 +54,24 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
+_settings: tuple[str, bool] = ("info", True)
+
+
+def current_settings() -> tuple[str, bool]:
+    """The level and JSON choice last configured (a writer process logs as its parent does)."""
+    return _settings
+
+
+def known_secrets() -> list[str]:
+    return sorted(_known_secrets)
+
+
 def configure(level: str = "info", json: bool | None = None, stream: Any = None) -> None:
+    global _settings
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
+    _settings = (level, json)
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=True)
     structlog.configure(
         processors=[

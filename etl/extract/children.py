@@ -16,42 +16,28 @@ from etl.errors import ApiError
 from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
 from etl.mirror.base import table_of
+from etl.mirror.bulk import bulk_insert
 from etl.mirror.meta import PendingChildren
 from etl.streams.eddydesk import Stream, select_streams
 
 _PENDING = table_of(PendingChildren)
 
 
-def enqueue(conn: sa.Connection, ctx: RunContext, parent: Stream, parent_ids: list[Any]) -> None:
-    """Queue the connection's child streams of `parent` for these changed parents.
+def child_streams(ctx: RunContext, parent: Stream) -> tuple[str, ...]:
+    """The child streams to queue changed parents of `parent` for.
 
     Every configured child stream, not only those of this run: a run of `tickets` alone (a
     scheduled job, `--stream tickets`) moves the cursor past these tickets, so their posts must
     wait in the queue for the next run that includes posts.
     """
-    configured = {s.name for s in select_streams(ctx.helpdesk_settings.streams)}  # type: ignore[union-attr]
-    streams = [name for name in parent.children if name in configured or name in ctx.selected]
-    if not streams or not parent_ids:
-        return
-    for name in streams:
-        add_pending(conn, ctx.connection, name, parent_ids)
+    configured = {s.name for s in select_streams(ctx.helpdesk_settings.streams)}
+    return tuple(name for name in parent.children if name in configured or name in ctx.selected)
 
 
 def add_pending(conn: sa.Connection, connection: str, stream: str, parent_ids: list[Any]) -> None:
     """Queue parents for a child stream (in the caller's transaction, beside the parents' rows)."""
-    ids = [int(i) for i in parent_ids]
-    if not ids:
-        return
-    known = set(
-        conn.execute(
-            sa.select(_PENDING.c.parent_id).where(
-                _PENDING.c.connection == connection, _PENDING.c.stream == stream, _PENDING.c.parent_id.in_(ids)
-            )
-        ).scalars()
-    )
-    rows = [{"connection": connection, "stream": stream, "parent_id": i} for i in ids if i not in known]
-    if rows:
-        conn.execute(_PENDING.insert(), rows)
+    bulk_insert(conn, _PENDING, [{"connection": connection, "stream": stream, "parent_id": int(i)} for i in parent_ids],
+                skip_existing=True)
 
 
 def pending(conn: sa.Connection, connection: str, stream: str) -> list[int]:

@@ -37,6 +37,8 @@ class RunContext:
     stats: WriteStats = field(default_factory=WriteStats)
     progress: Progress | None = None
     base_dir: Path = Path(".")
+    mirror_url: str = ""  # for a writer process (the engine's own URL hides the password)
+    writer_process_min_pages: int | None = None  # scans this long are written by a process of their own
 
     @property
     def helpdesk(self) -> EddyDeskClient:

@@ -71,9 +71,11 @@ _ROWS_PER_STATEMENT = 200
 class BulkInsert:
     """INSERT INTO table (columns) VALUES (...), (...), ... for many rows, dialect by dialect."""
 
-    def __init__(self, table: sa.Table, columns: Sequence[str]) -> None:
+    def __init__(self, table: sa.Table, columns: Sequence[str], *, skip_existing: bool = False) -> None:
         self.table = table
         self.columns = tuple(columns)
+        # rows whose key is there already are left alone (SQLite 3.24+ and PostgreSQL alike)
+        self.tail = " ON CONFLICT DO NOTHING" if skip_existing else ""
         self._compiled: dict[str, tuple[str, str, tuple[tuple[int, Convert], ...]]] = {}
         self._statements: dict[tuple[str, int], str] = {}
 
@@ -112,7 +114,7 @@ class BulkInsert:
     def _statement(self, dialect: str, head: str, row: str, count: int) -> str:
         sql = self._statements.get((dialect, count))
         if sql is None:
-            sql = self._statements[(dialect, count)] = head + ", ".join([row] * count)
+            sql = self._statements[(dialect, count)] = head + ", ".join([row] * count) + self.tail
         return sql
 
     def execute(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -140,18 +142,22 @@ class BulkInsert:
             cursor.close()
 
 
-_cache: dict[tuple[str, tuple[str, ...]], BulkInsert] = {}
+_cache: dict[tuple[str, tuple[str, ...], bool], BulkInsert] = {}
 
 
-def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows (all with the same keys as the first) in one executemany."""
+def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], *,
+                skip_existing: bool = False) -> None:
+    """Insert rows (all with the same keys as the first) in multi-row statements.
+
+    `skip_existing`: a row whose primary or unique key is taken already is skipped, not an error.
+    """
     if not rows:
         return
     columns = tuple(rows[0])
-    key = (table.name, columns)
+    key = (table.name, columns, skip_existing)
     inserter = _cache.get(key)
     if inserter is None:
-        inserter = _cache[key] = BulkInsert(table, columns)
+        inserter = _cache[key] = BulkInsert(table, columns, skip_existing=skip_existing)
     inserter.execute(conn, rows)
 
 

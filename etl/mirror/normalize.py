@@ -23,20 +23,23 @@ class DateParseError(ValueError):
 _EMPTY = ("", "null", "0000-00-00 00:00:00", None)
 
 
-_offsets: dict[tuple[tzinfo, datetime], Any] = {}
+_offsets: dict[tuple[tzinfo, Any], timedelta] = {}
+
+
+def _offset(local: datetime, tz: tzinfo, hour_key: Any) -> timedelta:
+    # Zone offsets change at most hourly (DST): cache them per local hour. Ambiguous and
+    # missing local hours around DST changes follow zoneinfo (fold=0), as astimezone would.
+    offset = _offsets.get((tz, hour_key))
+    if offset is None:
+        offset = local.replace(minute=0, second=0, tzinfo=tz).utcoffset() or timedelta(0)
+        if len(_offsets) > 100_000:
+            _offsets.clear()
+        _offsets[(tz, hour_key)] = offset
+    return offset
 
 
 def _to_utc(local: datetime, tz: tzinfo) -> datetime:
-    # Zone offsets change at most hourly (DST): cache them per local hour. Ambiguous and
-    # missing local hours around DST changes follow zoneinfo (fold=0), as astimezone would.
-    hour = local.replace(minute=0, second=0)
-    offset = _offsets.get((tz, hour))
-    if offset is None:
-        offset = hour.replace(tzinfo=tz).utcoffset() or timedelta(0)
-        if len(_offsets) > 100_000:
-            _offsets.clear()
-        _offsets[(tz, hour)] = offset
-    return (local - offset).replace(tzinfo=UTC)
+    return (local - _offset(local, tz, local.replace(minute=0, second=0))).replace(tzinfo=UTC)
 
 
 def parse_api_date(value: Any, tz: tzinfo) -> datetime | None:
@@ -47,14 +50,17 @@ def parse_api_date(value: Any, tz: tzinfo) -> datetime | None:
         raise DateParseError(f"not a date string: {value!r}")
     s = value.strip()
     try:
-        if len(s) == 19 and s[4] == "-" and s[10] == " ":
-            local = datetime(int(s[0:4]), int(s[5:7]), int(s[8:10]), int(s[11:13]), int(s[14:16]), int(s[17:19]))
-        elif len(s) == 19 and s[2] == ":" and s[8] == " ":
+        if len(s) == 19 and s[4] == "-" and s[10] == " " and s[7] == "-" and s[13] == ":" and s[16] == ":":
+            # the common shape, parsed in C; its hour prefix ("2017-01-13 12") keys the offset
+            local = datetime.fromisoformat(s)
+            return (local - _offset(local, tz, s[:13])).replace(tzinfo=UTC)
+        if len(s) == 19 and s[2] == ":" and s[8] == " ":
             local = datetime(int(s[15:19]), int(s[12:14]), int(s[9:11]), int(s[0:2]), int(s[3:5]), int(s[6:8]))
         elif len(s) == 16 and s[2] == "." and s[10] == " ":
             local = datetime(int(s[6:10]), int(s[3:5]), int(s[0:2]), int(s[11:13]), int(s[14:16]))
-        elif len(s) == 16 and s[4] == "-" and s[10] == " ":  # Udesk ServiceGo: minute resolution
-            local = datetime(int(s[0:4]), int(s[5:7]), int(s[8:10]), int(s[11:13]), int(s[14:16]))
+        elif len(s) == 16 and s[4] == "-" and s[7] == "-" and s[10] == " " and s[13] == ":":
+            local = datetime.fromisoformat(s)  # Udesk ServiceGo: minute resolution
+            return (local - _offset(local, tz, s[:13])).replace(tzinfo=UTC)
         elif len(s) == 10 and s[4] == "-":
             local = datetime(int(s[0:4]), int(s[5:7]), int(s[8:10]))
         elif len(s) > 19 and s[10] == "T":

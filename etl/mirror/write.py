@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from etl.log import get_logger
@@ -45,10 +46,29 @@ class WriteStats:
 
 @dataclass
 class Prepared:
-    """Records made ready for `TableWriter.apply`: id -> (row, content hash, record, canonical JSON)."""
+    """Records made ready for `TableWriter.apply` (all the per-record work, no database work).
 
-    rows: dict[Any, tuple[dict[str, Any], str, dict[str, Any], bytes]] = field(default_factory=dict)
+    rows: id -> (row, content hash, record, canonical JSON).
+    """
+
+    rows: dict[Any, tuple[dict[str, Any], str, dict[str, Any] | None, bytes]] = field(default_factory=dict)
     problems: int = 0
+
+    def shipped(self) -> Prepared:
+        """For a writer process: the records stay behind (their canonical JSON holds them)."""
+        return Prepared({i: (row, digest, None, canonical) for i, (row, digest, _, canonical) in self.rows.items()},
+                        self.problems)
+
+    def record(self, record_id: Any) -> dict[str, Any]:
+        row, digest, record, canonical = self.rows[record_id]
+        if record is None:  # shipped: read back where needed (child rows, local edits to keep)
+            record = orjson.loads(canonical)
+            self.rows[record_id] = (row, digest, record, canonical)
+        return record
+
+    def merge(self, other: Prepared) -> None:
+        self.rows.update(other.rows)
+        self.problems += other.problems
 
 
 @dataclass
@@ -162,10 +182,6 @@ class TableWriter:
         prepared = batch.rows
         if not prepared:
             return result
-        if self.merge is not None:
-            conflicts = self.merge(conn, batch)
-            if conflicts:
-                self.log.warning("conflicts_recorded", count=conflicts)
         now = datetime.now(UTC)
         ids = list(prepared)
         result.seen_ids = ids
@@ -176,6 +192,13 @@ class TableWriter:
                 sa.select(c.id, c.content_hash, c.is_deleted).where(*self._scope_filter(scope), c.id.in_(chunk))
             )
             known.update((r[0], (r[1], bool(r[2]))) for r in rows)
+        if self.merge is not None:
+            # only rows the pull is about to rewrite can hold local edits it must keep
+            rewritten = [i for i, v in prepared.items() if i in known and known[i][0] != v[1]]
+            if rewritten:
+                conflicts = self.merge(conn, Prepared({i: prepared[i] for i in rewritten}))
+                if conflicts:
+                    self.log.warning("conflicts_recorded", count=conflicts)
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         unchanged: list[Any] = []
@@ -224,7 +247,7 @@ class TableWriter:
                 self.table.update().where(*self._scope_filter(scope), c.id.in_(chunk)).values(last_seen_at=now)
             )
         if self.children and result.changed_ids:
-            self._replace_children(conn, [prepared[i][2] for i in result.changed_ids], [
+            self._replace_children(conn, [batch.record(i) for i in result.changed_ids], [
                 i for i in result.changed_ids if i in known
             ])
         if log_rows:

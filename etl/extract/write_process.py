@@ -1,0 +1,210 @@
+"""Write a long scan in a process of its own, so that fetching and writing use two cores.
+
+Python runs one thread at a time: in one process the fetch threads and the writer share a
+core, and a backfill is bound by it (README, Benchmarks). For a scan of many pages the fetching
+process sends each batch of pages to a writer process instead. The writer builds the rows,
+writes them and commits each batch with the scan position it covers, exactly as the in-process
+writer does (the same `Apply` function runs in either), and answers with what it wrote.
+
+Kill safety is unchanged: every batch is one transaction with its position. If the fetching
+process dies, the writer reads the end of its pipe and exits; a batch it was writing commits
+whole or not at all, and a restarted run that reads an older position re-reads those pages
+(an unchanged record is only touched). Ctrl-C reaches the whole process group: the writer
+ignores it and lets the fetching process decide (it stops fetching and lets the writer finish
+the batches it already has).
+
+The process is started as soon as a scan knows it is long (its first page gives the page
+count) and imports the factory's module while the fetching process plans; by the time the first
+batch arrives it is ready. The protocol on its stdin and stdout: length-prefixed pickles. First
+the set-up (the factory's name and its picklable spec, the mirror URL, logging), then one message
+per batch, then None; each batch is answered by ("ok", answer) or ("error", exception).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import IO, Any, NoReturn
+
+import sqlalchemy as sa
+
+from etl import log
+from etl.errors import MirrorError
+
+Apply = Callable[[sa.Connection, Any], Any]  # one batch -> its answer, inside the batch's transaction
+Answered = Callable[[Any], None]
+
+_HEADER = struct.Struct("!Q")
+_IN_FLIGHT = 2  # batches sent and not yet answered: the writer always has the next one waiting
+
+
+class WriterFailed(MirrorError):
+    """The writer process stopped without answering (killed, or crashed before it could say why)."""
+
+
+def _send(stream: IO[bytes], message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> Any:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError
+    (size,) = _HEADER.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)
+
+
+def _loadable(exc: BaseException) -> BaseException:
+    """The exception itself if it survives a pickle round trip, else a MirrorError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return MirrorError(f"{type(exc).__name__}: {exc}")
+
+
+class WriterProcess:
+    """The fetching side: sends batches, hands each answer to its callback, in order."""
+
+    def __init__(self, module: str) -> None:
+        """Start a writer that imports `module` (where the factory is) while it waits."""
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "etl.extract.write_process", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._to, self._from = self._proc.stdin, self._proc.stdout
+        self._module = module
+        self._waiting: deque[Answered] = deque()
+        self._ended = False  # the writer said it failed, or vanished
+
+    def begin(self, factory: str, spec: Any, mirror_url: str) -> None:
+        """Set the writer up: `factory(spec)` in the module gives the function applying each batch."""
+        self._send((f"{self._module}.{factory}", spec, mirror_url, log.current_settings(), log.known_secrets()))
+
+    def _send(self, message: Any) -> None:
+        try:
+            _send(self._to, message)
+        except (BrokenPipeError, OSError):
+            self._failed()
+
+    def _failed(self) -> NoReturn:
+        """The pipe broke: take the answers the writer left (its error, if it sent one), then say so."""
+        self._ended = True
+        while self._waiting:
+            try:
+                kind, payload = _receive(self._from)
+            except (EOFError, OSError):
+                break
+            if kind == "error":
+                raise payload
+            self._waiting.popleft()(payload)
+        code = self._proc.wait()
+        raise WriterFailed(f"the mirror's writer process ended unexpectedly (exit status {code})")
+
+    def _collect(self) -> None:
+        try:
+            kind, payload = _receive(self._from)
+        except EOFError:
+            self._failed()
+        if kind == "error":
+            self._ended = True
+            raise payload
+        self._waiting.popleft()(payload)
+
+    def submit(self, batch: Any, answered: Answered) -> None:
+        """Send a batch; `answered` gets the writer's answer once the batch is committed."""
+        self._send(batch)
+        self._waiting.append(answered)
+        while len(self._waiting) > _IN_FLIGHT:
+            self._collect()
+
+    def finish(self) -> None:
+        """Wait until every batch sent is committed, then let the writer exit."""
+        while self._waiting:
+            self._collect()
+        self._send(None)
+        self._proc.wait()
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self) -> WriterProcess:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None and not self._ended and not isinstance(exc, KeyboardInterrupt):
+            # a fetch error or a stop: what was fetched is good, let the writer commit it
+            try:
+                self.finish()
+            except BaseException as late:  # noqa: BLE001 - the first error is the one to report
+                log.get_logger().warning("writer_finish_failed", error=str(late))
+        self.kill()
+        for pipe in (self._to, self._from):
+            with contextlib.suppress(OSError):  # unsent bytes to a writer that is gone
+                pipe.close()
+
+
+def _child() -> None:
+    """The writer: read the set-up, then apply batches until None (or the pipe's end)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    importlib.import_module(sys.argv[1])  # while the fetching process plans the scan
+    inbox = sys.stdin.buffer
+    # the protocol owns stdout: anything else printed goes to stderr
+    outbox = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    try:
+        factory, spec, url, log_settings, secrets = _receive(inbox)
+    except EOFError:
+        return  # started for a scan that ended before it began
+    log.configure(*log_settings)
+    for secret in secrets:
+        log.register_secret(secret)
+    from etl.mirror.db import open_engine
+
+    module, _, name = factory.rpartition(".")
+    apply: Apply = getattr(importlib.import_module(module), name)(spec)
+    engine = open_engine(url)
+    # Batches are trees of dicts and lists, freed by reference counting once written; the cycle
+    # collector walking the imported modules' objects again and again cost the writer about a
+    # sixth of its time. Those are frozen, and young objects are collected less often.
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 50)
+    try:
+        while True:
+            try:
+                batch = _receive(inbox)
+            except EOFError:
+                return  # the fetching process is gone: what is committed stays, nothing half-done does
+            if batch is None:
+                return
+            try:
+                with engine.begin() as conn:
+                    answer = apply(conn, batch)
+            except BaseException as exc:  # noqa: BLE001 - reported to the fetching process, which raises it
+                _send(outbox, ("error", _loadable(exc)))
+                return
+            _send(outbox, ("ok", answer))
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    _child()
