@@ -7,7 +7,8 @@
                                                         # 200 at 300/min with 400 ms latency
 
 The simulator runs in its own process (the machine has two cores: one serves, one syncs).
-Each sync runs in a fresh child process so its peak memory (ru_maxrss) is its own.
+Each sync runs in a fresh child process so its peak memory (ru_maxrss) is its own; a long scan's
+writer process (etl/extract/write_process.py) is reported beside it.
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ def child(args: argparse.Namespace) -> None:
         rows = conn.execute(sa.text("SELECT count(*) FROM eddydesk_tickets")).scalar_one()
         runs = conn.execute(sa.text("SELECT requests, rate_limit_wait_seconds FROM sync_runs ORDER BY id DESC")).first()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    writer_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"status": status, "seconds": elapsed, "tickets": rows,
                       "requests": summary.requests if summary else runs[0] if runs else None,
-                      "peak_mb": peak_mb}))
+                      "peak_mb": peak_mb, "writer_peak_mb": writer_mb}))
 
 
 def push_tickets(config: Any, url: str, count: int) -> None:
@@ -172,12 +174,14 @@ def main() -> None:
             r = fast(n)
             print(f"fast   {n:>7,} tickets into SQLite, no latency, no limit: {r['tickets_per_s']:>8,.0f} tickets/s  "
                   f"{r['requests_per_s']:>6,.0f} requests/s  {r['requests']:,} requests  "
-                  f"peak {r['peak_mb']:.0f} MB  ({r['seconds']:.1f} s)", flush=True)
+                  f"peak {r['peak_mb']:.0f} MB + writer {r['writer_peak_mb']:.0f} MB  ({r['seconds']:.1f} s)",
+                  flush=True)
     if args.only in (None, "budget"):
         r = budget(args.budget_seconds)
         print(f"budget {args.budget_seconds:.0f} s, 400 ms latency, 300/min: {r['server_requests']} requests served "
               f"= {r['budget_share']:.1%} of the rate budget, {r['rejections']} rejections, "
-              f"{r['tickets']:,} tickets mirrored, peak {r['peak_mb']:.0f} MB", flush=True)
+              f"{r['tickets']:,} tickets mirrored, peak {r['peak_mb']:.0f} MB + writer {r['writer_peak_mb']:.0f} MB",
+              flush=True)
     if args.only in (None, "push"):
         for count, latency, limit in ((1_000, 0.0, 0), (200, 0.4, 300)):
             r = push(count, 5_000, latency, limit)
