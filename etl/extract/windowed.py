@@ -84,7 +84,7 @@ def pages_writer(spec: PagesSpec) -> Apply:
         # the batch's pages in one apply: a few statements per batch, not per page
         prepared = Prepared()
         for item in batch:
-            prepared.merge(item.records if isinstance(item.records, Prepared) else writer.prepare(item.records))
+            prepared.extend(item.records if isinstance(item.records, Prepared) else writer.prepare(item.records))
             slices[item.slice_index].lo = item.lo
             slices[item.slice_index].done = item.done
         result = writer.apply(conn, prepared, spec.run_id, deleted=spec.marks_deleted)

@@ -66,7 +66,7 @@ class Prepared:
             self.rows[record_id] = (row, digest, record, canonical)
         return record
 
-    def merge(self, other: Prepared) -> None:
+    def extend(self, other: Prepared) -> None:
         self.rows.update(other.rows)
         self.problems += other.problems
 
@@ -196,6 +196,8 @@ class TableWriter:
             # only rows the pull is about to rewrite can hold local edits it must keep
             rewritten = [i for i, v in prepared.items() if i in known and known[i][0] != v[1]]
             if rewritten:
+                for i in rewritten:  # read back into this batch: kept values must reach its child rows
+                    batch.record(i)
                 conflicts = self.merge(conn, Prepared({i: prepared[i] for i in rewritten}))
                 if conflicts:
                     self.log.warning("conflicts_recorded", count=conflicts)

@@ -15,22 +15,22 @@ from etl import jobs, log
 from etl.config import parse_config
 from etl.mirror.db import open_engine
 from etl.simulators.eddydesk.data import Sizes
-from tests.conftest import connection_settings
+from tests.conftest import API_KEY_ENV, connection_settings
 from tests.mirror_check import assert_mirror_matches
 
 SMALL = Sizes(tickets=600, users=60, organizations=6, kb_categories=3, kb_articles=12)  # 20 pages of tickets
 
 
-def _config(url, server, tmp_path, min_pages):
+def _config(url, server, tmp_path, min_pages, **settings):
     config = parse_config({"mirror": {"url": url, "writer_process_min_pages": min_pages},
-                           "connections": {"helpdesk": connection_settings(server)}}, base_dir=tmp_path)
+                           "connections": {"helpdesk": connection_settings(server, **settings)}}, base_dir=tmp_path)
     jobs.init(config)
     return config
 
 
-def test_a_scan_written_by_a_writer_process_mirrors_exactly(db_url, simulator, make_config, tmp_path):
+def test_a_scan_written_by_a_writer_process_mirrors_exactly(db_url, simulator, monkeypatch, tmp_path):
+    monkeypatch.setenv(API_KEY_ENV, "sim-api-key")
     server = simulator(SMALL)
-    make_config(db_url, server, init=False)  # the API key in the environment
     config = _config(db_url, server, tmp_path, min_pages=2)
     log.configure("info", json=True)  # the start is an info event; the suite logs warnings only
     try:
@@ -56,10 +56,10 @@ def test_a_scan_written_by_a_writer_process_mirrors_exactly(db_url, simulator, m
     engine.dispose()
 
 
-def test_an_error_in_the_writer_process_reaches_the_run_with_its_message(sqlite_url, simulator, make_config,
+def test_an_error_in_the_writer_process_reaches_the_run_with_its_message(sqlite_url, simulator, monkeypatch,
                                                                             tmp_path):
+    monkeypatch.setenv(API_KEY_ENV, "sim-api-key")
     server = simulator(SMALL)
-    make_config(sqlite_url, server, init=False)
     config = _config(sqlite_url, server, tmp_path, min_pages=2)
     engine = open_engine(sqlite_url)
     with engine.begin() as conn:  # a mirror broken behind desksync's back
@@ -72,6 +72,39 @@ def test_an_error_in_the_writer_process_reaches_the_run_with_its_message(sqlite_
         status = conn.execute(sa.text("SELECT status FROM sync_runs ORDER BY id DESC")).scalar()
     assert tickets == 0  # the failed batch rolled back whole
     assert status == "failed"
+    engine.dispose()
+
+
+def test_a_pull_through_a_writer_process_keeps_unpushed_local_edits(sqlite_url, simulator, monkeypatch, tmp_path):
+    """The writer reads a shipped record back for its child rows: a kept local custom-field value
+    must land in that same record, not in a copy."""
+    monkeypatch.setenv(API_KEY_ENV, "sim-api-key")
+    server = simulator(Sizes(tickets=90, users=10, organizations=2, kb_categories=1, kb_articles=1))
+    config = _config(sqlite_url, server, tmp_path, min_pages=1, push={"tickets": {}})
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    engine = open_engine(sqlite_url)
+    ticket, field = 7, 5  # field 5: the text custom field (etl.simulators.eddydesk.data.custom_fields)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE eddydesk_tickets SET title = 'Local title' WHERE id = :t"), {"t": ticket})
+        conn.execute(sa.text("DELETE FROM eddydesk_ticket_custom_field_values WHERE ticket_id = :t AND field_id = :f"),
+                     {"t": ticket, "f": field})
+        conn.execute(sa.text("INSERT INTO eddydesk_ticket_custom_field_values (connection, ticket_id, field_id, "
+                             "value_text) VALUES ('helpdesk', :t, :f, 'local value')"), {"t": ticket, "f": field})
+    server.state.update_ticket(ticket, status_id="process", priority_id=3)
+    log.configure("info", json=True)
+    try:
+        with capture_logs() as logs:
+            assert jobs.sync(config, "helpdesk", streams=("tickets",), full=True).status == "ok"
+    finally:
+        log.configure("warning", json=True)
+    assert any(e["event"] == "writer_process_started" for e in logs)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT title, status_id, priority_id FROM eddydesk_tickets WHERE id = :t"),
+                           {"t": ticket}).one()
+        value = conn.execute(sa.text("SELECT value_text FROM eddydesk_ticket_custom_field_values "
+                                     "WHERE ticket_id = :t AND field_id = :f"), {"t": ticket, "f": field}).scalar()
+    assert tuple(row) == ("Local title", "process", 3)
+    assert value == "local value", "a local custom-field edit survives a pull written by a writer process"
     engine.dispose()
 
 
