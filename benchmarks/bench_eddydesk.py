@@ -60,7 +60,7 @@ def child(args: argparse.Namespace) -> None:
     stop = threading.Event()
     if args.seconds:
         threading.Timer(args.seconds, stop.set).start()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         summary = jobs.sync(config, "bench", tuple(args.streams.split(",")), stop=stop)
         status = summary.status
@@ -68,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
         if type(exc).__name__ != "Stopped":
             raise
         summary, status = None, "stopped at the time limit"
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     import sqlalchemy as sa
 
     from etl.mirror.db import open_engine
@@ -77,10 +77,11 @@ def child(args: argparse.Namespace) -> None:
         rows = conn.execute(sa.text("SELECT count(*) FROM eddydesk_tickets")).scalar_one()
         runs = conn.execute(sa.text("SELECT requests, rate_limit_wait_seconds FROM sync_runs ORDER BY id DESC")).first()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    writer_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    writer = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({"status": status, "seconds": elapsed, "tickets": rows,
                       "requests": summary.requests if summary else runs[0] if runs else None,
-                      "peak_mb": peak_mb, "writer_peak_mb": writer_mb}))
+                      "peak_mb": peak_mb, "writer_peak_mb": writer.ru_maxrss / 1024,
+                      "cpu_s": cpu, "writer_cpu_s": writer.ru_utime + writer.ru_stime}))
 
 
 def push_tickets(config: Any, url: str, count: int) -> None:

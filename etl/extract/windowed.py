@@ -23,7 +23,7 @@ from etl.extract.window import Slice, fmt, local_now, next_second, plan_slices, 
 from etl.extract.write_process import Apply, WriterProcess
 from etl.log import get_logger
 from etl.mirror.state import load_state, save_state
-from etl.mirror.write import Prepared, WriteStats
+from etl.mirror.write import Packed, WriteStats
 from etl.streams.eddydesk import BY_NAME, Stream, Variant
 
 ORDER = "date_updated{asc}"
@@ -37,7 +37,7 @@ def state_key(stream: Stream, variant: Variant) -> str:
 @dataclass
 class _PageResult:
     slice_index: int
-    records: list[dict[str, Any]] | Prepared  # prepared: on its way to a writer process
+    records: list[dict[str, Any]] | Packed  # packed: on its way to a writer process
     lo: str | None
     done: bool
 
@@ -75,22 +75,23 @@ class PagesWritten:
 def pages_writer(spec: PagesSpec) -> Apply:
     """Writes a batch of pages and the scan position after them (in the caller's transaction).
 
-    A page's records arrive as parsed (in process) or prepared (sent to a writer process).
+    A page's records arrive as parsed (in process) or packed (sent to a writer process).
     """
     writer = helpdesk_writer(BY_NAME[spec.stream], spec.settings, spec.connection)
     slices = [Slice(s.lo, s.hi, s.done) for s in spec.slices]
 
     def apply(conn: sa.Connection, batch: list[_PageResult]) -> PagesWritten:
         # the batch's pages in one apply: a few statements per batch, not per page
-        prepared = Prepared()
+        packed = Packed()
         for item in batch:
-            prepared.extend(item.records if isinstance(item.records, Prepared) else writer.prepare(item.records))
+            records = item.records
+            packed.extend(records if isinstance(records, Packed) else writer.pack_records(records, conn.dialect))
             slices[item.slice_index].lo = item.lo
             slices[item.slice_index].done = item.done
-        result = writer.apply(conn, prepared, spec.run_id, deleted=spec.marks_deleted)
+        result = writer.apply(conn, packed, spec.run_id, deleted=spec.marks_deleted)
         for name in spec.child_streams:
             children.add_pending(conn, spec.connection, name, result.changed_ids)
-        written = PagesWritten(result.stats, result.seen_ids, len(prepared.rows))
+        written = PagesWritten(result.stats, result.seen_ids, len(packed.rows))
         if spec.state_key is not None:
             save_state(conn, spec.connection, spec.state_key, {**spec.state, "scan": _scan_json(spec.hi, slices, spec.pages)})
         return written
@@ -237,13 +238,13 @@ class WindowScan:
         with writer or contextlib.nullcontext():
             if writer is not None:
                 writer.begin("pages_writer", spec, ctx.mirror_url)
-                table = ctx.writer(self.stream)
+                table, dialect = ctx.writer(self.stream), ctx.engine.dialect
 
                 def consume(batch: list[_PageResult]) -> None:
-                    # rows are built here, SQL runs there: the work splits about evenly over two cores
+                    # rows are built and packed here, only bound and run there: two cores' work
                     for item in batch:
                         assert isinstance(item.records, list)
-                        item.records = table.prepare(item.records).shipped()
+                        item.records = table.pack_records(item.records, dialect)
                     writer.submit(batch, answered)
             else:
                 apply = pages_writer(spec)

@@ -2,17 +2,20 @@
 
 SQLAlchemy Core builds a parameter dict and runs bind processors for every row of an
 executemany; for a backfill of 100,000 tickets (about a million rows with the child tables)
-that was the largest cost. Here each table gets one compiled statement per dialect and a
-converter per column, applied to plain tuples. Values end up exactly as SQLAlchemy would store
-them, so reads through SQLAlchemy see no difference.
+that was the largest cost. Here a row is packed once into a tuple of driver-ready values (by a
+function generated per table, column list and dialect), and each table gets one compiled
+multi-row statement per dialect. Values end up exactly as SQLAlchemy would store them, so reads
+through SQLAlchemy see no difference.
+
+Packing and executing are separate steps so that a writer process can be sent packed tuples
+(plain str/int/float values: cheap to pickle) and only bind them.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
@@ -20,45 +23,82 @@ import sqlalchemy as sa
 from etl.mirror.normalize import JsonText
 
 Convert = Callable[[Any], Any]
+Pack = Callable[[Mapping[str, Any]], tuple[Any, ...]]
+OnConflict = Literal["error", "skip", "update"]
 
 
 def _json_text(value: Any) -> Any:
-    if value is None:
-        return None
     return value if isinstance(value, JsonText) else orjson.dumps(value).decode()
 
 
-_recent = threading.local()  # a batch's rows share their "now": format it once per thread
-
-
 def _sqlite_datetime(value: Any) -> Any:
-    # SQLAlchemy's SQLite DATETIME storage format ("%Y-%m-%d %H:%M:%S.%f"), in UTC
-    if value is None:
-        return None
-    last = getattr(_recent, "last", None)
-    if last is None:
-        last = _recent.last = [None, None]
-    if value is last[0]:
-        return last[1]
-    text = value
-    if value.tzinfo is not None and value.utcoffset():
-        text = value.astimezone(UTC)
-    text = text.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
-    last[0], last[1] = value, text
-    return text
+    # SQLAlchemy's SQLite DATETIME storage format ("%Y-%m-%d %H:%M:%S.%f"), in UTC; str() is
+    # several times faster than isoformat() or strftime()
+    if value.tzinfo is not None:
+        if value.utcoffset():
+            value = value.astimezone(UTC)
+        text = str(value)[:-6]  # without the "+00:00"
+    else:
+        text = str(value)
+    return text if len(text) > 19 else text + ".000000"
+
+
+def sqlite_timestamp(utc: str) -> str:
+    """UTC text from `normalize.utc_text` in the SQLite storage format."""
+    return utc if len(utc) > 19 else utc + ".000000"
 
 
 def _sqlite_bool(value: Any) -> Any:
-    return None if value is None else int(bool(value))
-
-
-def _sqlite_number(value: Any) -> Any:
-    # as SQLAlchemy's Numeric on SQLite: stored as a float (PostgreSQL keeps the Decimal exact)
-    return None if value is None else float(value)
+    return 1 if value else 0
 
 
 def _sqlite_date(value: Any) -> Any:
-    return None if value is None else value.isoformat()
+    return value.isoformat()
+
+
+def converter(kind: sa.types.TypeEngine[Any], dialect: str) -> Convert | None:
+    """How a non-NULL value of a column type is handed to the driver (None: as it is)."""
+    if isinstance(kind, sa.JSON):
+        return _json_text
+    if dialect != "sqlite":
+        return None  # psycopg adapts datetimes, booleans and decimals itself
+    if isinstance(kind, sa.DateTime):
+        return _sqlite_datetime
+    if isinstance(kind, sa.Boolean):
+        return _sqlite_bool
+    if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Integer | sa.Float):
+        return float  # as SQLAlchemy's Numeric on SQLite (PostgreSQL keeps the Decimal exact)
+    if isinstance(kind, sa.Date):
+        return _sqlite_date
+    return None
+
+
+_packers: dict[tuple[str, tuple[str, ...], str], Pack] = {}
+
+
+def packer(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -> Pack:
+    """A function from a row (column -> value; a missing column is NULL) to `columns`' values as
+    the driver takes them.
+
+    Generated code, as dataclasses and SQLAlchemy do: one straight-line tuple expression per
+    table is several times faster than a loop over converters for every row.
+    """
+    key = (table.name, columns, dialect.name)
+    pack = _packers.get(key)
+    if pack is None:
+        env: dict[str, Any] = {}
+        items = []
+        for n, name in enumerate(columns):
+            convert = converter(table.c[name].type, dialect.name)
+            if convert is None:
+                items.append(f"get({name!r}),")
+            else:
+                env[f"c{n}"] = convert
+                items.append(f"None if (v{n} := get({name!r})) is None else c{n}(v{n}),")
+        source = "def pack(row):\n    get = row.get\n    return (\n        " + "\n        ".join(items) + "\n    )\n"
+        exec(source, env)  # noqa: S102 - names are repr() literals; no input reaches the code
+        pack = _packers[key] = env["pack"]
+    return pack
 
 
 # Rows per multi-row INSERT: far below SQLite's 32,766 and PostgreSQL's 65,535 parameters for
@@ -69,96 +109,91 @@ _ROWS_PER_STATEMENT = 200
 
 
 class BulkInsert:
-    """INSERT INTO table (columns) VALUES (...), (...), ... for many rows, dialect by dialect."""
+    """INSERT INTO table (columns) VALUES (...), (...), ... for packed rows, dialect by dialect.
 
-    def __init__(self, table: sa.Table, columns: Sequence[str], *, skip_existing: bool = False) -> None:
+    on_conflict: "error" (a plain INSERT), "skip" (a row whose key is taken is left alone) or
+    "update" (it is overwritten, except the columns in `keep`). SQLite 3.24+ and PostgreSQL alike.
+    """
+
+    def __init__(self, table: sa.Table, columns: Sequence[str], *, on_conflict: OnConflict = "error",
+                 keep: tuple[str, ...] = ()) -> None:
         self.table = table
         self.columns = tuple(columns)
-        # rows whose key is there already are left alone (SQLite 3.24+ and PostgreSQL alike)
-        self.tail = " ON CONFLICT DO NOTHING" if skip_existing else ""
-        self._compiled: dict[str, tuple[str, str, tuple[tuple[int, Convert], ...]]] = {}
+        self.on_conflict = on_conflict
+        self.keep = keep
+        self._compiled: dict[str, tuple[str, str, str]] = {}
         self._statements: dict[tuple[str, int], str] = {}
 
-    def _compile(self, dialect: sa.Dialect) -> tuple[str, str, tuple[tuple[int, Convert], ...]]:
-        converters: list[Convert | None] = []
-        placeholders: list[str] = []
+    def _compile(self, dialect: sa.Dialect) -> tuple[str, str, str]:
         sqlite = dialect.name == "sqlite"
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        for name in self.columns:
-            kind = self.table.c[name].type
-            if isinstance(kind, sa.JSON):
-                converters.append(_json_text)
-                placeholders.append(mark if sqlite else f"{mark}::jsonb")
-            elif isinstance(kind, sa.DateTime) and sqlite:
-                converters.append(_sqlite_datetime)
-                placeholders.append(mark)
-            elif isinstance(kind, sa.Boolean) and sqlite:
-                converters.append(_sqlite_bool)
-                placeholders.append(mark)
-            elif isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Integer | sa.Float) and sqlite:
-                converters.append(_sqlite_number)
-                placeholders.append(mark)
-            elif isinstance(kind, sa.Date) and sqlite:
-                converters.append(_sqlite_date)
-                placeholders.append(mark)
-            else:
-                converters.append(None)
-                placeholders.append(mark)
-        preparer = dialect.identifier_preparer
+        placeholders = [mark if sqlite or not isinstance(self.table.c[name].type, sa.JSON) else f"{mark}::jsonb"
+                        for name in self.columns]
+        quote = dialect.identifier_preparer.quote
         head = "INSERT INTO {} ({}) VALUES ".format(
-            preparer.format_table(self.table), ", ".join(preparer.quote(c) for c in self.columns)
+            dialect.identifier_preparer.format_table(self.table), ", ".join(quote(c) for c in self.columns)
         )
-        row = "(" + ", ".join(placeholders) + ")"
-        return head, row, tuple((i, f) for i, f in enumerate(converters) if f is not None)
+        tail = ""
+        if self.on_conflict == "skip":
+            tail = " ON CONFLICT DO NOTHING"
+        elif self.on_conflict == "update":
+            key = [c.name for c in self.table.primary_key.columns]
+            sets = [f"{quote(c)} = excluded.{quote(c)}" for c in self.columns if c not in key and c not in self.keep]
+            tail = " ON CONFLICT ({}) DO UPDATE SET {}".format(", ".join(quote(c) for c in key), ", ".join(sets))
+        return head, "(" + ", ".join(placeholders) + ")", tail
 
-    def _statement(self, dialect: str, head: str, row: str, count: int) -> str:
+    def _statement(self, dialect: str, compiled: tuple[str, str, str], count: int) -> str:
         sql = self._statements.get((dialect, count))
         if sql is None:
-            sql = self._statements[(dialect, count)] = head + ", ".join([row] * count) + self.tail
+            head, row, tail = compiled
+            sql = self._statements[(dialect, count)] = head + ", ".join([row] * count) + tail
         return sql
 
-    def execute(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    def insert(self, conn: sa.Connection, rows: Sequence[tuple[Any, ...]], head: tuple[Any, ...] = ()) -> None:
+        """Insert packed rows; `head` holds packed values of the first columns, the same for every row."""
         if not rows:
             return
         dialect = conn.dialect
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             compiled = self._compiled[dialect.name] = self._compile(dialect)
-        head, row_sql, converters = compiled
-        columns = self.columns
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             for start in range(0, len(rows), _ROWS_PER_STATEMENT):
                 chunk = rows[start : start + _ROWS_PER_STATEMENT]
                 flat: list[Any] = []
-                for row in chunk:
-                    # rows made by one builder share their key order: take the values in one C call
-                    value = list(row.values()) if tuple(row) == columns else [row.get(c) for c in columns]
-                    for index, convert in converters:
-                        value[index] = convert(value[index])
-                    flat.extend(value)
-                cursor.execute(self._statement(dialect.name, head, row_sql, len(chunk)), flat)
+                if head:
+                    for row in chunk:
+                        flat += head
+                        flat += row
+                else:
+                    for row in chunk:
+                        flat += row
+                cursor.execute(self._statement(dialect.name, compiled, len(chunk)), flat)
         finally:
             cursor.close()
 
 
-_cache: dict[tuple[str, tuple[str, ...], bool], BulkInsert] = {}
+_inserts: dict[tuple[str, tuple[str, ...], OnConflict, tuple[str, ...]], BulkInsert] = {}
 
 
-def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], *,
+def inserter(table: sa.Table, columns: tuple[str, ...], on_conflict: OnConflict = "error",
+             keep: tuple[str, ...] = ()) -> BulkInsert:
+    key = (table.name, columns, on_conflict, keep)
+    found = _inserts.get(key)
+    if found is None:
+        found = _inserts[key] = BulkInsert(table, columns, on_conflict=on_conflict, keep=keep)
+    return found
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], *,
                 skip_existing: bool = False) -> None:
-    """Insert rows (all with the same keys as the first) in multi-row statements.
+    """Insert rows (column -> value; the first row's keys name the columns) in multi-row statements.
 
     `skip_existing`: a row whose primary or unique key is taken already is skipped, not an error.
     """
     if not rows:
         return
     columns = tuple(rows[0])
-    key = (table.name, columns, skip_existing)
-    inserter = _cache.get(key)
-    if inserter is None:
-        inserter = _cache[key] = BulkInsert(table, columns, skip_existing=skip_existing)
-    inserter.execute(conn, rows)
-
-
-
+    pack = packer(table, columns, conn.dialect)
+    inserter(table, columns, "skip" if skip_existing else "error").insert(conn, [pack(r) for r in rows])

@@ -23,59 +23,105 @@ class DateParseError(ValueError):
 _EMPTY = ("", "null", "0000-00-00 00:00:00", None)
 
 
-_offsets: dict[tuple[tzinfo, Any], timedelta] = {}
+def _local_iso(s: str) -> str | None:
+    """A documented local date shape rewritten as ISO "YYYY-MM-DD HH:MM:SS" (not yet validated)."""
+    n = len(s)
+    if n == 19:
+        if s[4] == "-" and s[7] == "-" and s[10] == " " and s[13] == ":" and s[16] == ":":
+            return s
+        if s[2] == ":" and s[8] == " ":  # "17:45:00 26.01.2017"
+            return f"{s[15:19]}-{s[12:14]}-{s[9:11]} {s[0:8]}"
+    elif n == 16:
+        if s[2] == "." and s[10] == " ":  # "13.01.2017 12:36"
+            return f"{s[6:10]}-{s[3:5]}-{s[0:2]} {s[11:16]}:00"
+        if s[4] == "-" and s[7] == "-" and s[10] == " " and s[13] == ":":  # Udesk ServiceGo: minutes
+            return s + ":00"
+    elif n == 10 and s[4] == "-":
+        return s + " 00:00:00"
+    return None
 
 
-def _offset(local: datetime, tz: tzinfo, hour_key: Any) -> timedelta:
-    # Zone offsets change at most hourly (DST): cache them per local hour. Ambiguous and
-    # missing local hours around DST changes follow zoneinfo (fold=0), as astimezone would.
-    offset = _offsets.get((tz, hour_key))
-    if offset is None:
-        offset = local.replace(minute=0, second=0, tzinfo=tz).utcoffset() or timedelta(0)
-        if len(_offsets) > 100_000:
-            _offsets.clear()
-        _offsets[(tz, hour_key)] = offset
-    return offset
+# Per zone: local hour ("2017-01-13 12") -> its UTC hour ("2017-01-13 10") and offset; the UTC
+# hour is None in zones whose offset has minutes. Offsets change at most hourly (DST), so the
+# hour carries the rest of the text over unchanged. A local hour missing from the cache takes
+# its day's offset when the day has one offset from 00:00 to 23:00 (days with a DST change are
+# looked up hour by hour). Ambiguous and missing local hours around DST changes follow zoneinfo
+# (fold=0), as astimezone would.
+_utc_hours: dict[tzinfo, dict[str, tuple[str | None, timedelta]]] = {}
+_day_offsets: dict[tzinfo, dict[str, timedelta | None]] = {}
+_HOUR = timedelta(hours=1)
 
 
-def _to_utc(local: datetime, tz: tzinfo) -> datetime:
-    return (local - _offset(local, tz, local.replace(minute=0, second=0))).replace(tzinfo=UTC)
+def _offset(local: datetime, day: str, tz: tzinfo) -> timedelta:
+    days = _day_offsets.setdefault(tz, {})
+    if day not in days:
+        first = datetime(local.year, local.month, local.day, 0, tzinfo=tz).utcoffset()
+        last = datetime(local.year, local.month, local.day, 23, tzinfo=tz).utcoffset()
+        if len(days) > 10_000:
+            days.clear()
+        days[day] = first if first == last else None
+    offset = days[day]
+    if offset is None:  # the day of a DST change
+        offset = datetime(local.year, local.month, local.day, local.hour, tzinfo=tz).utcoffset()
+    return offset or timedelta(0)
 
 
-def parse_api_date(value: Any, tz: tzinfo) -> datetime | None:
-    """Parse any documented EddyDesk date into an aware UTC datetime; None for empty/"null"."""
+def _shift(local: datetime, iso: str, tz: tzinfo) -> str:
+    """UTC text of a local time (`iso` is its text)."""
+    hour = iso[:13]
+    hours = _utc_hours.get(tz)
+    if hours is None:
+        hours = _utc_hours[tz] = {}
+    known = hours.get(hour)
+    if known is None:
+        offset = _offset(local, iso[:10], tz)
+        utc_hour = None
+        if offset % _HOUR == timedelta(0):
+            utc_hour = str(datetime(local.year, local.month, local.day, local.hour) - offset)[:13]
+        if len(hours) > 100_000:
+            hours.clear()
+        known = hours[hour] = (utc_hour, offset)
+    utc_hour, offset = known
+    if utc_hour is not None:
+        return utc_hour + (iso[13:] if len(iso) == 19 else str(local)[13:])
+    return str(local - offset)
+
+
+def utc_text(value: Any, tz: tzinfo) -> str | None:
+    """A documented API date as UTC text, "YYYY-MM-DD HH:MM:SS" (".ffffff" added when there is a
+    fraction); None for empty or "null". Raises DateParseError for anything else.
+
+    Text, not a datetime, because the common case needs no datetime arithmetic at all: the mirror
+    stores SQLite timestamps as text, and building datetimes costs microseconds each.
+    """
     if value in _EMPTY:
         return None
     if not isinstance(value, str):
         raise DateParseError(f"not a date string: {value!r}")
     s = value.strip()
+    iso = _local_iso(s)
     try:
-        if len(s) == 19 and s[4] == "-" and s[10] == " " and s[7] == "-" and s[13] == ":" and s[16] == ":":
-            # the common shape, parsed in C; its hour prefix ("2017-01-13 12") keys the offset
-            local = datetime.fromisoformat(s)
-            return (local - _offset(local, tz, s[:13])).replace(tzinfo=UTC)
-        if len(s) == 19 and s[2] == ":" and s[8] == " ":
-            local = datetime(int(s[15:19]), int(s[12:14]), int(s[9:11]), int(s[0:2]), int(s[3:5]), int(s[6:8]))
-        elif len(s) == 16 and s[2] == "." and s[10] == " ":
-            local = datetime(int(s[6:10]), int(s[3:5]), int(s[0:2]), int(s[11:13]), int(s[14:16]))
-        elif len(s) == 16 and s[4] == "-" and s[7] == "-" and s[10] == " " and s[13] == ":":
-            local = datetime.fromisoformat(s)  # Udesk ServiceGo: minute resolution
-            return (local - _offset(local, tz, s[:13])).replace(tzinfo=UTC)
-        elif len(s) == 10 and s[4] == "-":
-            local = datetime(int(s[0:4]), int(s[5:7]), int(s[8:10]))
+        if iso is not None:
+            local = datetime.fromisoformat(iso)  # checks every part
         elif len(s) > 19 and s[10] == "T":
             # ISO 8601 with its own offset (Udesk knowledge: "2018-03-22T11:29:59.000+08:00")
-            parsed = datetime.fromisoformat(s)
-            if parsed.tzinfo is not None:
-                return parsed.astimezone(UTC)
-            local = parsed
+            local = datetime.fromisoformat(s)
+            if local.tzinfo is not None:
+                return str(local.astimezone(UTC))[:-6]
+            iso = str(local)
         else:
             raise DateParseError(f"unknown date format: {value!r}")
     except ValueError as exc:
         if isinstance(exc, DateParseError):
             raise
         raise DateParseError(f"invalid date {value!r}: {exc}") from None
-    return _to_utc(local, tz)
+    return _shift(local, iso, tz)
+
+
+def parse_api_date(value: Any, tz: tzinfo) -> datetime | None:
+    """Parse any documented EddyDesk date into an aware UTC datetime; None for empty/"null"."""
+    text = utc_text(value, tz)
+    return None if text is None else datetime.fromisoformat(text + "+00:00")
 
 
 def display_value(value: Any, language: str) -> str | None:

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from etl.mirror.normalize import display_value, parse_api_date, to_bool, to_int, to_str
+from etl.mirror.bulk import converter, sqlite_timestamp
+from etl.mirror.normalize import display_value, parse_api_date, to_bool, to_int, to_str, utc_text
 
 Getter = Callable[[dict[str, Any]], Any]
 
@@ -79,6 +80,21 @@ class _Column:
     get: Getter | None  # dotted paths and alternatives
     kind: int
     convert: Callable[[Any], Any] | None
+    column: sa.Column[Any]
+
+
+def _then(first: Callable[[Any], Any], second: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    if second is None:
+        return first
+    return lambda value: None if (value := first(value)) is None else second(value)
+
+
+def _sqlite_date(tz: tzinfo) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        text = utc_text(value, tz)
+        return None if text is None else sqlite_timestamp(text)
+
+    return convert
 
 
 class RowBuilder:
@@ -103,9 +119,63 @@ class RowBuilder:
                 kind, convert = _kind(column, tz)
             simple = isinstance(source, str) and "." not in source
             columns.append(_Column(column.name, source if simple else None, None if simple else _getter(source),
-                                   kind, convert))
+                                   kind, convert, column))
         self.columns = tuple(columns)
+        self.names = tuple(c.name for c in columns)
         self.updated_column: str | None = "date_updated" if "date_updated" in table.columns else None
+        self.tz = tz
+        self._packers: dict[str, Callable[[dict[str, Any]], tuple[Any, ...]]] = {}
+
+    def packer(self, dialect: sa.Dialect) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+        """Record -> its columns' values as the driver takes them, in one generated function.
+
+        The same values as `bulk.packer(table, names, dialect)(build(record)[0])`, without the
+        row dict between them; it raises (ValueError, TypeError) where `build` would report a
+        problem, and the caller then takes that slower path, which names the problem.
+        """
+        pack = self._packers.get(dialect.name)
+        if pack is not None:
+            return pack
+        env: dict[str, Any] = {"MISSING": _MISSING, "to_str": to_str, "to_int": to_int, "display": display_value,
+                               "language": self.language}
+        items = []
+        for n, col in enumerate(self.columns):
+            v = f"v{n}"
+            if col.get is None:
+                fetch = f"({v} := get({col.key!r})) is None"
+            else:
+                env[f"g{n}"] = col.get
+                fetch = f"({v} := g{n}(record)) is None or {v} is MISSING"
+            to_db = converter(col.column.type, dialect.name)
+            if col.kind == _DISPLAY:
+                value = f"display({v}, language)"
+            elif col.kind == _STR:
+                value = f"{v} if type({v}) is str else to_str({v})"
+            elif col.kind == _INT:
+                value = f"{v} if type({v}) is int else to_int({v})"
+            elif col.kind == _JSON:
+                if to_db is not None:
+                    env[f"c{n}"] = to_db
+                    value = f"c{n}({v})"
+                else:
+                    value = v
+                to_db = None
+            elif isinstance(col.column.type, sa.DateTime) and dialect.name == "sqlite":
+                env[f"c{n}"] = _sqlite_date(self.tz)
+                value, to_db = f"c{n}({v})", None
+            else:
+                assert col.convert is not None
+                env[f"c{n}"] = _then(col.convert, to_db)
+                value, to_db = f"c{n}({v})", None
+            if to_db is not None:  # the builder's value converted for the driver (None stays None)
+                env[f"d{n}"] = to_db
+                value = f"None if (w{n} := ({value})) is None else d{n}(w{n})"
+            items.append(f"None if {fetch} else ({value}),")
+        source = ("def pack(record):\n    get = record.get\n    return (\n        " + "\n        ".join(items)
+                  + "\n    )\n")
+        exec(source, env)  # noqa: S102 - names are repr() literals; no input reaches the code
+        pack = self._packers[dialect.name] = env["pack"]
+        return pack
 
     def build(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         row: dict[str, Any] = {}

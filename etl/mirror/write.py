@@ -1,8 +1,12 @@
 """Apply fetched records to a mirrored table: insert, update, skip unchanged, mark deleted.
 
-One call = a few set-based statements inside the caller's transaction: a SELECT of the known
-hashes, an executemany INSERT, an executemany UPDATE, child-row replacement, and change-log
-rows. Unchanged records (the same content hash) only get `last_seen_at` moved.
+Three steps: `prepare` builds rows, hashes and raw JSON from records; `pack` turns them into
+driver-ready tuples (with their child rows); `apply` writes a packed batch inside the caller's
+transaction with a few set-based statements: a SELECT of the known hashes, one multi-row
+INSERT .. ON CONFLICT DO UPDATE for new and changed records, child-row replacement, and
+change-log rows. Unchanged records (the same content hash) only get `last_seen_at` moved. The
+first two need no database, so a long scan runs them in the fetching process and sends the
+packed batch to a writer process (etl/extract/write_process.py).
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ import sqlalchemy as sa
 
 from etl.log import get_logger
 from etl.mirror.base import table_of
-from etl.mirror.bulk import bulk_insert
+from etl.mirror.bulk import converter, inserter, packer
 from etl.mirror.meta import ChangeLog
-from etl.mirror.normalize import JsonText, canonical_json, content_hash, strip_secrets
-from etl.mirror.rows import Builder
+from etl.mirror.normalize import canonical_json, content_hash, strip_secrets
+from etl.mirror.rows import Builder, RowBuilder
 
-ChildRows = dict[sa.Table, list[dict[str, Any]]]
+ChildRows = dict[sa.Table, list[dict[str, Any]]]  # a record's child rows, per child table
 ChildBuilder = Callable[[dict[str, Any], str], ChildRows]
 
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
@@ -46,29 +50,44 @@ class WriteStats:
 
 @dataclass
 class Prepared:
-    """Records made ready for `TableWriter.apply` (all the per-record work, no database work).
+    """Records made ready for packing (all the per-record work that needs no database).
 
     rows: id -> (row, content hash, record, canonical JSON).
     """
 
-    rows: dict[Any, tuple[dict[str, Any], str, dict[str, Any] | None, bytes]] = field(default_factory=dict)
+    rows: dict[Any, tuple[dict[str, Any], str, dict[str, Any], bytes]] = field(default_factory=dict)
     problems: int = 0
 
-    def shipped(self) -> Prepared:
-        """For a writer process: the records stay behind (their canonical JSON holds them)."""
-        return Prepared({i: (row, digest, None, canonical) for i, (row, digest, _, canonical) in self.rows.items()},
-                        self.problems)
-
     def record(self, record_id: Any) -> dict[str, Any]:
-        row, digest, record, canonical = self.rows[record_id]
-        if record is None:  # shipped: read back where needed (child rows, local edits to keep)
-            record = orjson.loads(canonical)
-            self.rows[record_id] = (row, digest, record, canonical)
-        return record
+        return self.rows[record_id][2]
 
-    def extend(self, other: Prepared) -> None:
-        self.rows.update(other.rows)
+
+# A packed record: its values in `Packed.columns` order as the driver takes them, its content
+# hash, and its child rows (packed likewise), one list per child table of the writer.
+PackedRow = tuple[tuple[Any, ...], str, tuple[list[tuple[Any, ...]], ...]]
+
+
+@dataclass
+class Packed:
+    """Records ready for `TableWriter.apply`: plain tuples of str/int/float/None (on SQLite), so
+    a batch pickles cheaply to a writer process and is only bound there."""
+
+    columns: tuple[str, ...] = ()
+    rows: dict[Any, PackedRow] = field(default_factory=dict)
+    problems: int = 0
+
+    def extend(self, other: Packed) -> None:
+        if not self.rows:
+            self.columns = other.columns
+        elif other.rows and other.columns != self.columns:
+            raise ValueError(f"cannot join packed rows of columns {other.columns} to {self.columns}")
+        self.rows.update(other.rows)  # a record met twice: the later copy wins
         self.problems += other.problems
+
+
+_LOG_COLUMNS = ("table_name", "connection", "record_key", "operation", "run_id", "changed_at")
+_TAIL = ("raw", "content_hash", "remote_updated_at")  # after the record's columns in a packed row
+_HEAD = ("connection", "first_seen_at", "last_seen_at", "is_deleted", "deleted_at", "last_run_id")  # per batch
 
 
 @dataclass
@@ -109,14 +128,7 @@ class TableWriter:
         self.children = children
         self.child_tables = child_tables  # (table, parent column)
         self.log = get_logger(connection=connection, table=table.name)
-        c = table.c
-        self._key_cols = [col for col in table.primary_key.columns if col.name not in ("connection", "id")]
-        self._update = (
-            table.update()
-            .where(c.connection == sa.bindparam("k_connection"))
-            .where(c.id == sa.bindparam("k_id"))
-            .where(*[col == sa.bindparam(f"k_{col.name}") for col in self._key_cols])
-        )
+        self._child_columns = tuple(tuple(c.name for c in t.columns) for t, _ in child_tables)
 
     def _scope_filter(self, scope: Mapping[str, Any]) -> list[Any]:
         c = self.table.c
@@ -136,8 +148,11 @@ class TableWriter:
         overrides: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> UpsertResult:
         """`overrides`: column values to set on every row, or one mapping per record."""
-        return self.apply(conn, self.prepare(records, scope=scope, overrides=overrides), run_id, scope=scope,
-                          deleted=deleted)
+        if overrides is None:
+            batch = self.pack_records(records, conn.dialect, scope=scope)
+        else:
+            batch = self.pack(self.prepare(records, scope=scope, overrides=overrides), conn.dialect)
+        return self.apply(conn, batch, run_id, scope=scope, deleted=deleted)
 
     def prepare(
         self,
@@ -146,7 +161,11 @@ class TableWriter:
         scope: Mapping[str, Any] | None = None,
         overrides: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> Prepared:
-        """Rows, content hashes and raw JSON for records (no database work)."""
+        """Rows, content hashes and raw JSON for records (no database work).
+
+        Scope and override values are plain (ints, texts): a writer rebuilding a packed row for
+        the local-edit merge takes them back from the packed values as they are.
+        """
         scope = scope or {}
         prepared = Prepared()
         per_record = None if overrides is None or isinstance(overrides, Mapping) else overrides
@@ -166,112 +185,180 @@ class TableWriter:
             prepared.rows[row["id"]] = (row, digest, clean, canonical)
         return prepared
 
+    def pack(self, batch: Prepared, dialect: sa.Dialect, columns: tuple[str, ...] | None = None) -> Packed:
+        """Driver-ready tuples for prepared records and their child rows (no database work)."""
+        packed = Packed(problems=batch.problems)
+        if not batch.rows:
+            return packed
+        if columns is None:
+            first = next(iter(batch.rows.values()))[0]
+            columns = (*first, *_TAIL)
+        packed.columns = columns
+        pack = packer(self.table, columns[: -len(_TAIL)], dialect)
+        finish = self._finisher(columns, dialect)
+        rows = packed.rows
+        for record_id, (row, digest, record, canonical) in batch.rows.items():
+            rows[record_id] = finish(pack(row), digest, record, canonical)
+        return packed
+
+    def pack_records(self, records: list[dict[str, Any]], dialect: sa.Dialect, *,
+                     scope: Mapping[str, Any] | None = None) -> Packed:
+        """`pack(prepare(records))` in one pass, straight from the records to tuples (no row dicts),
+        for a RowBuilder's table; a record with a value the builder reports as a problem takes
+        the slower path, which names it."""
+        scope = scope or {}
+        builder = self.builder
+        if not isinstance(builder, RowBuilder) or any(name in builder.names for name in scope):
+            return self.pack(self.prepare(records, scope=scope), dialect)
+        fast = builder.packer(dialect)
+        slow = packer(self.table, builder.names, dialect)
+        constant = packer(self.table, tuple(scope), dialect)(scope) if scope else ()
+        columns = (*builder.names, *scope, *_TAIL)
+        finish = self._finisher(columns, dialect)
+        id_at = builder.names.index("id")
+        packed = Packed(columns)
+        rows = packed.rows
+        for record in records:
+            clean = strip_secrets(record, self.secret_keys)
+            canonical = canonical_json(clean)
+            try:
+                values = fast(clean)
+            except (ValueError, TypeError):
+                row, problems = builder.build(clean)
+                if problems:
+                    packed.problems += len(problems)
+                    self.log.warning("field_unparseable", id=row.get("id"), problems=problems)
+                values = slow(row)
+            if constant:
+                values += constant
+            rows[values[id_at]] = finish(values, content_hash(canonical), clean, canonical)
+        return packed
+
+    def _finisher(self, columns: tuple[str, ...],
+                  dialect: sa.Dialect) -> Callable[[tuple[Any, ...], str, dict[str, Any], bytes], PackedRow]:
+        """Completes a record's packed values: raw JSON, hash, remote update time, child rows."""
+        updated = self.builder.updated_column
+        at = columns.index(updated) if updated in columns else None
+        children, connection = self.children, self.connection
+        child_packs = [(t, packer(t, cols, dialect)) for (t, _), cols in zip(self.child_tables, self._child_columns,
+                                                                           strict=True)]
+        none: tuple[list[tuple[Any, ...]], ...] = tuple([] for _ in child_packs)
+
+        def finish(values: tuple[Any, ...], digest: str, record: dict[str, Any], canonical: bytes) -> PackedRow:
+            values += (canonical.decode(), digest, None if at is None else values[at])
+            if children is None:
+                return values, digest, none
+            made = children(record, connection)
+            return values, digest, tuple([pack(r) for r in made.get(t, ())] for t, pack in child_packs)
+
+        return finish
+
+    def _merge(self, conn: sa.Connection, packed: Packed, ids: list[Any]) -> None:
+        """Run the local-edit merge on packed rows a pull rewrites: rebuilt from their raw JSON
+        (plain scope and override values taken back as packed), merged, packed again."""
+        assert self.merge is not None
+        columns = packed.columns
+        raw_at = columns.index("raw")
+        rebuilt = Prepared()
+        plain = [(n, name) for n, name in enumerate(columns[: -len(_TAIL)])
+                 if converter(self.table.c[name].type, conn.dialect.name) is None]
+        for record_id in ids:
+            values, digest, _ = packed.rows[record_id]
+            canonical = values[raw_at].encode()
+            record = orjson.loads(canonical)
+            row, _ = self.builder.build(record)
+            for n, name in plain:
+                row[name] = values[n]
+            rebuilt.rows[record_id] = ({name: row.get(name) for name in columns[: -len(_TAIL)]}, digest, record,
+                                       canonical)
+        conflicts = self.merge(conn, rebuilt)
+        if conflicts:
+            self.log.warning("conflicts_recorded", count=conflicts)
+        packed.rows.update(self.pack(rebuilt, conn.dialect, columns).rows)
+
     def apply(
         self,
         conn: sa.Connection,
-        batch: Prepared,
+        batch: Prepared | Packed,
         run_id: int | None,
         *,
         scope: Mapping[str, Any] | None = None,
         deleted: bool = False,
     ) -> UpsertResult:
-        """Write prepared rows: insert the new, update the changed, touch the unchanged."""
+        """Write records: insert the new, update the changed, touch the unchanged."""
+        if isinstance(batch, Prepared):
+            batch = self.pack(batch, conn.dialect)
         scope = scope or {}
         result = UpsertResult()
         result.stats.problems = batch.problems
-        prepared = batch.rows
-        if not prepared:
+        packed = batch.rows
+        if not packed:
             return result
         now = datetime.now(UTC)
-        ids = list(prepared)
+        ids = list(packed)
         result.seen_ids = ids
         known: dict[Any, tuple[str, bool]] = {}
         c = self.table.c
         for chunk in _chunks(ids):
-            rows = conn.execute(
+            found = conn.execute(
                 sa.select(c.id, c.content_hash, c.is_deleted).where(*self._scope_filter(scope), c.id.in_(chunk))
             )
-            known.update((r[0], (r[1], bool(r[2]))) for r in rows)
-        if self.merge is not None:
+            known.update((r[0], (r[1], bool(r[2]))) for r in found)
+        if self.merge is not None and known:
             # only rows the pull is about to rewrite can hold local edits it must keep
-            rewritten = [i for i, v in prepared.items() if i in known and known[i][0] != v[1]]
+            rewritten = [i for i, v in packed.items() if i in known and known[i][0] != v[1]]
             if rewritten:
-                for i in rewritten:  # read back into this batch: kept values must reach its child rows
-                    batch.record(i)
-                conflicts = self.merge(conn, Prepared({i: prepared[i] for i in rewritten}))
-                if conflicts:
-                    self.log.warning("conflicts_recorded", count=conflicts)
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+                self._merge(conn, batch, rewritten)
+        values: list[tuple[Any, ...]] = []
         unchanged: list[Any] = []
-        log_rows: list[dict[str, Any]] = []
-        for record_id, (row, digest, _, canonical) in prepared.items():
+        rewritten_ids: list[Any] = []
+        kids: list[list[tuple[Any, ...]]] = [[] for _ in self.child_tables]
+        changed = result.changed_ids
+        for record_id, (row, digest, children) in packed.items():
             old = known.get(record_id)
             if old == (digest, deleted):
                 unchanged.append(record_id)
                 continue
-            row["raw"] = JsonText(canonical.decode())
-            row["content_hash"] = digest
-            row["last_seen_at"] = now
-            updated = self.builder.updated_column
-            row["remote_updated_at"] = row.get(updated) if updated else None
-            row["is_deleted"] = deleted
-            row["deleted_at"] = now if deleted else None
-            row["last_run_id"] = run_id
-            if old is None:
-                row["connection"] = self.connection
-                row["first_seen_at"] = now
-                inserts.append(row)
-            else:
-                row["k_connection"] = self.connection
-                row["k_id"] = record_id
-                for col in self._key_cols:
-                    row[f"k_{col.name}"] = row.pop(col.name)
-                row.pop("id")
-                updates.append(row)
-            log_rows.append(
-                {
-                    "table_name": self.table.name,
-                    "connection": self.connection,
-                    "record_key": self._record_key(scope, record_id),
-                    "operation": "delete" if deleted and old is not None else ("insert" if old is None else "update"),
-                    "run_id": run_id,
-                    "changed_at": now,
-                }
-            )
-            result.changed_ids.append(record_id)
-        if inserts:
-            bulk_insert(conn, self.table, inserts)
-        if updates:
-            conn.execute(self._update, updates)
+            values.append(row)
+            changed.append(record_id)
+            if old is not None:
+                rewritten_ids.append(record_id)
+            for into, rows in zip(kids, children, strict=True):
+                into += rows
+        dialect = conn.dialect
+        if values:
+            head = packer(self.table, _HEAD, dialect)({
+                "connection": self.connection, "first_seen_at": now, "last_seen_at": now, "is_deleted": deleted,
+                "deleted_at": now if deleted else None, "last_run_id": run_id,
+            })
+            # one statement shape for new and changed rows; a changed row keeps its first_seen_at
+            inserter(self.table, _HEAD + batch.columns, "update", keep=("first_seen_at",)).insert(conn, values, head)
         for chunk in _chunks(unchanged):
             conn.execute(
                 self.table.update().where(*self._scope_filter(scope), c.id.in_(chunk)).values(last_seen_at=now)
             )
-        if self.children and result.changed_ids:
-            self._replace_children(conn, [batch.record(i) for i in result.changed_ids], [
-                i for i in result.changed_ids if i in known
-            ])
-        if log_rows:
-            bulk_insert(conn, table_of(ChangeLog), log_rows)
-        result.stats.inserted += len(inserts)
-        result.stats.updated += len(updates)
+        if self.child_tables and changed:
+            for (table, parent_column), columns, rows in zip(self.child_tables, self._child_columns, kids,
+                                                              strict=True):
+                for chunk in _chunks(rewritten_ids):
+                    conn.execute(table.delete().where(table.c.connection == self.connection,
+                                                      table.c[parent_column].in_(chunk)))
+                inserter(table, columns).insert(conn, rows)
+        if changed:
+            inserted = len(changed) - len(rewritten_ids)
+            when = packer(table_of(ChangeLog), ("changed_at",), dialect)({"changed_at": now})[0]
+            name, prefix = self.table.name, "".join(f"{v}:" for v in scope.values())
+            if deleted:
+                operations = ["insert" if i not in known else "delete" for i in changed]
+            else:
+                operations = ["insert" if i not in known else "update" for i in changed]
+            inserter(table_of(ChangeLog), _LOG_COLUMNS).insert(
+                conn, [(name, self.connection, f"{prefix}{i}", op, run_id, when) for i, op in zip(changed, operations,
+                                                                                              strict=True)])
+            result.stats.inserted += inserted
+            result.stats.updated += len(rewritten_ids)
         result.stats.unchanged += len(unchanged)
         return result
-
-    def _replace_children(self, conn: sa.Connection, records: list[dict[str, Any]], existing_ids: list[Any]) -> None:
-        assert self.children is not None
-        for table, parent_column in self.child_tables:
-            for chunk in _chunks(existing_ids):
-                conn.execute(
-                    table.delete().where(table.c.connection == self.connection, table.c[parent_column].in_(chunk))
-                )
-        batches: ChildRows = {}
-        for record in records:
-            for table, rows in self.children(record, self.connection).items():
-                batches.setdefault(table, []).extend(rows)
-        for table, rows in batches.items():
-            bulk_insert(conn, table, rows)
 
     def mark_deleted(
         self, conn: sa.Connection, ids: list[Any], run_id: int | None, scope: Mapping[str, Any] | None = None

@@ -1,9 +1,17 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from etl.mirror.normalize import DateParseError, display_value, parse_api_date, strip_secrets, to_bool, to_int
+from etl.mirror.normalize import (
+    DateParseError,
+    display_value,
+    parse_api_date,
+    strip_secrets,
+    to_bool,
+    to_int,
+    utc_text,
+)
 
 RIGA = ZoneInfo("Europe/Riga")
 
@@ -30,6 +38,19 @@ def test_null_and_empty_dates_are_none(empty):
 def test_unparseable_dates_raise_a_named_error(bad):
     with pytest.raises(DateParseError):
         parse_api_date(bad, RIGA)
+
+
+@pytest.mark.parametrize("zone", ["Europe/Riga", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "UTC"])
+def test_utc_text_agrees_with_zoneinfo_every_quarter_hour_around_dst_changes(zone):
+    """The hour-by-hour offset cache against plain zoneinfo arithmetic (fold=0), over the spring
+    and autumn changes of 2025 and in zones whose offset has minutes."""
+    tz = ZoneInfo(zone)
+    for start in (datetime(2025, 3, 8), datetime(2025, 3, 29), datetime(2025, 4, 5), datetime(2025, 10, 25),
+                  datetime(2025, 11, 1)):
+        for quarter in range(2 * 24 * 4):
+            local = start + timedelta(minutes=15 * quarter, seconds=7)
+            expected = local.replace(tzinfo=tz).astimezone(UTC).replace(tzinfo=None)
+            assert utc_text(local.strftime("%Y-%m-%d %H:%M:%S"), tz) == str(expected), local
 
 
 def test_display_value_prefers_the_configured_language_then_falls_back():
