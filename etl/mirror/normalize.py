@@ -54,14 +54,16 @@ _HOUR = timedelta(hours=1)
 
 def _offset(local: datetime, day: str, tz: tzinfo) -> timedelta:
     days = _day_offsets.setdefault(tz, {})
-    if day not in days:
+    try:
+        offset = days[day]  # None: the day of a DST change
+    except KeyError:
         first = datetime(local.year, local.month, local.day, 0, tzinfo=tz).utcoffset()
         last = datetime(local.year, local.month, local.day, 23, tzinfo=tz).utcoffset()
+        offset = first if first == last else None
         if len(days) > 10_000:
             days.clear()
-        days[day] = first if first == last else None
-    offset = days[day]
-    if offset is None:  # the day of a DST change
+        days[day] = offset
+    if offset is None:
         offset = datetime(local.year, local.month, local.day, local.hour, tzinfo=tz).utcoffset()
     return offset or timedelta(0)
 
