@@ -143,7 +143,7 @@ def merger(spec: Writable, connection: str, builder: RowBuilder, tz: tzinfo,
         now = datetime.now(UTC)
         for current in changed:
             record_id = current["id"]
-            remote_row, remote_record = batch.rows[record_id][0], batch.record(record_id)
+            remote_row, _, remote_record, _ = batch.rows[record_id]
             raw = current["raw"] if isinstance(current["raw"], dict) else orjson.loads(current["raw"])
             base, local = with_values(texts(spec, builder.build(raw)[0], tz), record_values(spec, raw),
                                       held_values[record_id])

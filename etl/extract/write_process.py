@@ -2,9 +2,10 @@
 
 Python runs one thread at a time: in one process the fetch threads and the writer share a
 core, and a backfill is bound by it (README, Benchmarks). For a scan of many pages the fetching
-process sends each batch of pages to a writer process instead. The writer builds the rows,
-writes them and commits each batch with the scan position it covers, exactly as the in-process
-writer does (the same `Apply` function runs in either), and answers with what it wrote.
+process sends each batch of pages, already packed into driver-ready tuples, to a writer process
+instead. The writer binds and runs them and commits each batch with the scan position it
+covers, exactly as the in-process writer does (the same `Apply` function runs in either), and
+answers with what it wrote.
 
 Kill safety is unchanged: every batch is one transaction with its position. If the fetching
 process dies, the writer reads the end of its pipe and exits; a batch it was writing commits

@@ -31,21 +31,19 @@ def _json_text(value: Any) -> Any:
     return value if isinstance(value, JsonText) else orjson.dumps(value).decode()
 
 
-def _sqlite_datetime(value: Any) -> Any:
-    # SQLAlchemy's SQLite DATETIME storage format ("%Y-%m-%d %H:%M:%S.%f"), in UTC; str() is
-    # several times faster than isoformat() or strftime()
-    if value.tzinfo is not None:
-        if value.utcoffset():
-            value = value.astimezone(UTC)
-        text = str(value)[:-6]  # without the "+00:00"
-    else:
-        text = str(value)
-    return text if len(text) > 19 else text + ".000000"
-
-
 def sqlite_timestamp(utc: str) -> str:
-    """UTC text from `normalize.utc_text` in the SQLite storage format."""
+    """UTC text ("YYYY-MM-DD HH:MM:SS[.ffffff]") in SQLAlchemy's SQLite DATETIME storage format,
+    "%Y-%m-%d %H:%M:%S.%f"."""
     return utc if len(utc) > 19 else utc + ".000000"
+
+
+def _sqlite_datetime(value: Any) -> Any:
+    # str() is several times faster than isoformat() or strftime()
+    if value.tzinfo is None:
+        return sqlite_timestamp(str(value))
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return sqlite_timestamp(str(value)[:-6])  # without the "+00:00"
 
 
 def _sqlite_bool(value: Any) -> Any:
@@ -91,14 +89,21 @@ def packer(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -> Pa
         for n, name in enumerate(columns):
             convert = converter(table.c[name].type, dialect.name)
             if convert is None:
-                items.append(f"get({name!r}),")
+                items.append(f"get({name!r})")
             else:
                 env[f"c{n}"] = convert
-                items.append(f"None if (v{n} := get({name!r})) is None else c{n}(v{n}),")
-        source = "def pack(row):\n    get = row.get\n    return (\n        " + "\n        ".join(items) + "\n    )\n"
-        exec(source, env)  # noqa: S102 - names are repr() literals; no input reaches the code
-        pack = _packers[key] = env["pack"]
+                items.append(f"None if (v{n} := get({name!r})) is None else c{n}(v{n})")
+        pack = _packers[key] = tuple_function(items, env)
     return pack
+
+
+def tuple_function(items: Sequence[str], env: dict[str, Any]) -> Pack:
+    """`lambda row: (item, item, ...)` compiled once, each item an expression over `get` (the
+    row's dict.get), `row` and the names in `env`. Callers build items from repr() literals and
+    their own names only: no input reaches the code."""
+    body = "".join(f"        {item},\n" for item in items)
+    exec(f"def pack(row):\n    get = row.get\n    return (\n{body}    )\n", env)  # noqa: S102
+    return env["pack"]  # type: ignore[no-any-return]
 
 
 # Rows per multi-row INSERT: far below SQLite's 32,766 and PostgreSQL's 65,535 parameters for

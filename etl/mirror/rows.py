@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from etl.mirror.bulk import converter, sqlite_timestamp
+from etl.mirror.bulk import Pack, converter, sqlite_timestamp, tuple_function
 from etl.mirror.normalize import display_value, parse_api_date, to_bool, to_int, to_str, utc_text
 
 Getter = Callable[[dict[str, Any]], Any]
@@ -83,13 +83,9 @@ class _Column:
     column: sa.Column[Any]
 
 
-def _then(first: Callable[[Any], Any], second: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-    if second is None:
-        return first
-    return lambda value: None if (value := first(value)) is None else second(value)
+def _sqlite_timestamp_of(tz: tzinfo) -> Callable[[Any], Any]:
+    """An API date straight to its SQLite timestamp text (no datetime in between)."""
 
-
-def _sqlite_date(tz: tzinfo) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         text = utc_text(value, tz)
         return None if text is None else sqlite_timestamp(text)
@@ -124,9 +120,9 @@ class RowBuilder:
         self.names = tuple(c.name for c in columns)
         self.updated_column: str | None = "date_updated" if "date_updated" in table.columns else None
         self.tz = tz
-        self._packers: dict[str, Callable[[dict[str, Any]], tuple[Any, ...]]] = {}
+        self._packers: dict[str, Pack] = {}
 
-    def packer(self, dialect: sa.Dialect) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    def packer(self, dialect: sa.Dialect) -> Pack:
         """Record -> its columns' values as the driver takes them, in one generated function.
 
         The same values as `bulk.packer(table, names, dialect)(build(record)[0])`, without the
@@ -145,7 +141,7 @@ class RowBuilder:
                 fetch = f"({v} := get({col.key!r})) is None"
             else:
                 env[f"g{n}"] = col.get
-                fetch = f"({v} := g{n}(record)) is None or {v} is MISSING"
+                fetch = f"({v} := g{n}(row)) is None or {v} is MISSING"
             to_db = converter(col.column.type, dialect.name)
             if col.kind == _DISPLAY:
                 value = f"display({v}, language)"
@@ -154,27 +150,19 @@ class RowBuilder:
             elif col.kind == _INT:
                 value = f"{v} if type({v}) is int else to_int({v})"
             elif col.kind == _JSON:
-                if to_db is not None:
-                    env[f"c{n}"] = to_db
-                    value = f"c{n}({v})"
-                else:
-                    value = v
-                to_db = None
+                value = v
             elif isinstance(col.column.type, sa.DateTime) and dialect.name == "sqlite":
-                env[f"c{n}"] = _sqlite_date(self.tz)
-                value, to_db = f"c{n}({v})", None
+                env[f"c{n}"], to_db = _sqlite_timestamp_of(self.tz), None
+                value = f"c{n}({v})"
             else:
-                assert col.convert is not None
-                env[f"c{n}"] = _then(col.convert, to_db)
-                value, to_db = f"c{n}({v})", None
+                env[f"c{n}"] = col.convert
+                value = f"c{n}({v})"
             if to_db is not None:  # the builder's value converted for the driver (None stays None)
                 env[f"d{n}"] = to_db
-                value = f"None if (w{n} := ({value})) is None else d{n}(w{n})"
-            items.append(f"None if {fetch} else ({value}),")
-        source = ("def pack(record):\n    get = record.get\n    return (\n        " + "\n        ".join(items)
-                  + "\n    )\n")
-        exec(source, env)  # noqa: S102 - names are repr() literals; no input reaches the code
-        pack = self._packers[dialect.name] = env["pack"]
+                # a member's own value is never None here; a conversion's result can be
+                value = f"d{n}({v})" if col.kind == _JSON else f"None if (w{n} := ({value})) is None else d{n}(w{n})"
+            items.append(f"None if {fetch} else ({value})")
+        pack = self._packers[dialect.name] = tuple_function(items, env)
         return pack
 
     def build(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -58,9 +58,6 @@ class Prepared:
     rows: dict[Any, tuple[dict[str, Any], str, dict[str, Any], bytes]] = field(default_factory=dict)
     problems: int = 0
 
-    def record(self, record_id: Any) -> dict[str, Any]:
-        return self.rows[record_id][2]
-
 
 # A packed record: its values in `Packed.columns` order as the driver takes them, its content
 # hash, and its child rows (packed likewise), one list per child table of the writer.
@@ -134,8 +131,20 @@ class TableWriter:
         c = self.table.c
         return [c.connection == self.connection, *[c[name] == value for name, value in scope.items()]]
 
-    def _record_key(self, scope: Mapping[str, Any], record_id: Any) -> str:
-        return ":".join([*(str(v) for v in scope.values()), str(record_id)])
+    def _log_changes(self, conn: sa.Connection, scope: Mapping[str, Any], changes: list[tuple[Any, str]],
+                     run_id: int | None, now: datetime) -> None:
+        """Change-log rows for (record id, operation) pairs; a record's key is its scope values and id."""
+        when = packer(table_of(ChangeLog), ("changed_at",), conn.dialect)({"changed_at": now})[0]
+        name, prefix = self.table.name, "".join(f"{v}:" for v in scope.values())
+        inserter(table_of(ChangeLog), _LOG_COLUMNS).insert(
+            conn, [(name, self.connection, f"{prefix}{i}", operation, run_id, when) for i, operation in changes])
+
+    def _build(self, record: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """A record's row and how many of its values could not be converted (logged, left NULL)."""
+        row, problems = self.builder.build(record)
+        if problems:
+            self.log.warning("field_unparseable", id=row.get("id"), problems=problems)
+        return row, len(problems)
 
     def upsert(
         self,
@@ -173,10 +182,8 @@ class TableWriter:
             clean = strip_secrets(record, self.secret_keys)
             canonical = canonical_json(clean)
             digest = content_hash(canonical)
-            row, problems = self.builder.build(clean)
-            if problems:
-                prepared.problems += len(problems)
-                self.log.warning("field_unparseable", id=row.get("id"), problems=problems)
+            row, problems = self._build(clean)
+            prepared.problems += problems
             if per_record is not None:
                 row.update(per_record[n])
             elif isinstance(overrides, Mapping):
@@ -224,10 +231,8 @@ class TableWriter:
             try:
                 values = fast(clean)
             except (ValueError, TypeError):
-                row, problems = builder.build(clean)
-                if problems:
-                    packed.problems += len(problems)
-                    self.log.warning("field_unparseable", id=row.get("id"), problems=problems)
+                row, problems = self._build(clean)
+                packed.problems += problems
                 values = slow(row)
             if constant:
                 values += constant
@@ -325,9 +330,8 @@ class TableWriter:
                 rewritten_ids.append(record_id)
             for into, rows in zip(kids, children, strict=True):
                 into += rows
-        dialect = conn.dialect
         if values:
-            head = packer(self.table, _HEAD, dialect)({
+            head = packer(self.table, _HEAD, conn.dialect)({
                 "connection": self.connection, "first_seen_at": now, "last_seen_at": now, "is_deleted": deleted,
                 "deleted_at": now if deleted else None, "last_run_id": run_id,
             })
@@ -345,17 +349,9 @@ class TableWriter:
                                                       table.c[parent_column].in_(chunk)))
                 inserter(table, columns).insert(conn, rows)
         if changed:
-            inserted = len(changed) - len(rewritten_ids)
-            when = packer(table_of(ChangeLog), ("changed_at",), dialect)({"changed_at": now})[0]
-            name, prefix = self.table.name, "".join(f"{v}:" for v in scope.values())
-            if deleted:
-                operations = ["insert" if i not in known else "delete" for i in changed]
-            else:
-                operations = ["insert" if i not in known else "update" for i in changed]
-            inserter(table_of(ChangeLog), _LOG_COLUMNS).insert(
-                conn, [(name, self.connection, f"{prefix}{i}", op, run_id, when) for i, op in zip(changed, operations,
-                                                                                              strict=True)])
-            result.stats.inserted += inserted
+            rewrite = "delete" if deleted else "update"
+            self._log_changes(conn, scope, [(i, rewrite if i in known else "insert") for i in changed], run_id, now)
+            result.stats.inserted += len(changed) - len(rewritten_ids)
             result.stats.updated += len(rewritten_ids)
         result.stats.unchanged += len(unchanged)
         return result
@@ -387,20 +383,7 @@ class TableWriter:
                 )
                 flagged.extend(found)
         if flagged:
-            conn.execute(
-                table_of(ChangeLog).insert(),
-                [
-                    {
-                        "table_name": self.table.name,
-                        "connection": self.connection,
-                        "record_key": self._record_key(scope, i),
-                        "operation": "delete",
-                        "run_id": run_id,
-                        "changed_at": now,
-                    }
-                    for i in flagged
-                ],
-            )
+            self._log_changes(conn, scope, [(i, "delete") for i in flagged], run_id, now)
         return len(flagged)
 
     def live_ids(self, conn: sa.Connection, scope: Mapping[str, Any] | None = None, **where: Any) -> set[Any]:
