@@ -1,7 +1,8 @@
 """Fetch on worker threads, write on the caller's thread: overlapping the two is most of the speed.
 
 Workers put results on a bounded queue (memory stays flat whatever the dataset size); the
-caller's thread takes whatever has arrived, in batches, and writes each batch in one transaction.
+caller's thread takes whatever has arrived, in batches (or waits for a batch's least size),
+and writes each batch in one transaction.
 A failure in any worker stops the others and is raised in the caller's thread.
 """
 
@@ -36,7 +37,10 @@ def run_jobs(
     workers: int,
     stop: threading.Event,
     batch_size: int = 16,
+    least: int = 1,
 ) -> None:
+    """Run `jobs` on `workers` threads; `consume` gets what they emit, up to `batch_size` items
+    at a time, and waits for at least `least` of them (or the last) before it is called."""
     results: queue.Queue[Any] = queue.Queue(maxsize=max(4, workers * 2))
     local_stop = threading.Event()
 
@@ -105,6 +109,9 @@ def run_jobs(
                     batch.append(item)
                 if finished or len(batch) >= batch_size:
                     break
+                if len(batch) < least:
+                    item = results.get()
+                    continue
                 try:
                     item = results.get_nowait()
                 except queue.Empty:

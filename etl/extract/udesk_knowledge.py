@@ -80,9 +80,9 @@ def entity_values(record: dict[str, Any], connection: str) -> ChildRows:
     rows = {}
     for value in record.get("valueList") or []:
         if isinstance(value, dict) and value.get("id") is not None:
-            rows[int(value["id"])] = {"connection": connection, "entity_id": record["id"], "value_id": int(value["id"]),
-                                      "original_value": value.get("originalValue"),
-                                      "synonyms": list(value.get("similarValueList") or [])}
+            value_id = int(value["id"])  # (connection, entity_id, value_id, original_value, synonyms)
+            rows[value_id] = (connection, record["id"], value_id, value.get("originalValue"),
+                              list(value.get("similarValueList") or []))
     return {_VALUES: list(rows.values())}
 
 

@@ -97,13 +97,36 @@ def packer(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -> Pa
     return pack
 
 
-def tuple_function(items: Sequence[str], env: dict[str, Any]) -> Pack:
-    """`lambda row: (item, item, ...)` compiled once, each item an expression over `get` (the
-    row's dict.get), `row` and the names in `env`. Callers build items from repr() literals and
-    their own names only: no input reaches the code."""
+def tuple_function(items: Sequence[str], env: dict[str, Any], *, mapping: bool = True) -> Pack:
+    """`lambda row: (item, item, ...)` compiled once, each item an expression over `row`, the
+    names in `env` and, for a mapping row, `get` (its dict.get). Callers build items from repr()
+    literals and their own names only: no input reaches the code."""
     body = "".join(f"        {item},\n" for item in items)
-    exec(f"def pack(row):\n    get = row.get\n    return (\n{body}    )\n", env)  # noqa: S102
+    get = "    get = row.get\n" if mapping else ""
+    exec(f"def pack(row):\n{get}    return (\n{body}    )\n", env)  # noqa: S102
     return env["pack"]  # type: ignore[no-any-return]
+
+
+RowPack = Callable[[tuple[Any, ...]], tuple[Any, ...]]
+_row_packers: dict[tuple[str, str], RowPack | None] = {}
+
+
+def row_packer(table: sa.Table, dialect: sa.Dialect) -> RowPack | None:
+    """A function from a tuple of all of `table`'s columns, in order, to the values the driver
+    takes; None when every column is taken as it is (child rows: the tuple is bound unchanged)."""
+    key = (table.name, dialect.name)
+    if key not in _row_packers:
+        env: dict[str, Any] = {}
+        items, converted = [], False
+        for n, column in enumerate(table.columns):
+            convert = converter(column.type, dialect.name)
+            if convert is None:
+                items.append(f"row[{n}]")
+            else:
+                env[f"c{n}"], converted = convert, True
+                items.append(f"None if (v{n} := row[{n}]) is None else c{n}(v{n})")
+        _row_packers[key] = tuple_function(items, env, mapping=False) if converted else None  # type: ignore[assignment]
+    return _row_packers[key]
 
 
 # Rows per multi-row INSERT: far below SQLite's 32,766 and PostgreSQL's 65,535 parameters for

@@ -56,67 +56,45 @@ class Stream:
         return table_of(self.model)
 
 
-# --- child rows -----------------------------------------------------------------------------------
+# --- child rows (tuples in their table's column order, see ChildRows) ------------------------------
 
-def _custom_values(table: sa.Table, parent_column: str) -> Callable[[dict[str, Any], str], list[dict[str, Any]]]:
-    def rows(record: dict[str, Any], connection: str) -> list[dict[str, Any]]:
-        out: dict[int, dict[str, Any]] = {}
-        for cf in record.get("custom_fields") or []:
-            if not isinstance(cf, dict) or cf.get("id") is None:
-                continue
-            value = cf.get("field_value")
-            out[int(cf["id"])] = {
-                "connection": connection,
-                parent_column: record["id"],
-                "field_id": int(cf["id"]),
-                "field_type": cf.get("field_type"),
-                "value_text": to_str(value),
-                "value": value,
-            }
-        return list(out.values())
-
-    return rows
+def _custom_values(record: dict[str, Any], connection: str) -> list[tuple[Any, ...]]:
+    """(connection, parent id, field_id, field_type, value_text, value): one row per field id."""
+    out: dict[int, tuple[Any, ...]] = {}
+    parent_id = record["id"]
+    for cf in record.get("custom_fields") or []:
+        if not isinstance(cf, dict) or cf.get("id") is None:
+            continue
+        field_id = int(cf["id"])
+        value = cf.get("field_value")
+        out[field_id] = (connection, parent_id, field_id, cf.get("field_type"), to_str(value), value)
+    return list(out.values())
 
 
-_ticket_cf = _custom_values(table_of(m.TicketCustomFieldValue), "ticket_id")
-_user_cf = _custom_values(table_of(m.UserCustomFieldValue), "user_id")
-_org_cf = _custom_values(table_of(m.OrganizationCustomFieldValue), "organization_id")
+_TICKET_CF = table_of(m.TicketCustomFieldValue)
+_TICKET_TAGS = table_of(m.TicketTag)
+_TICKET_PEOPLE = table_of(m.TicketParticipant)
 
 
 def ticket_children(record: dict[str, Any], connection: str) -> ChildRows:
     ticket_id = record["id"]
-    tags = [
-        {"connection": connection, "ticket_id": ticket_id, "position": i, "tag": str(tag)}
-        for i, tag in enumerate(record.get("tags") or [])
-    ]
-    people: list[dict[str, Any]] = []
-    for role, key in (("cc", "cc"), ("bcc", "bcc"), ("follower", "followers")):
-        for i, value in enumerate(record.get(key) or []):
-            is_user = role == "follower"
-            people.append(
-                {
-                    "connection": connection,
-                    "ticket_id": ticket_id,
-                    "role": role,
-                    "position": i,
-                    "email": None if is_user else to_str(value),
-                    "user_id": to_int(value) if is_user else None,
-                }
-            )
+    # participants: (connection, ticket_id, role, position, email, user_id)
+    people: list[tuple[Any, ...]] = [(connection, ticket_id, role, i, to_str(value), None)
+              for role in ("cc", "bcc") for i, value in enumerate(record.get(role) or [])]
+    people += [(connection, ticket_id, "follower", i, None, to_int(value))
+               for i, value in enumerate(record.get("followers") or [])]
     return {
-        table_of(m.TicketCustomFieldValue): _ticket_cf(record, connection),
-        table_of(m.TicketTag): tags,
-        table_of(m.TicketParticipant): people,
+        _TICKET_CF: _custom_values(record, connection),
+        _TICKET_TAGS: [(connection, ticket_id, i, str(tag)) for i, tag in enumerate(record.get("tags") or [])],
+        _TICKET_PEOPLE: people,
     }
 
 
 def user_children(record: dict[str, Any], connection: str) -> ChildRows:
     departments = {to_int(d) for d in record.get("department") or [] if to_int(d) is not None}
     return {
-        table_of(m.UserDepartment): [
-            {"connection": connection, "user_id": record["id"], "department_id": d} for d in sorted(departments)  # type: ignore[type-var]
-        ],
-        table_of(m.UserCustomFieldValue): _user_cf(record, connection),
+        table_of(m.UserDepartment): [(connection, record["id"], d) for d in sorted(departments)],  # type: ignore[type-var]
+        table_of(m.UserCustomFieldValue): _custom_values(record, connection),
     }
 
 
@@ -128,11 +106,11 @@ def organization_children(record: dict[str, Any], connection: str) -> ChildRows:
     }
     return {
         table_of(m.OrganizationMember): [
-            {"connection": connection, "organization_id": record["id"], "role": role, "user_id": uid}
+            (connection, record["id"], role, uid)
             for role, uid in sorted(members, key=lambda x: (x[0], x[1] or 0))
             if uid is not None
         ],
-        table_of(m.OrganizationCustomFieldValue): _org_cf(record, connection),
+        table_of(m.OrganizationCustomFieldValue): _custom_values(record, connection),
     }
 
 
@@ -142,12 +120,7 @@ def article_children(record: dict[str, Any], connection: str) -> ChildRows:
         cid = to_int(category)
         if cid is not None and cid not in seen:
             seen[cid] = i
-    return {
-        table_of(m.KbArticleCategory): [
-            {"connection": connection, "article_id": record["id"], "category_id": cid, "position": pos}
-            for cid, pos in seen.items()
-        ]
-    }
+    return {table_of(m.KbArticleCategory): [(connection, record["id"], cid, pos) for cid, pos in seen.items()]}
 
 
 def _select_fields_of(scope: str) -> Callable[[str], sa.Select[Any]]:

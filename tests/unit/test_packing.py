@@ -104,3 +104,36 @@ def test_packed_timestamps_are_what_sqlalchemy_stores(tmp_path):
         conn.execute(sa.text("INSERT INTO t (at) VALUES (:at)"), {"at": text})
         read = conn.execute(sa.select(table.c.at)).scalar_one()
     assert read.isoformat() == "2017-01-13T07:06:58"
+
+
+def test_child_rows_follow_their_tables_column_order(simulator):
+    """Child rows are bare tuples: every value must sit under its own column (the names and
+    types line up, the parent's id is in the parent column)."""
+    server = simulator(Sizes(tickets=40, users=20, organizations=5, kb_categories=5, kb_articles=8))
+    records = _records(server.url)
+    records["tickets"] += ODD_TICKETS
+    checked = 0
+    for stream in STREAMS:
+        if stream.child_rows is None:
+            continue
+        for record in records[stream.name]:
+            made = stream.child_rows(record, "c")
+            assert set(made) == {table for table, _ in stream.child_tables}, stream.name
+            for table, parent_column in stream.child_tables:
+                names = [c.name for c in table.columns]
+                for values in made[table]:
+                    row = dict(zip(names, values, strict=True))
+                    assert row["connection"] == "c" and row[parent_column] == record["id"], (table.name, row)
+                    for column in table.columns:
+                        value = row[column.name]
+                        if value is not None and isinstance(column.type, sa.Integer):
+                            assert type(value) is int, (table.name, column.name, value)
+                        elif value is not None and isinstance(column.type, sa.String) and column.name != "field_type":
+                            assert type(value) is str, (table.name, column.name, value)
+                    checked += 1
+    assert checked > 100
+    people = BY_NAME["tickets"].child_rows(ODD_TICKETS[2], "c")  # type: ignore[misc]
+    participants = [dict(zip([c.name for c in t.columns], r, strict=True))
+                    for t, rows in people.items() if t.name == "eddydesk_ticket_participants" for r in rows]
+    assert [(p["role"], p["position"], p["email"], p["user_id"]) for p in participants] == [
+        ("cc", 0, "a@example.com", None), ("follower", 0, None, 5), ("follower", 1, None, 6)]
