@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,9 +39,11 @@ def run_jobs(
     stop: threading.Event,
     batch_size: int = 16,
     least: int = 1,
+    least_wait: float = 2.0,
 ) -> None:
     """Run `jobs` on `workers` threads; `consume` gets what they emit, up to `batch_size` items
-    at a time, and waits for at least `least` of them (or the last) before it is called."""
+    at a time. It waits for `least` items (or the last) before it is called, but no longer than
+    `least_wait` seconds: slow fetches (remote latency, a rate limit) still commit often."""
     results: queue.Queue[Any] = queue.Queue(maxsize=max(4, workers * 2))
     local_stop = threading.Event()
 
@@ -100,6 +103,7 @@ def run_jobs(
         while not finished:
             item = results.get()
             batch: list[Any] = []
+            until = time.monotonic() + least_wait
             while True:
                 if item is _DONE:
                     finished = True
@@ -109,8 +113,11 @@ def run_jobs(
                     batch.append(item)
                 if finished or len(batch) >= batch_size:
                     break
-                if len(batch) < least:
-                    item = results.get()
+                if len(batch) < least and (left := until - time.monotonic()) > 0:
+                    try:
+                        item = results.get(timeout=left)
+                    except queue.Empty:
+                        break
                     continue
                 try:
                     item = results.get_nowait()

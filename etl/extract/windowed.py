@@ -259,11 +259,12 @@ class WindowScan:
                     answered(written)
 
             # Up to 32 pages (960 records) per transaction: fewer commits, the same resume points.
-            # A writer process takes 64 pages at a time, never fewer (but the last): it shares the
-            # two cores with the fetching side, and in small transactions SQLite rewrites the same
-            # index pages again and again (25,000 tickets: 1.7 s of writer CPU in batches of 8
-            # pages, 1.2 s in batches of 128).
-            size, least = (_PROCESS_BATCH, _PROCESS_BATCH) if writer is not None else (32, 1)
+            # A writer process takes batches of up to 64 pages, a sixteenth of the scan, and waits
+            # for a whole one unless fetching is slow: it shares the two cores with the fetching
+            # side, and in small transactions SQLite rewrites the same index pages again and again
+            # (25,000 tickets: 1.7 s of writer CPU in batches of 8 pages, 1.2 s in batches of 128).
+            size = min(_PROCESS_BATCH, max(1, self.pages // 16))
+            size, least = (size, size) if writer is not None else (32, 1)
             run_jobs(jobs, consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop, batch_size=size,
                      least=least)
             if writer is not None:

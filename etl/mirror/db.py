@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cursor.close()
 
 
-def open_engine(url: str) -> sa.Engine:
+def open_engine(url: str, *, sqlite_cache_mb: int | None = None) -> sa.Engine:
+    """`sqlite_cache_mb`: a page cache this large per SQLite connection instead of SQLite's 2 MB."""
     try:
         engine = sa.create_engine(
             url, json_serializer=_json_dumps, json_deserializer=_json_loads, pool_pre_ping=True
@@ -50,7 +52,13 @@ def open_engine(url: str) -> sa.Engine:
         raise MirrorError(f"mirror.url is not usable: {exc}") from None
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        if sqlite_cache_mb:
+            sa.event.listen(engine, "connect", partial(_sqlite_cache, sqlite_cache_mb))
     return engine
+
+
+def _sqlite_cache(megabytes: int, dbapi_conn: Any, _: Any) -> None:
+    dbapi_conn.execute(f"PRAGMA cache_size=-{int(megabytes) * 1024}")  # negative: KiB
 
 
 def migrations_dir() -> Path:
