@@ -29,7 +29,7 @@ from etl.streams.eddydesk import BY_NAME, Stream, Variant
 
 ORDER = "date_updated{asc}"
 _DRAIN_ATTEMPTS = 3
-_PROCESS_BATCH = 64  # pages per transaction of a writer process
+_PROCESS_BATCH = 64  # pages per batch sent to a writer process
 
 
 def state_key(stream: Stream, variant: Variant) -> str:
@@ -263,8 +263,10 @@ class WindowScan:
             # for a whole one unless fetching is slow: it shares the two cores with the fetching
             # side, and in small transactions SQLite rewrites the same index pages again and again
             # (25,000 tickets: 1.7 s of writer CPU in batches of 8 pages, 1.2 s in batches of 128).
-            size = min(_PROCESS_BATCH, max(1, self.pages // 16))
-            size, least = (size, size) if writer is not None else (32, 1)
+            if writer is not None:
+                size = least = min(_PROCESS_BATCH, max(1, self.pages // 16))
+            else:
+                size, least = 32, 1
             run_jobs(jobs, consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop, batch_size=size,
                      least=least)
             if writer is not None:

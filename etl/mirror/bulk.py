@@ -71,6 +71,21 @@ def converter(kind: sa.types.TypeEngine[Any], dialect: str) -> Convert | None:
     return None
 
 
+def _converted(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, read: Callable[[int, str], str],
+               env: dict[str, Any]) -> list[str]:
+    """Expressions for `columns`' driver values, each read from the row by `read(position, name)`;
+    the converters they call are put in `env`."""
+    items = []
+    for n, name in enumerate(columns):
+        convert = converter(table.c[name].type, dialect.name)
+        if convert is None:
+            items.append(read(n, name))
+        else:
+            env[f"c{n}"] = convert
+            items.append(f"None if (v{n} := {read(n, name)}) is None else c{n}(v{n})")
+    return items
+
+
 _packers: dict[tuple[str, tuple[str, ...], str], Pack] = {}
 
 
@@ -85,19 +100,12 @@ def packer(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -> Pa
     pack = _packers.get(key)
     if pack is None:
         env: dict[str, Any] = {}
-        items = []
-        for n, name in enumerate(columns):
-            convert = converter(table.c[name].type, dialect.name)
-            if convert is None:
-                items.append(f"get({name!r})")
-            else:
-                env[f"c{n}"] = convert
-                items.append(f"None if (v{n} := get({name!r})) is None else c{n}(v{n})")
+        items = _converted(table, columns, dialect, lambda _, name: f"get({name!r})", env)
         pack = _packers[key] = tuple_function(items, env)
     return pack
 
 
-def tuple_function(items: Sequence[str], env: dict[str, Any], *, mapping: bool = True) -> Pack:
+def tuple_function(items: Sequence[str], env: dict[str, Any], *, mapping: bool = True) -> Callable[[Any], tuple[Any, ...]]:
     """`lambda row: (item, item, ...)` compiled once, each item an expression over `row`, the
     names in `env` and, for a mapping row, `get` (its dict.get). Callers build items from repr()
     literals and their own names only: no input reaches the code."""
@@ -117,15 +125,8 @@ def row_packer(table: sa.Table, dialect: sa.Dialect) -> RowPack | None:
     key = (table.name, dialect.name)
     if key not in _row_packers:
         env: dict[str, Any] = {}
-        items, converted = [], False
-        for n, column in enumerate(table.columns):
-            convert = converter(column.type, dialect.name)
-            if convert is None:
-                items.append(f"row[{n}]")
-            else:
-                env[f"c{n}"], converted = convert, True
-                items.append(f"None if (v{n} := row[{n}]) is None else c{n}(v{n})")
-        _row_packers[key] = tuple_function(items, env, mapping=False) if converted else None  # type: ignore[assignment]
+        items = _converted(table, [c.name for c in table.columns], dialect, lambda n, _: f"row[{n}]", env)
+        _row_packers[key] = tuple_function(items, env, mapping=False) if env else None
     return _row_packers[key]
 
 
