@@ -335,6 +335,7 @@ def sync(
         raise
     finally:
         summary.seconds = time.perf_counter() - started
+        ctx.close()
         _finish_run(engine, summary, client, ctx)
         client.close()
         engine.dispose()

@@ -193,8 +193,8 @@ def udesk_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..
     """A config with the given connections (name -> settings), its mirror initialised."""
     monkeypatch.setenv(UDESK_TOKEN_ENV, UDESK_TOKEN)
 
-    def make(url: str, connections: dict[str, dict[str, Any]], init: bool = True) -> Config:
-        config = parse_config({"mirror": {"url": url}, "connections": connections}, base_dir=tmp_path)
+    def make(url: str, connections: dict[str, dict[str, Any]], init: bool = True, **mirror: Any) -> Config:
+        config = parse_config({"mirror": {"url": url, **mirror}, "connections": connections}, base_dir=tmp_path)
         if init:
             jobs.init(config)
         return config

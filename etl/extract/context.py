@@ -17,6 +17,7 @@ from etl.clients.udesk_km import KnowledgeClient
 from etl.config import EddyDeskConnection, ServiceGoConnection, UdeskKnowledgeConnection
 from etl.diff.columns import merger
 from etl.diff.eddydesk import OPTIONS, WRITABLE
+from etl.extract.write_process import WriterProcess
 from etl.log import get_logger
 from etl.mirror.rows import RowBuilder
 from etl.mirror.write import TableWriter, WriteStats
@@ -39,6 +40,7 @@ class RunContext:
     base_dir: Path = Path(".")
     mirror_url: str = ""  # for a writer process (the engine's own URL hides the password)
     writer_process_min_pages: int | None = None  # scans this long are written by a process of their own
+    _writer_process: WriterProcess | None = None
 
     @property
     def helpdesk(self) -> EddyDeskClient:
@@ -61,6 +63,26 @@ class RunContext:
 
     def writer(self, stream: Stream) -> TableWriter:
         return helpdesk_writer(stream, self.helpdesk_settings, self.connection)
+
+    def writer_process(self, pages: int, module: str) -> WriterProcess | None:
+        """The run's writer process for a scan of `pages` pages, or None when the scan is short.
+
+        Started at the first long scan (importing `module` meanwhile), then shared by the
+        run's next scans; one that failed or was stopped is replaced.
+        """
+        least = self.writer_process_min_pages
+        if least is None or pages < least:
+            return None
+        if self._writer_process is None or not self._writer_process.usable:
+            self._writer_process = WriterProcess(module)
+            self.log.info("writer_process_started", pages=pages)
+        return self._writer_process
+
+    def close(self) -> None:
+        """Let the writer process (if any) exit."""
+        if self._writer_process is not None:
+            self._writer_process.close()
+            self._writer_process = None
 
     def report(self, stream: str, done: int, total: int | None = None) -> None:
         if self.progress:

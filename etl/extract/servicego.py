@@ -5,7 +5,9 @@ Per object and connection, one state row ("servicego/<object>") holds:
     scan       the scan in progress: mode (full | incremental), scroll_id reached, since, started_at
     rescan     set when the object's fields changed: every record's fieldDataList changed with them
 Each page's rows and the scan's scroll_id commit in one transaction, so a killed scan resumes at
-the page after the last commit. Fetching runs one page ahead of writing (etl.extract.pool).
+the page after the last commit. A fetch thread reads and packs the pages (etl.extract.pool);
+a long scan's batches are written by the run's writer process (etl.extract.write_process),
+a short one's in this process, by the same `scan_writer`.
 
 A full scan (first run, --full, or after a field change) reads every record and then marks the
 records it did not see as deleted. An increment reads records with updateTime >= cursor minus
@@ -17,6 +19,8 @@ between full scans are found by etl.extract.servicego_deletes.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,12 +33,14 @@ from etl.diff.servicego import merge_local_edits
 from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
 from etl.extract.servicego_related import enqueue as enqueue_related
+from etl.extract.write_process import Apply
 from etl.log import get_logger
 from etl.mirror.servicego import ObjectSchema, RecordBuilder, fields_of
 from etl.mirror.state import load_state, save_state
-from etl.mirror.write import TableWriter, UpsertResult
+from etl.mirror.write import Packed, TableWriter, UpsertResult, WriteStats
 
 MINUTE = "%Y-%m-%d %H:%M"
+_PROCESS_BATCH = 64  # pages per batch sent to a writer process
 
 
 def state_key(obj: str) -> str:
@@ -59,6 +65,131 @@ def minute_of(moment: datetime, tz: ZoneInfo) -> str:
     return moment.astimezone(tz).strftime(MINUTE)
 
 
+def object_writer(schema: ObjectSchema, settings: ServiceGoConnection, obj: ServiceGoObject,
+                  connection: str) -> TableWriter:
+    """The writer of an object's table; with write-back configured, a pull keeps unpushed local edits."""
+    tz = ZoneInfo(settings.timezone)
+    builder = RecordBuilder(schema, tz)
+    merge = None
+    if obj.push is not None:
+        policy = obj.push.conflict_policy
+
+        def merge(conn: sa.Connection, prepared: Any) -> int:
+            return merge_local_edits(conn, connection, schema, builder, tz, prepared.rows, policy)
+
+    return TableWriter(schema.table, builder, connection, merge=merge)
+
+
+def _has_unknown_fields(records: list[dict[str, Any]], schema: ObjectSchema) -> bool:
+    # every record lists every field of its object: a field added during the scan shows in the
+    # first or last record of a page
+    return any(name not in schema.fields for r in (records[0], records[-1]) for name in fields_of(r))
+
+
+@dataclass
+class ScrollPageResult:
+    """One fetched page: packed, or its records as received when they carry fields the packing
+    schema lacks (the writer adds the columns, then builds them)."""
+
+    records: Packed | list[dict[str, Any]]
+    scroll_id: int  # the scan's position after the page
+    total: int
+    last: bool  # the scan's end
+
+
+@dataclass
+class ScanSpec:
+    """What writing a scan's pages needs; plain data, so that it can go to a writer process."""
+
+    connection: str
+    settings: ServiceGoConnection
+    obj: ServiceGoObject
+    run_id: int
+    scan: dict[str, Any]
+
+
+@dataclass
+class ScanWritten:
+    stats: WriteStats = field(default_factory=WriteStats)
+    records: int = 0
+    total: int = 0
+    fields_added: bool = False
+
+
+def scan_writer(spec: ScanSpec) -> Apply:
+    """Writes a batch of pages with the scan's position after them (in the caller's
+    transaction); the scan's last batch also finishes it (unseen rows, cursor)."""
+    schema = ObjectSchema(spec.obj.name)
+    key = state_key(spec.obj.name)
+    scan = dict(spec.scan)
+    log = get_logger(connection=spec.connection, object=spec.obj.name)
+    writers: list[TableWriter] = []  # the current one; a field added during the scan replaces it
+
+    def current(conn: sa.Connection, added: dict[str, str] | None = None) -> TableWriter:
+        if not writers or added:
+            new = schema.ensure(conn, added or {})  # loads the registry first
+            if new:
+                # the records read before have no value for them: the next run reads all again
+                scan["fields_added"] = True
+                log.info("servicego_fields_added", fields=new)
+            writers[:] = [object_writer(schema, spec.settings, spec.obj, spec.connection)]
+        return writers[0]
+
+    def write(conn: sa.Connection, packed: Packed, written: ScanWritten) -> None:
+        result = current(conn).apply(conn, packed, spec.run_id)
+        enqueue_related(conn, spec.connection, spec.obj, result.changed_ids)
+        written.stats.add(result.stats)
+        written.records += len(packed.rows)
+
+    def apply(conn: sa.Connection, batch: list[ScrollPageResult]) -> ScanWritten:
+        written = ScanWritten(total=batch[-1].total)
+        run = Packed()  # pages of one column list: one apply
+        for page in batch:
+            packed = page.records
+            if isinstance(packed, list):
+                seen: dict[str, str] = {}
+                for record in packed:
+                    seen.update(fields_of(record))
+                writer = current(conn, seen)
+                written.fields_added = True
+                packed = writer.pack(writer.prepare(packed), conn.dialect)
+            if run.rows and packed.columns != run.columns:
+                write(conn, run, written)
+                run = Packed()
+            run.extend(packed)
+        if run.rows:
+            write(conn, run, written)
+        scan["scroll_id"] = batch[-1].scroll_id
+        state = load_state(conn, spec.connection, key)
+        if batch[-1].last:
+            _finish(conn, spec, current(conn), scan, state, written)
+        else:
+            save_state(conn, spec.connection, key, {**state, "scan": scan})
+        return written
+
+    return apply
+
+
+def _finish(conn: sa.Connection, spec: ScanSpec, writer: TableWriter, scan: dict[str, Any], state: dict[str, Any],
+            written: ScanWritten) -> None:
+    if scan["mode"] == "full":
+        # live rows a full scan did not touch are gone remotely (or left the filter)
+        t = writer.table
+        gone = list(conn.execute(
+            sa.select(t.c.id).where(t.c.connection == spec.connection, t.c.is_deleted.is_(False),
+                                    t.c.last_seen_at < datetime.fromisoformat(scan["started_at"]))
+        ).scalars())
+        enqueue_related(conn, spec.connection, spec.obj, gone)
+        written.stats.deleted += writer.mark_deleted(conn, gone, spec.run_id)
+        state.pop("rescan", None)
+        state["last_full_scan_at"] = datetime.now(UTC).isoformat()
+    if scan.get("fields_added"):
+        state["rescan"] = True  # see scan_writer
+    state.pop("scan", None)
+    state["cursor"] = scan["server_start"]
+    save_state(conn, spec.connection, state_key(spec.obj.name), state, success=True)
+
+
 class ObjectSync:
     """One object of one connection: schema upkeep, scans, state."""
 
@@ -73,17 +204,11 @@ class ObjectSync:
         self.log = get_logger(connection=ctx.connection, object=obj.name)
 
     def writer(self) -> TableWriter:
-        return TableWriter(self.schema.table, RecordBuilder(self.schema, self.tz), self.ctx.connection)
+        return object_writer(self.schema, self.settings, self.obj, self.ctx.connection)
 
     def write(self, conn: sa.Connection, writer: TableWriter, records: list[dict[str, Any]]) -> UpsertResult:
-        """Apply fetched records, keeping unpushed local edits (write-back), and queue their lists."""
-        prepared = writer.prepare(records)
-        if self.obj.push is not None:
-            conflicts = merge_local_edits(conn, self.ctx.connection, self.schema, writer.builder, self.tz,
-                                          prepared.rows, self.obj.push.conflict_policy)
-            if conflicts:
-                self.log.warning("conflicts_recorded", count=conflicts)
-        result = writer.apply(conn, prepared, self.ctx.run_id)
+        """Apply fetched records (keeping unpushed local edits) and queue their lists."""
+        result = writer.upsert(conn, records, self.ctx.run_id)
         enqueue_related(conn, self.ctx.connection, self.obj, result.changed_ids)
         return result
 
@@ -122,71 +247,60 @@ class ObjectSync:
         return str(scan["mode"])
 
     def scan(self, scan: dict[str, Any]) -> None:
+        ctx, client, name = self.ctx, self.client, self.obj.name
         extra = [{"fieldApiName": "updateTime", "operator": "greater_than_eq", "value": scan["since"]}] if scan["since"] else None
         args = search_args(self.obj, extra)
-        writer = self.writer()
-        done = 0
+        dialect = ctx.engine.dialect
+        # the first page in this thread: its total tells whether the scan is long enough for a writer process
+        first = client.scroll_search(name, int(scan["scroll_id"]), **args)
+        pages = math.ceil(first.total / client.page_size)
+        packing = [self.writer()]  # replaced when the writer reports fields added during the scan
+
+        def result(records: list[dict[str, Any]], scroll_id: int, total: int, last: bool) -> ScrollPageResult:
+            if records and _has_unknown_fields(records, self.schema):
+                return ScrollPageResult(records, scroll_id, total, last)
+            return ScrollPageResult(packing[0].pack_records(records, dialect), scroll_id, total, last)
 
         def fetch(emit: Emit) -> None:
-            scroll_id = int(scan["scroll_id"])
+            scroll_id, page = int(scan["scroll_id"]), first
             while True:
-                page = self.client.scroll_search(self.obj.name, scroll_id, **args)
                 if not page.records:
-                    emit(([], scroll_id, page.total))
+                    emit(result([], scroll_id, page.total, True))
                     return
                 scroll_id = next_scroll_id(page.records, scroll_id, "v1/datas/scrollSearch")
-                emit((page.records, scroll_id, page.total))
-                if len(page.records) < self.client.page_size:
-                    emit(([], scroll_id, page.total))
+                last = len(page.records) < client.page_size
+                emit(result(page.records, scroll_id, page.total, last))
+                if last:
                     return
+                page = client.scroll_search(name, scroll_id, **args)
 
-        finished = False
+        done = 0
 
-        def consume(batch: list[tuple[list[dict[str, Any]], int, int]]) -> None:
-            nonlocal done, finished, writer
-            records = [r for page, _, _ in batch for r in page]
-            finished = finished or any(not page for page, _, _ in batch)
-            seen: dict[str, str] = {}
-            # every record lists every field of its object: a field added during the scan shows
-            # in the first or last record of a page
-            for page, _, _ in batch:
-                if page:
-                    seen.update(fields_of(page[0]))
-                    seen.update(fields_of(page[-1]))
-            with self.ctx.engine.begin() as conn:
-                if any(name not in self.schema.fields for name in seen):
-                    self.schema.ensure(conn, seen)  # a field added during the scan
-                    writer = self.writer()
-                result = self.write(conn, writer, records)
-                scan["scroll_id"] = batch[-1][1]
-                if finished:
-                    self._finish(conn, scan)
-                else:
-                    state = load_state(conn, self.ctx.connection, self.key)
-                    save_state(conn, self.ctx.connection, self.key, {**state, "scan": scan})
-            self.ctx.stats.add(result.stats)
-            done += len(records)
-            self.ctx.report(f"servicego/{self.obj.name}", done, batch[-1][2])
+        def answered(written: ScanWritten) -> None:
+            nonlocal done
+            if written.fields_added:
+                with ctx.engine.connect() as conn:
+                    self.schema.load(conn)
+                packing[0] = self.writer()
+            ctx.stats.add(written.stats)
+            done += written.records
+            ctx.report(f"servicego/{name}", done, written.total)
 
-        run_jobs([fetch], consume, workers=1, stop=self.ctx.stop, batch_size=4)
+        spec = ScanSpec(ctx.connection, self.settings, self.obj, ctx.run_id, scan)
+        process = ctx.writer_process(pages, __name__)
+        if process is None:
+            apply = scan_writer(spec)
 
-    def _finish(self, conn: sa.Connection, scan: dict[str, Any]) -> None:
-        state = load_state(conn, self.ctx.connection, self.key)
-        if scan["mode"] == "full":
-            deleted = self._mark_unseen(conn, datetime.fromisoformat(scan["started_at"]))
-            self.ctx.stats.deleted += deleted
-            state.pop("rescan", None)
-            state["last_full_scan_at"] = datetime.now(UTC).isoformat()
-        state.pop("scan", None)
-        state["cursor"] = scan["server_start"]
-        save_state(conn, self.ctx.connection, self.key, state, success=True)
+            def consume(batch: list[ScrollPageResult]) -> None:
+                with ctx.engine.begin() as conn:
+                    written = apply(conn, batch)
+                answered(written)
 
-    def _mark_unseen(self, conn: sa.Connection, since: datetime) -> int:
-        """After a full scan: live rows it did not touch are gone remotely (or left the filter)."""
-        t = self.schema.table
-        gone = list(conn.execute(
-            sa.select(t.c.id).where(t.c.connection == self.ctx.connection, t.c.is_deleted.is_(False),
-                                    t.c.last_seen_at < since)
-        ).scalars())
-        enqueue_related(conn, self.ctx.connection, self.obj, gone)
-        return self.writer().mark_deleted(conn, gone, self.ctx.run_id)
+            run_jobs([fetch], consume, workers=1, stop=ctx.stop, batch_size=4)
+            return
+        self.log.info("scan_through_writer_process", pages=pages)
+        with process.scan(f"{__name__}.scan_writer", spec, ctx.mirror_url):
+            # batches of up to 64 pages, a sixteenth of the scan (see etl.extract.windowed)
+            size = min(_PROCESS_BATCH, max(1, pages // 16))
+            run_jobs([fetch], lambda batch: process.submit(batch, answered), workers=1, stop=ctx.stop,
+                     batch_size=size, least=size)

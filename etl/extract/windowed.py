@@ -126,8 +126,7 @@ class WindowScan:
         self.persist = persist  # reconciliation scans do not move the cursor
         self.key = state_key(stream, variant)
         self.outcome = ScanOutcome()
-        self.pages = 0  # the window's pages when planned: big scans get a writer process
-        self.writer_process: WriterProcess | None = None
+        self.pages = 0  # the window's pages when planned: big scans go through the run's writer process
         self.log = get_logger(connection=ctx.connection, stream=self.key)
 
     # -- planning ------------------------------------------------------------------------------
@@ -135,7 +134,7 @@ class WindowScan:
         client, path = self.ctx.helpdesk, self.stream.path
         first = client.list_page(path, _params(self.variant, lo, hi))
         self.pages = first.total_pages
-        self._start_writer()  # it starts up while the slices are probed
+        self.ctx.writer_process(self.pages, __name__)  # a new one starts up while the slices are probed
         count = min(self.ctx.helpdesk_settings.concurrency, first.total_pages // 2)
         if count <= 1:
             return [Slice(lo, hi)], first
@@ -149,17 +148,12 @@ class WindowScan:
 
             return job
 
-        try:
-            run_jobs(
-                (probe(p) for p in probe_pages(first.total_pages, count)),
-                boundaries.extend,
-                workers=self.ctx.helpdesk_settings.concurrency,
-                stop=self.ctx.stop,
-            )
-        except BaseException:
-            if self.writer_process is not None:
-                self.writer_process.kill()
-            raise
+        run_jobs(
+            (probe(p) for p in probe_pages(first.total_pages, count)),
+            boundaries.extend,
+            workers=self.ctx.helpdesk_settings.concurrency,
+            stop=self.ctx.stop,
+        )
         # the first page of the window is also the first page of the first slice
         return plan_slices(lo, hi, boundaries), first
 
@@ -205,12 +199,6 @@ class WindowScan:
             self.log.warning("drain_incomplete", second=second, expected=first.total, got=len(found))
         return list(found.values())
 
-    def _start_writer(self) -> None:
-        least = self.ctx.writer_process_min_pages
-        if self.writer_process is None and least is not None and self.pages >= least:
-            self.writer_process = WriterProcess(__name__)
-            self.log.info("writer_process_started", pages=self.pages)
-
     # -- running -------------------------------------------------------------------------------
     def run(self, slices: list[Slice], prefetched: Any, hi: str, state: dict[str, Any]) -> None:
         ctx = self.ctx
@@ -241,12 +229,13 @@ class WindowScan:
             ctx.report(self.key, self.outcome.records, None)
 
         jobs = [job_for(i, s) for i, s in enumerate(slices) if not s.done]
-        if jobs:
-            self._start_writer()
-        writer, self.writer_process = self.writer_process, None
-        with writer or contextlib.nullcontext():
+        writer = ctx.writer_process(self.pages, __name__) if jobs else None
+        if writer is not None:
+            self.log.info("scan_through_writer_process", pages=self.pages)
+        scope: contextlib.AbstractContextManager[WriterProcess | None] = (
+            contextlib.nullcontext() if writer is None else writer.scan(f"{__name__}.pages_writer", spec, ctx.mirror_url))
+        with scope:
             if writer is not None:
-                writer.begin("pages_writer", spec, ctx.mirror_url)
 
                 def consume(batch: list[_PageResult]) -> None:
                     writer.submit(batch, answered)
@@ -269,8 +258,6 @@ class WindowScan:
                 size, least = 32, 1
             run_jobs(jobs, consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop, batch_size=size,
                      least=least)
-            if writer is not None:
-                writer.finish()
 
 
 def _scan_json(hi: str, slices: list[Slice], pages: int) -> dict[str, Any]:

@@ -14,11 +14,13 @@ unchanged record is only touched). Ctrl-C reaches the whole process group: the w
 ignores it and lets the fetching process decide (it stops fetching and lets the writer finish
 the batches it already has).
 
-The process is started as soon as a scan knows it is long (its first page gives the page
-count) and imports the factory's module while the fetching process plans; by the time the first
-batch arrives it is ready. The protocol on its stdin and stdout: length-prefixed pickles. First
-the set-up (the factory's name and its picklable spec, the mirror URL, logging), then one message
-per batch, then None; each batch is answered by ("ok", answer) or ("error", exception).
+One process serves a whole run, scan after scan (RunContext.writer_process): it is started
+when the first long scan knows it is long (its first page gives the page count) and imports
+while the fetching process plans. Its start costs about a second of CPU, paid once per run
+instead of once per stream or object. The protocol on its stdin and stdout: length-prefixed
+pickles. Per scan, the set-up (the factory's name and its picklable spec, the mirror URL,
+logging), then one message per batch, then None (commit now, the scan is over); each batch is
+answered by ("ok", answer) or ("error", exception). The end of its stdin lets it exit.
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ import struct
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable
-from types import TracebackType
+from collections.abc import Callable, Iterator
 from typing import IO, Any, NoReturn
 
 import sqlalchemy as sa
@@ -99,19 +100,40 @@ class WriterProcess:
     batch is committed."""
 
     def __init__(self, module: str) -> None:
-        """Start a writer that imports `module` (where the factory is) while it waits."""
+        """Start a writer that imports `module` (where the first factory is) while it waits."""
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "etl.extract.write_process", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to, self._from = self._proc.stdin, self._proc.stdout
-        self._module = module
         self._waiting: deque[Answered] = deque()
-        self._ended = False  # the writer said it failed, or vanished
+        self._ended = False  # the writer said it failed, or vanished, or was closed
+
+    @property
+    def usable(self) -> bool:
+        """Whether it can take another scan."""
+        return not self._ended and self._proc.poll() is None
 
     def begin(self, factory: str, spec: Any, mirror_url: str) -> None:
-        """Set the writer up: `factory(spec)` in the module gives the function applying each batch."""
-        self._send((f"{self._module}.{factory}", spec, mirror_url, log.current_settings(), log.known_secrets()))
+        """Start a scan: `factory(spec)` (factory is "module.function") gives the function applying its batches."""
+        self._send((factory, spec, mirror_url, log.current_settings(), log.known_secrets()))
+
+    @contextlib.contextmanager
+    def scan(self, factory: str, spec: Any, mirror_url: str) -> Iterator[WriterProcess]:
+        """`begin`, then `finish` when the block ends. After an error or a stop the writer still
+        commits what was fetched (it is good), then exits: the next scan gets a new one."""
+        self.begin(factory, spec, mirror_url)
+        try:
+            yield self
+        except BaseException as exc:
+            if not self._ended and not isinstance(exc, KeyboardInterrupt):
+                try:
+                    self.finish()
+                except BaseException as late:  # noqa: BLE001 - the first error is the one to report
+                    log.get_logger().warning("writer_finish_failed", error=str(late))
+            self.kill()
+            raise
+        self.finish()
 
     def _send(self, message: Any) -> None:
         try:
@@ -151,31 +173,28 @@ class WriterProcess:
             self._collect()
 
     def finish(self) -> None:
-        """Wait until every batch sent is committed, then let the writer exit."""
+        """End the scan: the writer commits at once, and every batch sent is answered."""
+        self._send(None)
         while self._waiting:
             self._collect()
-        self._send(None)
-        self._proc.wait()
 
-    def kill(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-
-    def __enter__(self) -> WriterProcess:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if exc is not None and not self._ended and not isinstance(exc, KeyboardInterrupt):
-            # a fetch error or a stop: what was fetched is good, let the writer commit it
-            try:
-                self.finish()
-            except BaseException as late:  # noqa: BLE001 - the first error is the one to report
-                log.get_logger().warning("writer_finish_failed", error=str(late))
+    def close(self) -> None:
+        """Let the writer exit (after `finish` it holds nothing uncommitted) and release the pipes."""
+        if self.usable:
+            with contextlib.suppress(OSError):
+                self._to.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # then killed
+                self._proc.wait(timeout=30)
         self.kill()
         for pipe in (self._to, self._from):
             with contextlib.suppress(OSError):  # unsent bytes to a writer that is gone
                 pipe.close()
+
+    def kill(self) -> None:
+        self._ended = True
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
 
 
 def _waiting(inbox: IO[bytes], seconds: float) -> bool:
@@ -184,7 +203,8 @@ def _waiting(inbox: IO[bytes], seconds: float) -> bool:
 
 
 def _child() -> None:
-    """The writer: read the set-up, then apply batches until None (or the pipe's end).
+    """The writer: scan after scan, read the set-up, then apply batches until None; exit at the
+    end of its stdin.
 
     Up to `_GROUP` batches share a transaction; it commits early when no next batch is waiting
     (a slow fetch, the scan's end), and each batch is answered after its commit. A fetching
@@ -198,26 +218,51 @@ def _child() -> None:
     # the protocol owns stdout: anything else printed goes to stderr
     outbox = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    try:
-        factory, spec, url, log_settings, secrets = _receive(inbox)
-    except EOFError:
-        return  # started for a scan that ended before it began
-    log.configure(*log_settings)
-    for secret in secrets:
-        log.register_secret(secret)
     from etl.mirror.db import open_engine
 
-    module, _, name = factory.rpartition(".")
-    apply: Apply = getattr(importlib.import_module(module), name)(spec)
-    # The pages a transaction dirties stay in memory until its commit instead of spilling to the
-    # WAL one by one (100,000 tickets: writer CPU about 11 -> 7 s with _GROUP, 643 MB written, not 1.1 GB)
-    engine = open_engine(url, sqlite_cache_mb=_CACHE_MB)
-    # Batches are tuples and lists, freed by reference counting once written; the cycle collector
-    # walking the imported modules' objects again and again cost the writer about a sixth of its
-    # time. Those are frozen, and young objects are collected less often.
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 50)
-    conn = engine.connect()
+    engine: sa.Engine | None = None
+    conn: sa.Connection | None = None
+    current_url = ""
+    try:
+        while True:
+            try:
+                factory, spec, url, log_settings, secrets = _receive(inbox)
+            except EOFError:
+                return  # the run is over (or its process is gone)
+            if url != current_url:
+                log.configure(*log_settings)
+                for secret in secrets:
+                    log.register_secret(secret)
+                if conn is not None:
+                    conn.close()
+                if engine is not None:
+                    engine.dispose()
+                # The pages a transaction dirties stay in memory until its commit instead of
+                # spilling to the WAL one by one (100,000 tickets: writer CPU about 11 -> 7 s
+                # with _GROUP, 643 MB written, not 1.1 GB)
+                engine = open_engine(url, sqlite_cache_mb=_CACHE_MB)
+                conn = engine.connect()
+                current_url = url
+            module, _, name = factory.rpartition(".")
+            apply: Apply = getattr(importlib.import_module(module), name)(spec)
+            # Batches are tuples and lists, freed by reference counting once written; the cycle
+            # collector walking the imported modules' objects again and again cost the writer
+            # about a sixth of its time. Those are frozen, and young objects are collected less often.
+            gc.freeze()
+            gc.set_threshold(20_000, 50, 50)
+            assert conn is not None
+            if not _serve_scan(inbox, outbox, conn, apply):
+                return
+    finally:
+        if conn is not None:
+            conn.close()
+        if engine is not None:
+            engine.dispose()
+
+
+def _serve_scan(inbox: IO[bytes], outbox: IO[bytes], conn: sa.Connection, apply: Apply) -> bool:
+    """Apply one scan's batches until its None; False when the writer must exit (the pipe's
+    end, or an error it has reported)."""
     answers: list[Any] = []  # of the batches applied in the open transaction
 
     def commit() -> None:
@@ -233,10 +278,10 @@ def _child() -> None:
             try:
                 batch = _receive(inbox)
             except EOFError:
-                return  # the fetching process is gone: what is committed stays, nothing half-done does
+                return False  # the fetching process is gone: what is committed stays, nothing half-done does
             if batch is None:
                 commit()
-                return
+                return True
             try:
                 answers.append(apply(conn, batch))  # in the open transaction (begun by its first statement)
             except BaseException as exc:  # noqa: BLE001 - reported to the fetching process, which raises it
@@ -244,15 +289,13 @@ def _child() -> None:
                 # their rows, so a restarted run fetches them again
                 conn.rollback()
                 _send(outbox, ("error", _loadable(exc)))
-                return
+                return False
     except BaseException as exc:  # noqa: BLE001 - a failed commit: reported likewise
         with contextlib.suppress(Exception):
             conn.rollback()
         with contextlib.suppress(OSError):
             _send(outbox, ("error", _loadable(exc)))
-    finally:
-        conn.close()
-        engine.dispose()
+        return False
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
@@ -28,6 +28,17 @@ class Builder(Protocol):
     updated_column: str | None
 
     def build(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]: ...
+
+
+@runtime_checkable
+class PackingBuilder(Builder, Protocol):
+    """A builder that can also go straight from a record to packed values: `packer(dialect)`
+    gives the values of `names` (the columns `build` fills, in its order) as the driver takes
+    them, and raises (ValueError, TypeError) where `build` would report a problem."""
+
+    names: tuple[str, ...]
+
+    def packer(self, dialect: sa.Dialect) -> Pack: ...
 
 _MISSING = object()
 
@@ -83,7 +94,7 @@ class _Column:
     column: sa.Column[Any]
 
 
-def _sqlite_timestamp_of(tz: tzinfo) -> Callable[[Any], Any]:
+def sqlite_timestamp_of(tz: tzinfo) -> Callable[[Any], Any]:
     """An API date straight to its SQLite timestamp text (no datetime in between)."""
 
     def convert(value: Any) -> Any:
@@ -152,7 +163,7 @@ class RowBuilder:
             elif col.kind == _JSON:
                 value = v
             elif isinstance(col.column.type, sa.DateTime) and dialect.name == "sqlite":
-                env[f"c{n}"], to_db = _sqlite_timestamp_of(self.tz), None
+                env[f"c{n}"], to_db = sqlite_timestamp_of(self.tz), None
                 value = f"c{n}({v})"
             else:
                 env[f"c{n}"] = col.convert

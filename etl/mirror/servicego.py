@@ -34,7 +34,9 @@ from alembic.operations import Operations
 from sqlalchemy.orm import Mapped, mapped_column
 
 from etl.mirror.base import Base, JSONType, Timestamp, table_of
+from etl.mirror.bulk import Pack, converter
 from etl.mirror.normalize import parse_api_date, to_str
+from etl.mirror.rows import sqlite_timestamp_of
 
 RESERVED = {"connection", "id", "raw", "content_hash", "first_seen_at", "last_seen_at", "remote_updated_at",
             "is_deleted", "deleted_at", "last_run_id"}
@@ -218,6 +220,22 @@ def _date(value: Any) -> date | None:
     return date.fromisoformat(str(value)[:10])
 
 
+def _text(value: Any) -> Any:
+    return to_str(value) if value != "" else None
+
+
+def _then(first: Callable[[Any], Any], to_db: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """`first`, then the driver's conversion of a value that is not None."""
+    if to_db is None:
+        return first
+
+    def both(value: Any) -> Any:
+        converted = first(value)
+        return None if converted is None else to_db(converted)
+
+    return both
+
+
 class RecordBuilder:
     """Column values of one ServiceGo record for the object's current table."""
 
@@ -231,7 +249,11 @@ class RecordBuilder:
             "field_type_number": _number, "field_type_formular": _number, "field_type_date": _date,
             "field_type_date_time": minute,
         }
+        self.table = schema.table
+        self.tz = tz
         self.empty = {c.name: None for c in schema.table.columns if c.name not in RESERVED}
+        # the columns a row holds, in the order `build` gives them (its fields', then id)
+        self.names = (*self.empty, "id")
         self.plan: dict[Any, tuple[str, Callable[[Any], Any] | None, str | None, str | None]] = {}
         for f in schema.fields.values():
             member, extra = None, None
@@ -243,6 +265,7 @@ class RecordBuilder:
             self.plan[f.field] = (f.column, converters.get(f.field_type), member, extra)
         update = schema.fields.get("updateTime")
         self.updated_column = update.column if update else None
+        self._packers: dict[str, Pack] = {}
 
     def build(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         row: dict[str, Any] = dict(self.empty)
@@ -250,21 +273,74 @@ class RecordBuilder:
         problems: list[str] = []
         plan = self.plan
         for entry in record.get("fieldDataList") or ():
+            if not isinstance(entry, dict):
+                problems.append(f"fieldDataList: not an object: {str(entry)[:40]}")
+                continue
             spec = plan.get(entry.get("fieldApiName"))
             if spec is None:
                 continue
             column, convert, member, extra = spec
             value = entry.get("fieldValue")
             if convert is None:
-                row[column] = to_str(value) if value != "" else None
+                row[column] = _text(value)
             else:
                 try:
                     row[column] = convert(value)
                 except (ValueError, TypeError) as exc:
                     problems.append(f"{column}: {exc}")
             if extra is not None:
-                carried = entry.get(member)  # type: ignore[arg-type]
-                if member == "richText":
-                    carried = carried.get("attachmentList") if isinstance(carried, dict) else None
-                row[extra] = carried
+                row[extra] = _carried(entry, member)
         return row, problems
+
+    def packer(self, dialect: sa.Dialect) -> Pack:
+        """Record -> the values of `names` as the driver takes them, without the row dict between.
+
+        The same values as `bulk.packer(table, names, dialect)(build(record)[0])`; it raises
+        (ValueError, TypeError) where `build` would report a problem, and the caller then takes
+        that slower path, which names the problem (TableWriter.pack_records).
+        """
+        pack = self._packers.get(dialect.name)
+        if pack is not None:
+            return pack
+        at = {name: n for n, name in enumerate(self.names)}
+        id_at, width = at["id"], len(self.names)
+
+        def to_driver(column: str, convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+            kind = self.table.c[column].type
+            if isinstance(kind, sa.DateTime) and dialect.name == "sqlite":
+                return sqlite_timestamp_of(self.tz)  # text to text, no datetime between
+            return _then(convert or _text, converter(kind, dialect.name))
+
+        plan = {
+            name: (at[column], to_driver(column, convert), member, -1 if extra is None else at[extra],
+                   converter(self.table.c[extra].type, dialect.name) if extra is not None else None)
+            for name, (column, convert, member, extra) in self.plan.items()
+        }
+        get_spec = plan.get
+
+        def pack_record(record: Any) -> tuple[Any, ...]:
+            values: list[Any] = [None] * width
+            values[id_at] = record["id"]
+            for entry in record.get("fieldDataList") or ():
+                if type(entry) is not dict:
+                    raise TypeError("a fieldDataList entry is not an object")
+                spec = get_spec(entry.get("fieldApiName"))
+                if spec is None:
+                    continue
+                column_at, convert, member, extra_at, extra_to_db = spec
+                values[column_at] = convert(entry.get("fieldValue"))
+                if extra_at >= 0:
+                    carried = _carried(entry, member)
+                    values[extra_at] = carried if carried is None or extra_to_db is None else extra_to_db(carried)
+            return tuple(values)
+
+        self._packers[dialect.name] = pack_record
+        return pack_record
+
+
+def _carried(entry: dict[str, Any], member: str | None) -> Any:
+    """What a field type carries besides fieldValue (options, tags, lookup names...)."""
+    carried = entry.get(member)  # type: ignore[arg-type]
+    if member == "richText":
+        return carried.get("attachmentList") if isinstance(carried, dict) else None
+    return carried

@@ -24,7 +24,7 @@ from etl.mirror.base import table_of
 from etl.mirror.bulk import converter, inserter, packer, row_packer
 from etl.mirror.meta import ChangeLog
 from etl.mirror.normalize import canonical_json, content_hash, strip_secrets
-from etl.mirror.rows import Builder, RowBuilder
+from etl.mirror.rows import Builder, PackingBuilder
 
 # A record's child rows, per child table: each a tuple of the table's columns in their order,
 # plain values (a JSON column's value as the Python object). Tuples, not dicts: a ticket has a
@@ -214,11 +214,11 @@ class TableWriter:
     def pack_records(self, records: list[dict[str, Any]], dialect: sa.Dialect, *,
                      scope: Mapping[str, Any] | None = None) -> Packed:
         """`pack(prepare(records))` in one pass, straight from the records to tuples (no row dicts),
-        for a RowBuilder's table; a record with a value the builder reports as a problem takes
-        the slower path, which names it."""
+        for a builder that packs (RowBuilder, ServiceGo's RecordBuilder); a record with a value
+        the builder reports as a problem takes the slower path, which names it."""
         scope = scope or {}
         builder = self.builder
-        if not isinstance(builder, RowBuilder) or any(name in builder.names for name in scope):
+        if not isinstance(builder, PackingBuilder) or any(name in builder.names for name in scope):
             return self.pack(self.prepare(records, scope=scope), dialect)
         fast = builder.packer(dialect)
         slow = packer(self.table, builder.names, dialect)

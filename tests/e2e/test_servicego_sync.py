@@ -6,9 +6,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
-from etl import jobs
+from etl import jobs, log
 from etl.mirror.db import open_engine
 from etl.simulators.servicego.server import ServiceGoServer
 from etl.simulators.servicego.store import Sizes
@@ -72,6 +74,47 @@ def test_a_field_added_remotely_becomes_a_column(db_url: str, servicego_sim: Cal
     with engine.connect() as conn:
         values = dict(conn.execute(sa.text("SELECT id, wechat_id FROM servicego_contact WHERE wechat_id IS NOT NULL")).all())
     assert values == {i: f"wx-{i}" for i in some}
+    engine.dispose()
+
+
+def test_a_field_added_during_a_scan_through_the_writer_process(db_url: str,
+                                                             servicego_sim: Callable[..., ServiceGoServer],
+                                                             udesk_config: Callable[..., Any]) -> None:
+    """The writer process adds the column when the pages show the field; the records read before
+    it existed are read again by the next run (a full scan), so the mirror ends exact."""
+    server = servicego_sim(Sizes(customers=300, contacts=3_000, cases=300))
+    config = udesk_config(db_url, {"sg": servicego_settings(server)}, writer_process_min_pages=2)
+    state = server.state
+    # on the last of 30 pages: fetching runs at most about a dozen pages ahead of the answers
+    late = state.ids["contact"][-3:]
+
+    def meddle(stream: str, done: int, total: int | None) -> None:
+        if stream == "servicego/contact" and state.objects["contact"].field("wechatId") is None:
+            state.add_field("contact", "wechatId")
+            for record_id in late:
+                state.update("contact", record_id, {"wechatId": f"wx-{record_id}"})
+
+    log.configure("info", json=True)
+    try:
+        with capture_logs() as logs:
+            first = jobs.sync(config, "sg", progress=meddle)
+    finally:
+        log.configure("warning", json=True)
+    assert first.status == "ok", first.errors
+    assert {e["object"] for e in logs if e["event"] == "scan_through_writer_process"} == {"customer", "contact", "case"}
+    engine = open_engine(db_url)
+    with engine.connect() as conn:
+        values = dict(conn.execute(sa.text("SELECT id, wechat_id FROM servicego_contact WHERE wechat_id IS NOT NULL")).all())
+        state_row = conn.execute(sa.text("SELECT state FROM sync_state WHERE stream = 'servicego/contact'")).scalar_one()
+    saved = state_row if isinstance(state_row, dict) else orjson.loads(state_row)  # JSONB on PostgreSQL
+    assert saved["rescan"] is True, "the records read before the field existed are read again"
+    assert values == {i: f"wx-{i}" for i in late}, "the pages after the addition fill the new column at once"
+
+    before = server.requests_to("POST /v1/datas/scrollSearch")
+    second = jobs.sync(config, "sg")
+    assert second.status == "ok", second.errors
+    assert server.requests_to("POST /v1/datas/scrollSearch") - before > 30, "the contacts were read again"
+    assert_servicego_matches(engine, state)
     engine.dispose()
 
 

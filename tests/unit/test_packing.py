@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -137,3 +138,57 @@ def test_child_rows_follow_their_tables_column_order(simulator):
                     for t, rows in people.items() if t.name == "eddydesk_ticket_participants" for r in rows]
     assert [(p["role"], p["position"], p["email"], p["user_id"]) for p in participants] == [
         ("cc", 0, "a@example.com", None), ("follower", 0, None, 5), ("follower", 1, None, 6)]
+
+
+ODD_SERVICEGO = [
+    # empty values of every kind, numbers as numbers, a member missing, an unknown field
+    {"id": 7000001, "fieldDataList": [
+        {"fieldApiName": "name", "fieldTypeApiName": "field_type_single_line", "fieldValue": ""},
+        {"fieldApiName": "annualRevenue", "fieldTypeApiName": "field_type_number", "fieldValue": 12.5},
+        {"fieldApiName": "createTime", "fieldTypeApiName": "field_type_date_time", "fieldValue": ""},
+        {"fieldApiName": "level", "fieldTypeApiName": "field_type_single_select", "fieldValue": "vip"},
+        {"fieldApiName": "description", "fieldTypeApiName": "field_type_rich_text", "fieldValue": "<p/>",
+         "richText": "not an object"},
+        {"fieldApiName": "notInTheSchema", "fieldTypeApiName": "field_type_single_line", "fieldValue": "x"}]},
+    {"id": 7000002},
+    {"id": 7000003, "fieldDataList": None},
+]
+BAD_SERVICEGO = [
+    {"id": 7000101, "fieldDataList": [
+        {"fieldApiName": "annualRevenue", "fieldTypeApiName": "field_type_number", "fieldValue": "lots"},
+        {"fieldApiName": "updateTime", "fieldTypeApiName": "field_type_date_time", "fieldValue": "2020-13-45 10:00"}]},
+    {"id": 7000102, "fieldDataList": ["not an entry"]},
+]
+
+
+@pytest.mark.parametrize("dialect", list(DIALECTS))
+def test_servicego_records_pack_straight_as_their_rows_would(dialect):
+    """RecordBuilder.packer against building the row dicts first, for every field type."""
+    from etl.config import ServiceGoObject
+    from etl.extract.servicego import object_writer
+    from etl.mirror.servicego import FIELDS, ObjectSchema, RecordBuilder, fields_of
+    from etl.simulators.servicego.store import ServiceGoState, Sizes
+
+    state = ServiceGoState(Sizes(customers=20, contacts=20, cases=20))
+    settings = parse_config({"mirror": {"url": "sqlite://"}, "connections": {"c": {
+        "system": "servicego", "base_url": "http://127.0.0.1:1/api", "email": "a@example.com",
+        "api_token_env": "UNUSED", "objects": [{"name": "customer"}]}}}).connections["c"]
+    engine = sa.create_engine("sqlite://")
+    FIELDS.create(engine)  # the registry the columns are named in
+    for obj in ("customer", "contact", "case"):
+        records = [orjson.loads(state.json(obj, i)) for i in list(state.records[obj])[:20]]
+        if obj == "customer":
+            records += ODD_SERVICEGO + BAD_SERVICEGO
+        schema = ObjectSchema(obj)
+        with engine.begin() as conn:
+            schema.ensure(conn, fields_of(records[0]))
+        writer = object_writer(schema, settings, ServiceGoObject(name=obj), "c")
+        assert isinstance(writer.builder, RecordBuilder)
+        writer.builder.packer(DIALECTS[dialect])(records[0])  # the shortcut takes the simulator's records
+        fast = writer.pack_records(records, DIALECTS[dialect])
+        slow = writer.pack(writer.prepare(records), DIALECTS[dialect])
+        assert fast.columns == slow.columns, obj
+        assert fast.rows == slow.rows, obj
+        assert fast.problems == slow.problems, obj
+        if obj == "customer":
+            assert fast.problems == 3  # each unusable value (and entry) is named, and left NULL
