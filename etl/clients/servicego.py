@@ -39,6 +39,7 @@ class ScrollPage:
     records: list[dict[str, Any]]
     total: int  # records matching the filter and conditions (all of them, not only after scrollId)
     server_time: datetime | None  # from the Date header
+    content: bytes = b""  # the answer as received: its "data" are the records
 
 
 def check_envelope(body: Any) -> tuple[Action, str | None, str] | None:
@@ -120,7 +121,7 @@ class ServiceGoClient:
                 body["customJudgeLogic"] = custom_judge_logic
         response = self.session.request_json("POST", SCROLL_SEARCH, json=body)
         return ScrollPage(parse_scroll_page(response.body, SCROLL_SEARCH), self._total(response.body, SCROLL_SEARCH),
-                          _server_time(response.headers))
+                          _server_time(response.headers), response.content)
 
     def scroll(self, obj: str, scroll_id: int, *, filter_id: int | None = None) -> ScrollPage:
         params: dict[str, Any] = {"objectApiName": obj, "scrollId": scroll_id, "pageSize": self.page_size}

@@ -25,9 +25,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import sqlalchemy as sa
 
-from etl.clients.servicego import ScrollPage, ServiceGoClient, conditions_body, next_scroll_id
+from etl.clients.servicego import (
+    SCROLL_SEARCH,
+    ScrollPage,
+    ServiceGoClient,
+    conditions_body,
+    next_scroll_id,
+    parse_scroll_page,
+)
 from etl.config import ServiceGoConnection, ServiceGoObject
 from etl.diff.servicego import merge_local_edits
 from etl.extract.context import RunContext
@@ -40,7 +48,14 @@ from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, TableWriter, UpsertResult, WriteStats
 
 MINUTE = "%Y-%m-%d %H:%M"
-_PROCESS_BATCH = 64  # pages per batch sent to a writer process
+# Pages per batch sent to a writer process: 800 records. Small batches let the writer begin
+# early and leave it a short tail after the last fetch; its transactions group batches anyway.
+_PROCESS_BATCH = 8
+# Of the pages going to a writer process on SQLite, every third is sent as received, and the
+# writer parses and packs it: fetching, parsing and packing cost the fetching process about
+# twice the writer's work, and this evens the two cores out (parsing twice costs less than the
+# pickling it saves). A PostgreSQL writer waits on the server instead: its pages come packed.
+_WRITER_PACKS_EVERY = 3
 
 
 def state_key(obj: str) -> str:
@@ -88,10 +103,11 @@ def _has_unknown_fields(records: list[dict[str, Any]], schema: ObjectSchema) -> 
 
 @dataclass
 class ScrollPageResult:
-    """One fetched page: packed, or its records as received when they carry fields the packing
-    schema lacks (the writer adds the columns, then builds them)."""
+    """One fetched page: packed, or its records as received for the writer to pack: when they
+    carry fields the packing schema lacks (the writer adds the columns), or as the answer's
+    bytes (see _WRITER_PACKS_EVERY)."""
 
-    records: Packed | list[dict[str, Any]]
+    records: Packed | list[dict[str, Any]] | bytes
     scroll_id: int  # the scan's position after the page
     total: int
     last: bool  # the scan's end
@@ -146,13 +162,17 @@ def scan_writer(spec: ScanSpec) -> Apply:
         run = Packed()  # pages of one column list: one apply
         for page in batch:
             packed = page.records
+            if isinstance(packed, bytes):
+                packed = parse_scroll_page(orjson.loads(packed), SCROLL_SEARCH)  # checked once already
+                if not packed or not _has_unknown_fields(packed, schema):
+                    packed = current(conn).pack_records(packed, conn.dialect)
             if isinstance(packed, list):
                 seen: dict[str, str] = {}
                 for record in packed:
                     seen.update(fields_of(record))
                 writer = current(conn, seen)
                 written.fields_added = True
-                packed = writer.pack(writer.prepare(packed), conn.dialect)
+                packed = writer.pack_records(packed, conn.dialect)
             if run.rows and packed.columns != run.columns:
                 write(conn, run, written)
                 run = Packed()
@@ -255,24 +275,30 @@ class ObjectSync:
         first = client.scroll_search(name, int(scan["scroll_id"]), **args)
         pages = math.ceil(first.total / client.page_size)
         packing = [self.writer()]  # replaced when the writer reports fields added during the scan
+        process = ctx.writer_process(pages, __name__)
+        writer_packs = _WRITER_PACKS_EVERY if process is not None and dialect.name == "sqlite" else 0
 
-        def result(records: list[dict[str, Any]], scroll_id: int, total: int, last: bool) -> ScrollPageResult:
+        def result(page: ScrollPage, number: int, scroll_id: int, last: bool) -> ScrollPageResult:
+            records = page.records
+            if writer_packs and number % writer_packs == writer_packs - 1 and page.content:
+                return ScrollPageResult(page.content, scroll_id, page.total, last)
             if records and _has_unknown_fields(records, self.schema):
-                return ScrollPageResult(records, scroll_id, total, last)
-            return ScrollPageResult(packing[0].pack_records(records, dialect), scroll_id, total, last)
+                return ScrollPageResult(records, scroll_id, page.total, last)
+            return ScrollPageResult(packing[0].pack_records(records, dialect), scroll_id, page.total, last)
 
         def fetch(emit: Emit) -> None:
-            scroll_id, page = int(scan["scroll_id"]), first
+            # pages are packed by the consuming thread: the next request is under way meanwhile
+            scroll_id, page, number = int(scan["scroll_id"]), first, 0
             while True:
                 if not page.records:
-                    emit(result([], scroll_id, page.total, True))
+                    emit((page, number, scroll_id, True))
                     return
-                scroll_id = next_scroll_id(page.records, scroll_id, "v1/datas/scrollSearch")
+                scroll_id = next_scroll_id(page.records, scroll_id, SCROLL_SEARCH)
                 last = len(page.records) < client.page_size
-                emit(result(page.records, scroll_id, page.total, last))
+                emit((page, number, scroll_id, last))
                 if last:
                     return
-                page = client.scroll_search(name, scroll_id, **args)
+                page, number = client.scroll_search(name, scroll_id, **args), number + 1
 
         done = 0
 
@@ -287,20 +313,19 @@ class ObjectSync:
             ctx.report(f"servicego/{name}", done, written.total)
 
         spec = ScanSpec(ctx.connection, self.settings, self.obj, ctx.run_id, scan)
-        process = ctx.writer_process(pages, __name__)
         if process is None:
             apply = scan_writer(spec)
 
-            def consume(batch: list[ScrollPageResult]) -> None:
+            def consume(batch: list[tuple[ScrollPage, int, int, bool]]) -> None:
+                results = [result(*item) for item in batch]
                 with ctx.engine.begin() as conn:
-                    written = apply(conn, batch)
+                    written = apply(conn, results)
                 answered(written)
 
             run_jobs([fetch], consume, workers=1, stop=ctx.stop, batch_size=4)
             return
         self.log.info("scan_through_writer_process", pages=pages)
         with process.scan(f"{__name__}.scan_writer", spec, ctx.mirror_url):
-            # batches of up to 64 pages, a sixteenth of the scan (see etl.extract.windowed)
             size = min(_PROCESS_BATCH, max(1, pages // 16))
-            run_jobs([fetch], lambda batch: process.submit(batch, answered), workers=1, stop=ctx.stop,
-                     batch_size=size, least=size)
+            run_jobs([fetch], lambda batch: process.submit([result(*item) for item in batch], answered), workers=1,
+                     stop=ctx.stop, batch_size=size, least=size)

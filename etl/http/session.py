@@ -46,6 +46,7 @@ class Response:
     headers: httpx.Headers
     body: Any
     elapsed: float
+    content: bytes = b""  # the body as received (a writer process can parse a page itself)
 
 
 def _int_header(headers: httpx.Headers, name: str) -> int | None:
@@ -131,7 +132,7 @@ class Session:
                 else:
                     refusal = self.envelope(body) if self.envelope else None
                     if refusal is None:
-                        return Response(http.status_code, http.headers, body, elapsed)
+                        return Response(http.status_code, http.headers, body, elapsed, http.content)
                     action, code, message = refusal
                     if action is Action.RETRY:
                         last_problem = f"HTTP {http.status_code} [{code}] {message}"
