@@ -8,7 +8,7 @@
 3. the incremental sync: its requests, compared with the backfill's;
 4. 10,000 local edits pushed back (PUT /v1/data, one request per record).
 The simulator runs in its own process; each sync runs in a fresh child process so its peak
-memory (ru_maxrss) is its own.
+memory (ru_maxrss) is its own, and its writer process's is reported beside it.
 """
 
 from __future__ import annotations
@@ -70,9 +70,10 @@ def child(args: argparse.Namespace) -> None:
         rows = sum(conn.execute(sa.text(f"SELECT count(*) FROM servicego_{o} WHERE NOT is_deleted")).scalar_one()
                    for o in ("customer", "contact", "case"))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    writer_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the writer process, if any
     print(json.dumps({"status": summary.status, "seconds": elapsed, "records": rows, "requests": summary.requests,
                       "inserted": summary.inserted, "updated": summary.updated, "deleted": summary.deleted,
-                      "peak_mb": peak_mb}))
+                      "peak_mb": peak_mb, "writer_peak_mb": writer_peak_mb}))
 
 
 def measure(base: str, db: str, push: int = 0) -> dict[str, float]:
@@ -111,7 +112,7 @@ def main() -> None:
         proc.kill()
     rate = backfill["records"] / backfill["seconds"]
     print(f"ServiceGo backfill: {backfill['records']:,} records in {backfill['seconds']:.1f} s = {rate:,.0f} records/s, "
-          f"{backfill['requests']:,} requests, peak {backfill['peak_mb']:.0f} MB")
+          f"{backfill['requests']:,} requests, peak {backfill['peak_mb']:.0f} MB + writer {backfill['writer_peak_mb']:.0f} MB")
     share = incremental["requests"] / backfill["requests"]
     print(f"incremental after {changed:,} records changed (1 %): {incremental['requests']:,} requests "
           f"({share:.1%} of the backfill's), {incremental['updated']} updated in {incremental['seconds']:.1f} s, "
