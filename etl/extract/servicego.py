@@ -159,6 +159,7 @@ def scan_writer(spec: ScanSpec) -> Apply:
 
     def apply(conn: sa.Connection, batch: list[ScrollPageResult]) -> ScanWritten:
         written = ScanWritten(total=batch[-1].total)
+        current(conn)  # the registry's fields, before any page is checked against them
         run = Packed()  # pages of one column list: one apply
         for page in batch:
             packed = page.records
@@ -170,8 +171,9 @@ def scan_writer(spec: ScanSpec) -> Apply:
                 seen: dict[str, str] = {}
                 for record in packed:
                     seen.update(fields_of(record))
+                known = len(schema.fields)
                 writer = current(conn, seen)
-                written.fields_added = True
+                written.fields_added = written.fields_added or len(schema.fields) > known
                 packed = writer.pack_records(packed, conn.dialect)
             if run.rows and packed.columns != run.columns:
                 write(conn, run, written)
