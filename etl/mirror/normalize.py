@@ -89,6 +89,14 @@ def _shift(local: datetime, iso: str, tz: tzinfo) -> str:
     return str(local - offset)
 
 
+def _minutes_valid(text: str) -> bool:
+    """The ":MM" (and ":SS") after the hour of "YYYY-MM-DD HH:MM[:SS]" are in range."""
+    minutes, seconds = text[14:16], text[17:19]
+    if not (minutes.isascii() and minutes.isdigit() and minutes < "60"):
+        return False
+    return len(text) == 16 or (text[16] == ":" and seconds.isascii() and seconds.isdigit() and seconds < "60")
+
+
 def utc_text(value: Any, tz: tzinfo) -> str | None:
     """A documented API date as UTC text, "YYYY-MM-DD HH:MM:SS" (".ffffff" added when there is a
     fraction); None for empty or "null". Raises DateParseError for anything else.
@@ -96,6 +104,13 @@ def utc_text(value: Any, tz: tzinfo) -> str | None:
     Text, not a datetime, because the common case needs no datetime arithmetic at all: the mirror
     stores SQLite timestamps as text, and building datetimes costs microseconds each.
     """
+    if type(value) is str and (len(value) == 19 or len(value) == 16) and value[13:14] == ":":
+        # "YYYY-MM-DD HH:MM[:SS]" in an hour met before: its UTC hour is cached, and that hour's
+        # text was validated when it was cached; only minutes and seconds are left to check
+        hours = _utc_hours.get(tz)
+        known = hours.get(value[:13]) if hours is not None else None
+        if known is not None and known[0] is not None and _minutes_valid(value):
+            return known[0] + (value[13:] if len(value) == 19 else value[13:] + ":00")
     if value in _EMPTY:
         return None
     if not isinstance(value, str):

@@ -72,3 +72,19 @@ def test_secrets_are_stripped_without_copying_clean_records():
     clean = {"id": 1}
     assert strip_secrets(clean, ("api_key",)) is clean
     assert strip_secrets({"id": 1, "api_key": "k"}, ("api_key",)) == {"id": 1}
+
+
+def test_dates_in_an_hour_met_before_are_still_checked_to_the_second():
+    """The cached-hour shortcut of utc_text checks what it does not parse: minutes and seconds."""
+    from zoneinfo import ZoneInfo
+
+    from etl.mirror.normalize import DateParseError, utc_text
+
+    tz = ZoneInfo("Asia/Shanghai")
+    assert utc_text("2025-01-01 10:00", tz) == "2025-01-01 02:00:00"  # the hour is cached now
+    assert utc_text("2025-01-01 10:30", tz) == "2025-01-01 02:30:00"
+    assert utc_text("2025-01-01 10:30:59", tz) == "2025-01-01 02:30:59"
+    for bad in ("2025-01-01 10:60", "2025-01-01 10:5x", "2025-01-01 10:5\u0663", "2025-01-01 10:30:61",
+                "2025-01-01 10:30-00", "2025-01-01 10:30:5 "):
+        with pytest.raises(DateParseError):
+            utc_text(bad, tz)
