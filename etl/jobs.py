@@ -32,7 +32,7 @@ from etl.extract.context import Progress, RunContext
 from etl.extract.full import run_full
 from etl.extract.pool import Stopped
 from etl.extract.reconcile import reconcile
-from etl.extract.servicego import ObjectSync, search_args, state_key
+from etl.extract.servicego import ObjectSync, backfill_due, search_args, state_key
 from etl.extract.servicego_deletes import find_deletions
 from etl.extract.servicego_related import refresh as refresh_related
 from etl.extract.udesk_knowledge import run_stream as run_knowledge_stream
@@ -300,6 +300,8 @@ def sync(
                      writer_process_min_pages=config.mirror.writer_process_min_pages)
     if stop is not None:
         ctx.stop = stop
+    if isinstance(settings, ServiceGoConnection) and backfill_due(engine, connection, settings, full):
+        ctx.start_writer_process("etl.extract.servicego")
     summary = SyncSummary(run_id, connection, "failed")  # until the streams loop completes
     blocked_budgets: set[str] = set()
     try:
