@@ -214,14 +214,14 @@ def _finish(conn: sa.Connection, spec: ScanSpec, writer: TableWriter, scan: dict
     save_state(conn, spec.connection, state_key(spec.obj.name), state, success=True)
 
 
-def backfill_due(engine: sa.Engine, connection: str, settings: ServiceGoConnection, full: bool) -> bool:
-    """Whether an object of the connection will be scanned whole (first run, --full, a field added,
-    or such a scan to resume): the run's writer process can start while the objects are probed."""
+def backfill_due(engine: sa.Engine, connection: str, objects: list[str], full: bool) -> bool:
+    """Whether one of `objects` will be scanned whole (first run, --full, a field added, or such a
+    scan to resume): the run's writer process can start while the objects are probed."""
     if full:
-        return True
+        return bool(objects)
     with engine.connect() as conn:
-        for obj in settings.objects:
-            state = load_state(conn, connection, state_key(obj.name))
+        for name in objects:
+            state = load_state(conn, connection, state_key(name))
             scan = state.get("scan") or {}
             if state.get("cursor") is None or state.get("rescan") or scan.get("mode") == "full":
                 return True
