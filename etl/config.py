@@ -277,8 +277,8 @@ Connection = Annotated[
 class MirrorConfig(_Frozen):
     url: str | None = None
     url_env: str | None = None
-    # EddyDesk scans of at least this many pages (30 records each) are written by a process of
-    # their own, so that fetching and writing use two cores; null: never.
+    # Scans of at least this many pages (30 records each on EddyDesk, 100 on ServiceGo) are
+    # written by the run's writer process, so that fetching and writing use two cores; null: never.
     writer_process_min_pages: int | None = Field(default=50, ge=1)
 
     def resolved_url(self, base_dir: Path) -> str:

@@ -68,7 +68,7 @@ class RunContext:
         """Start the run's writer process ahead of its first long scan (its start takes about a
         second of CPU, better spent while the run plans than when the first pages wait)."""
         if self.writer_process_min_pages is not None:
-            self.writer_process(self.writer_process_min_pages, module)
+            self._running_writer(module)
 
     def writer_process(self, pages: int, module: str) -> WriterProcess | None:
         """The run's writer process for a scan of `pages` pages, or None when the scan is short.
@@ -79,9 +79,12 @@ class RunContext:
         least = self.writer_process_min_pages
         if least is None or pages < least:
             return None
+        return self._running_writer(module)
+
+    def _running_writer(self, module: str) -> WriterProcess:
         if self._writer_process is None or not self._writer_process.usable:
             self._writer_process = WriterProcess(module)
-            self.log.info("writer_process_started", pages=pages)
+            self.log.info("writer_process_started")
         return self._writer_process
 
     def close(self) -> None:

@@ -97,6 +97,14 @@ def object_writer(schema: ObjectSchema, settings: ServiceGoConnection, obj: Serv
     return TableWriter(schema.table, builder, connection, merge=merge)
 
 
+def write_records(conn: sa.Connection, writer: TableWriter, batch: Packed, obj: ServiceGoObject, connection: str,
+                  run_id: int) -> UpsertResult:
+    """Apply packed records (keeping unpushed local edits) and queue the changed ones' lists."""
+    result = writer.apply(conn, batch, run_id)
+    enqueue_related(conn, connection, obj, result.changed_ids)
+    return result
+
+
 def _has_unknown_fields(records: list[dict[str, Any]], schema: ObjectSchema) -> bool:
     # every record lists every field of its object: a field added during the scan shows in the
     # first or last record of a page
@@ -141,21 +149,21 @@ def scan_writer(spec: ScanSpec) -> Apply:
     key = state_key(spec.obj.name)
     scan = dict(spec.scan)
     log = get_logger(connection=spec.connection, object=spec.obj.name)
-    writers: list[TableWriter] = []  # the current one; a field added during the scan replaces it
+    writer: TableWriter | None = None  # a field added during the scan replaces it
 
     def current(conn: sa.Connection, added: dict[str, str] | None = None) -> TableWriter:
-        if not writers or added:
+        nonlocal writer
+        if writer is None or added:
             new = schema.ensure(conn, added or {})  # loads the registry first
             if new:
                 # the records read before have no value for them: the next run reads all again
                 scan["fields_added"] = True
                 log.info("servicego_fields_added", fields=new)
-            writers[:] = [object_writer(schema, spec.settings, spec.obj, spec.connection)]
-        return writers[0]
+            writer = object_writer(schema, spec.settings, spec.obj, spec.connection)
+        return writer
 
     def write(conn: sa.Connection, packed: Packed, written: ScanWritten) -> None:
-        result = current(conn).apply(conn, packed, spec.run_id)
-        enqueue_related(conn, spec.connection, spec.obj, result.changed_ids)
+        result = write_records(conn, current(conn), packed, spec.obj, spec.connection, spec.run_id)
         written.stats.add(result.stats)
         written.records += len(packed.rows)
 
@@ -174,9 +182,9 @@ def scan_writer(spec: ScanSpec) -> Apply:
                 for record in packed:
                     seen.update(fields_of(record))
                 known = len(schema.fields)
-                writer = current(conn, seen)
+                packing = current(conn, seen)
                 written.fields_added = written.fields_added or len(schema.fields) > known
-                packed = writer.pack_records(packed, conn.dialect)
+                packed = packing.pack_records(packed, conn.dialect)
             if run.rows and packed.columns != run.columns:
                 write(conn, run, written)
                 run = Packed()
@@ -246,9 +254,8 @@ class ObjectSync:
 
     def write(self, conn: sa.Connection, writer: TableWriter, records: list[dict[str, Any]]) -> UpsertResult:
         """Apply fetched records (keeping unpushed local edits) and queue their lists."""
-        result = writer.upsert(conn, records, self.ctx.run_id)
-        enqueue_related(conn, self.ctx.connection, self.obj, result.changed_ids)
-        return result
+        return write_records(conn, writer, writer.pack_records(records, conn.dialect), self.obj, self.ctx.connection,
+                             self.ctx.run_id)
 
     def probe(self) -> ScrollPage:
         """One record and the total: shows the object's current fields (every record lists them all)."""

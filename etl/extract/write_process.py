@@ -237,10 +237,10 @@ def _child() -> None:
                 factory, spec, url, log_settings, secrets = _receive(inbox)
             except EOFError:
                 return  # the run is over (or its process is gone)
+            log.configure(*log_settings)
+            for secret in secrets:
+                log.register_secret(secret)
             if url != current_url:
-                log.configure(*log_settings)
-                for secret in secrets:
-                    log.register_secret(secret)
                 if conn is not None:
                     conn.close()
                 if engine is not None:
