@@ -30,6 +30,17 @@ class MirrorError(DesksyncError):
     """The mirror database cannot be used as asked (unreachable, schema missing or behind)."""
 
 
+class AccountBusy(DesksyncError):
+    """Another process holds the account: two would spend its rate budget twice."""
+
+    def __init__(self, connection: str, holder: str) -> None:
+        self.connection = connection
+        super().__init__(
+            f"connection {connection!r} is in use by {holder}: two processes on one account would each spend "
+            "its whole rate budget and risk a block; run this again when that one has finished"
+        )
+
+
 @dataclass
 class RemoteError(DesksyncError):
     system: str

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +40,7 @@ from etl.extract.udesk_knowledge import select_streams as select_knowledge_strea
 from etl.extract.windowed import run_windowed
 from etl.http.ratelimit import RateLimiter
 from etl.load.journal import HELD, release
+from etl.locks import account_lease
 from etl.log import get_logger
 from etl.mirror.base import table_of
 from etl.mirror.db import ensure_current, open_engine, upgrade
@@ -225,6 +226,14 @@ def _knowledge_plan(settings: UdeskKnowledgeConnection, requested: tuple[str, ..
             for s in select_knowledge_streams(requested, settings)]
 
 
+def _own_account(engine: sa.Engine, connection: str,
+                 limiters: dict[str, RateLimiter] | None) -> AbstractContextManager[None]:
+    """A run given no limiters holds the account's lease for its length (etl.locks: refused while
+    another process spends the account's budget); one given the scheduler's limiters runs under
+    the lease its job holds."""
+    return nullcontext() if limiters is not None else account_lease(engine, connection)
+
+
 def new_limiters(settings: Connection) -> dict[str, RateLimiter]:
     """An account's rate budgets; the scheduler hands one set to every job of the account."""
     if isinstance(settings, ServiceGoConnection):
@@ -276,12 +285,23 @@ def sync(
     """Pull one connection's streams into the mirror; one sync_runs row records the run.
 
     `job` names the scheduled job that asked (run history); `limiters` shares an account's rate
-    budgets between concurrent jobs of that account.
+    budgets between concurrent jobs of that account (see `_own_account`).
     """
     settings = config.connection(connection)
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     try:
         ensure_current(engine)
+        with _own_account(engine, connection, limiters):
+            return _sync(config, engine, connection, settings, streams, full=full, reconcile_deletes=reconcile_deletes,
+                         progress=progress, transport=transport, stop=stop, job=job, limiters=limiters)
+    finally:
+        engine.dispose()
+
+
+def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connection, streams: tuple[str, ...], *,
+          full: bool, reconcile_deletes: bool, progress: Progress | None, transport: httpx.BaseTransport | None,
+          stop: Any, job: str | None, limiters: dict[str, RateLimiter] | None) -> SyncSummary:
+    try:
         if isinstance(settings, ServiceGoConnection):
             plan = _servicego_plan(settings, streams, full, reconcile_deletes, engine, connection)
         elif isinstance(settings, UdeskKnowledgeConnection):
@@ -289,7 +309,6 @@ def sync(
         else:
             plan = _eddydesk_plan(settings, streams, full, reconcile_deletes, engine, connection)
     except ValueError as exc:
-        engine.dispose()
         raise DesksyncError(str(exc)) from None
     client = _connect(connection, settings, transport, limiters)
     log = get_logger(connection=connection)
@@ -340,7 +359,6 @@ def sync(
         ctx.close()
         _finish_run(engine, summary, client, ctx)
         client.close()
-        engine.dispose()
     return summary
 
 
@@ -461,13 +479,15 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
     try:
         with _ending(ending):
             ensure_current(engine)
-            if not dry_run:
-                summary.run_id = _start_run(engine, connection, "push", list(tables), job)
+            # a dry run reads only the mirror: it needs no lease
+            with nullcontext() if dry_run else _own_account(engine, connection, limiters):
+                if not dry_run:
+                    summary.run_id = _start_run(engine, connection, "push", list(tables), job)
 
-            def connect() -> Client:
-                return _connect(connection, settings, transport, limiters)
+                def connect() -> Client:
+                    return _connect(connection, settings, transport, limiters)
 
-            _push_into(engine, connection, settings, summary, retry_failed, tables, connect)
+                _push_into(engine, connection, settings, summary, retry_failed, tables, connect)
             ending.status = "ok"
             if summary.failed:
                 ending.error = f"{summary.failed} rows held with the remote's error (desksync status lists them)"
@@ -635,6 +655,7 @@ def run_pipeline(config: Config, name: str, *, dry_run: bool = False, retry_fail
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     summary = PipelineSummary(name, dry_run)
     ending = _Ending()
+    lease = _own_account(engine, pipeline.target, limiters)  # for the writes to the target
     limiters = limiters if limiters is not None else new_limiters(settings)
     try:
         with _ending(ending):
@@ -647,22 +668,23 @@ def run_pipeline(config: Config, name: str, *, dry_run: bool = False, retry_fail
                     summary.steps = [stage(conn, name, pipeline, s, idmap) for s in pipeline.steps]
                     transaction.rollback()
                 return summary
-            summary.run_id = _start_run(engine, pipeline.target, "pipeline", [s.name for s in pipeline.steps], job)
-            log = get_logger(pipeline=name, target=pipeline.target)
-            for step in pipeline.steps:
-                idmap.links.clear()  # the push rewrote placeholders: read the map again
-                with engine.begin() as conn:
-                    report = stage(conn, name, pipeline, step, idmap)
-                summary.steps.append(report)
-                pushed = PushSummary(pipeline.target, False)
-                _push_into(engine, pipeline.target, settings, pushed, retry_failed, (report.target,),
-                           lambda: _connect(pipeline.target, settings, transport, limiters))
-                report.push = pushed.tables.get(report.target)
-                summary.requests += pushed.requests
-                summary.rate_limit_wait_seconds += pushed.rate_limit_wait_seconds
-                log.info("pipeline_step_finished", step=step.name, created=report.created, updated=report.updated,
-                         deleted=report.deleted, held=len(report.held), folded=len(report.folded),
-                         sent=report.push.ok if report.push else 0)
+            with lease:
+                summary.run_id = _start_run(engine, pipeline.target, "pipeline", [s.name for s in pipeline.steps], job)
+                log = get_logger(pipeline=name, target=pipeline.target)
+                for step in pipeline.steps:
+                    idmap.links.clear()  # the push rewrote placeholders: read the map again
+                    with engine.begin() as conn:
+                        report = stage(conn, name, pipeline, step, idmap)
+                    summary.steps.append(report)
+                    pushed = PushSummary(pipeline.target, False)
+                    _push_into(engine, pipeline.target, settings, pushed, retry_failed, (report.target,),
+                               lambda: _connect(pipeline.target, settings, transport, limiters))
+                    report.push = pushed.tables.get(report.target)
+                    summary.requests += pushed.requests
+                    summary.rate_limit_wait_seconds += pushed.rate_limit_wait_seconds
+                    log.info("pipeline_step_finished", step=step.name, created=report.created, updated=report.updated,
+                             deleted=report.deleted, held=len(report.held), folded=len(report.folded),
+                             sent=report.push.ok if report.push else 0)
             ending.status = "ok"
             if summary.held:
                 ending.error = f"{summary.held} records held (desksync pipeline status {name} lists them)"

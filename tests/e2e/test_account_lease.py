@@ -1,0 +1,123 @@
+"""One process per account at a time: a run by hand while another process (a scheduler's job,
+another command) holds the account is refused before it sends a request, and a killed holder
+frees the account at once. Holders are real processes, killed with SIGKILL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from etl import jobs
+from etl.cli import main
+from etl.config import JobConfig
+from etl.errors import AccountBusy
+from etl.mirror.base import table_of
+from etl.mirror.db import open_engine
+from etl.mirror.meta import SyncRun
+from etl.schedule import Runner
+from etl.simulators.eddydesk.data import Sizes
+from tests.conftest import connection_settings, write_config_file
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = Sizes(tickets=20, users=5, organizations=2, kb_articles=2)
+HOLD = """
+import sys, time
+from etl.locks import account_lease
+from etl.mirror.db import open_engine
+with account_lease(open_engine(sys.argv[1]), sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(url: str, connection: str) -> subprocess.Popen[str]:
+    """Another process holding `connection`'s account until it is killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, url, connection], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "held", proc.stderr.read() if proc.stderr else line
+    return proc
+
+
+def _runs(url: str) -> int:
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table_of(SyncRun))).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def _sync_once_freed(config, connection: str) -> jobs.SyncSummary:
+    # PostgreSQL ends a killed client's session as soon as it sees the closed socket
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return jobs.sync(config, connection)
+        except AccountBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_a_run_by_hand_is_refused_while_another_process_holds_the_account(db_url, simulator, make_config, tmp_path):
+    server = simulator(SMALL)
+    config = make_config(db_url, server, push={"tickets": {}})
+    other = make_config(db_url, server, name="other", init=False)
+    holder = _holder(db_url, "helpdesk")
+    try:
+        with pytest.raises(AccountBusy) as refused:
+            jobs.sync(config, "helpdesk")
+        message = str(refused.value)
+        assert "connection 'helpdesk' is in use by another desksync process" in message
+        assert "risk a block" in message
+        # the holder is named: its pid beside a SQLite file, its session on PostgreSQL
+        assert (f"pid {holder.pid}" if db_url.startswith("sqlite") else "PostgreSQL session") in message
+        with pytest.raises(AccountBusy):
+            jobs.push(config, "helpdesk")
+        path = write_config_file(tmp_path / "desksync.toml", db_url, {"helpdesk": connection_settings(server)})
+        typed = CliRunner().invoke(main, ["--config", str(path), "sync", "helpdesk"])
+        assert typed.exit_code == 1 and "error: connection 'helpdesk' is in use by" in typed.output
+        assert jobs.push(config, "helpdesk", dry_run=True).failed == 0  # reads only the mirror
+        assert server.stats.requests == 0 and _runs(db_url) == 0  # refused before any request or run row
+        # the lease is the account's, not the mirror's
+        assert jobs.sync(other, "other").status == "ok"
+        assert server.stats.requests > 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _sync_once_freed(config, "helpdesk").status == "ok"
+
+
+def test_a_scheduled_job_skips_its_turn_while_a_run_by_hand_holds_the_account(db_url, simulator, make_config):
+    server = simulator(SMALL)
+    config = make_config(db_url, server)
+    runner = Runner(config, {"pull": JobConfig(connection="helpdesk", every_seconds=60)})
+    try:
+        holder = _holder(db_url, "helpdesk")
+        try:
+            runner.run_job("pull")
+            assert server.stats.requests == 0 and _runs(db_url) == 0
+        finally:
+            holder.kill()
+            holder.wait()
+        deadline = time.monotonic() + 10
+        while _runs(db_url) == 0 and time.monotonic() < deadline:
+            runner.run_job("pull")
+        assert _runs(db_url) == 1 and server.stats.requests > 0
+        # and while a scheduler's job holds it, a run by hand is refused: one lease both ways
+        assert runner.locks.try_acquire("account", "helpdesk")
+        try:
+            with pytest.raises(AccountBusy):
+                jobs.sync(config, "helpdesk")
+        finally:
+            runner.locks.release("account", "helpdesk")
+    finally:
+        runner.shutdown()
