@@ -129,10 +129,25 @@ class TableWriter:
         self.child_tables = child_tables  # (table, parent column)
         self.log = get_logger(connection=connection, table=table.name)
         self._child_columns = tuple(tuple(c.name for c in t.columns) for t, _ in child_tables)
+        # Integer ids only (text compares by the database's collation, which Python's order need
+        # not follow), and a key led by the connection (ServiceGo's objects), so that the largest
+        # id is one step down its index: with (id, connection), a connection's largest id can
+        # mean reading the whole index.
+        key = tuple(c.name for c in table.primary_key.columns)
+        self._top_id_indexed = key == ("connection", "id") and isinstance(table.c.id.type, sa.Integer)
 
     def _scope_filter(self, scope: Mapping[str, Any]) -> list[Any]:
         c = self.table.c
         return [c.connection == self.connection, *[c[name] == value for name, value in scope.items()]]
+
+    def _ids_it_may_hold(self, conn: sa.Connection, scope: Mapping[str, Any], ids: list[Any]) -> list[Any]:
+        """The ids the table may already hold: none above its largest one, so the batches of a
+        backfill in id order (ServiceGo's scrolls) look nothing up."""
+        if not self._top_id_indexed or scope:
+            return ids
+        c = self.table.c
+        top = conn.execute(sa.select(sa.func.max(c.id)).where(c.connection == self.connection)).scalar()
+        return [] if top is None else [i for i in ids if i <= top]
 
     def _log_changes(self, conn: sa.Connection, scope: Mapping[str, Any], changes: list[tuple[Any, str]],
                      run_id: int | None, now: datetime) -> None:
@@ -308,7 +323,7 @@ class TableWriter:
         result.seen_ids = ids
         known: dict[Any, tuple[str, bool]] = {}
         c = self.table.c
-        for chunk in _chunks(ids):
+        for chunk in _chunks(self._ids_it_may_hold(conn, scope, ids)):
             found = conn.execute(
                 sa.select(c.id, c.content_hash, c.is_deleted).where(*self._scope_filter(scope), c.id.in_(chunk))
             )
