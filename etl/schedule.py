@@ -5,7 +5,8 @@ Rules, and where each is kept:
   one process; an advisory lock per job across processes (etl.locks).
 - The jobs of one account share its rate budgets: one set of limiters per connection in the
   process, where they run one after another (their streams' scans must not interleave), and
-  an account lock across processes, so that two schedulers never spend one account's budget
+  an account lock across processes, so that two schedulers (or a scheduler and a command typed
+  by hand, which takes the same lock: etl.locks.account_lease) never spend one account's budget
   at the same time.
 - A failing job backs off (base × 2^(failures−1), capped) without touching the others; the
   count of consecutive failures comes from the run history, so it survives restarts.
