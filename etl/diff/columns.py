@@ -10,7 +10,7 @@ Udesk knowledge loaders (ServiceGo's wide tables have their own, `servicego.py`)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -116,13 +116,17 @@ def with_values(base: Texts, base_values: Texts, local_values: Texts) -> tuple[T
             {n: local_values.get(n) for n in names})
 
 
-def merger(spec: Writable, connection: str, builder: RowBuilder, tz: tzinfo,
-           policy: str) -> Callable[[sa.Connection, Prepared], int]:
+def merger(spec: Writable, connection: str, builder: RowBuilder, tz: tzinfo, policy: str,
+           sent: Mapping[Any, Texts] | None = None) -> Callable[[sa.Connection, Prepared], int]:
     """A TableWriter hook: before a pull overwrites rows, keep their unpushed local edits.
 
     Rows that changed remotely and were also edited locally get their kept local values written
     into the prepared row (and, for child-row values, into the record the child rows are built
     from), while `raw` stays the remote record: the kept values remain local changes, pushed next.
+
+    `sent`, for a push writing back the remote's answers: per record, the values it sent. They
+    are the base the answer is merged against, so an edit made in the mirror while the request
+    was under way (the push read the row before) is kept, and pushed next time.
     """
     table = spec.table
     values = spec.values
@@ -148,6 +152,8 @@ def merger(spec: Writable, connection: str, builder: RowBuilder, tz: tzinfo,
             base, local = with_values(texts(spec, builder.build(raw)[0], tz), record_values(spec, raw),
                                       held_values[record_id])
             local = {**texts(spec, current, tz), **local}
+            if sent is not None:
+                base = {**base, **{n: v for n, v in sent.get(record_id, {}).items() if n in base}}
             if base == local:
                 continue
             remote_values = record_values(spec, remote_record)

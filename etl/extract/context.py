@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from etl.clients.eddydesk import EddyDeskClient
 from etl.clients.servicego import ServiceGoClient
 from etl.clients.udesk_km import KnowledgeClient
 from etl.config import EddyDeskConnection, ServiceGoConnection, UdeskKnowledgeConnection
-from etl.diff.columns import merger
+from etl.diff.columns import Texts, merger
 from etl.diff.eddydesk import OPTIONS, WRITABLE
 from etl.extract.write_process import WriterProcess
 from etl.log import get_logger
@@ -99,9 +99,10 @@ class RunContext:
 
 
 def helpdesk_writer(stream: Stream, settings: EddyDeskConnection, connection: str,
-                    keep_local_edits: bool = True) -> TableWriter:
-    """The writer of an EddyDesk table; with write-back configured, a pull keeps local edits
-    (a push writing back the remote's answers does not: they hold those edits)."""
+                    keep_local_edits: bool = True, sent: Mapping[Any, Texts] | None = None) -> TableWriter:
+    """The writer of an EddyDesk table; with write-back configured, a pull keeps local edits. A
+    push writing back the remote's answers gives the values it sent (`sent`, see
+    etl.diff.columns.merger), or keeps nothing (`keep_local_edits=False`)."""
     tz = ZoneInfo(settings.timezone)
     builder = RowBuilder(stream.table, tz, settings.language)
     # the three scopes' options share one table, and one push section
@@ -109,7 +110,7 @@ def helpdesk_writer(stream: Stream, settings: EddyDeskConnection, connection: st
     push = settings.push.get(name)
     merge = None
     if push is not None and keep_local_edits:
-        merge = merger(WRITABLE[name], connection, builder, tz, push.conflict_policy)
+        merge = merger(WRITABLE[name], connection, builder, tz, push.conflict_policy, sent)
     return TableWriter(
         stream.table,
         builder,

@@ -10,7 +10,7 @@ transaction: a kill loses nothing but the reading.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from etl.clients.udesk_km import KnowledgeClient
 from etl.config import UdeskKnowledgeConnection
-from etl.diff.columns import merger
+from etl.diff.columns import Texts, merger
 from etl.diff.udesk_knowledge import WRITABLE
 from etl.extract.context import RunContext
 from etl.mirror import udesk_knowledge as m
@@ -106,15 +106,16 @@ def select_streams(requested: tuple[str, ...], conn: UdeskKnowledgeConnection) -
 
 
 def knowledge_writer(stream: KnowledgeStream, settings: UdeskKnowledgeConnection, connection: str, tz: tzinfo,
-                     keep_local_edits: bool = True) -> TableWriter:
-    """The writer of a knowledge table; with write-back configured, a pull keeps local edits
-    (a push writing back the remote's answers does not: they hold those edits)."""
+                     sent: Mapping[Any, Texts] | None = None) -> TableWriter:
+    """The writer of a knowledge table; with write-back configured, a pull keeps local edits. A
+    push writing back the remote's answers gives the values it sent (`sent`, see
+    etl.diff.columns.merger)."""
     table = table_of(stream.model)
     builder = RowBuilder(table, tz, "en")
     push = settings.push.get(stream.name)
     merge = None
-    if push is not None and keep_local_edits:
-        merge = merger(WRITABLE[stream.name], connection, builder, tz, push.conflict_policy)
+    if push is not None:
+        merge = merger(WRITABLE[stream.name], connection, builder, tz, push.conflict_policy, sent)
     return TableWriter(table, builder, connection, children=stream.children, child_tables=stream.child_tables,
                        merge=merge)
 

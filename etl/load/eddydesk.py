@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from etl.clients.eddydesk import EddyDeskClient
 from etl.config import EddyDeskConnection, EddyDeskPush
-from etl.diff.columns import CUSTOM, Writable, local_values, record_values, texts, with_values
+from etl.diff.columns import CUSTOM, Texts, Writable, local_values, record_values, texts, with_values
 from etl.diff.conflicts import open_conflict_ids
 from etl.diff.fields import changed_fields
 from etl.errors import ApiError, MalformedResponse
@@ -203,7 +203,9 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
     deletes go several at a time within the rate limit, their answers written back in batches: a
     kill loses at most answers to updates and deletes, which are safe to send again."""
     push = settings.push[spec.stream]
-    writer = helpdesk_writer(BY_NAME[spec.stream], settings, connection, keep_local_edits=False)
+    # what the answers in hand were sent: an edit made in the mirror meanwhile survives their write-back
+    sent: dict[int, Texts] = {}
+    writer = helpdesk_writer(BY_NAME[spec.stream], settings, connection, sent=sent)
     tz = ZoneInfo(settings.timezone)
     ready = hold_unsendable(engine, connection, outcome)
 
@@ -228,6 +230,8 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
         return _data(answer.body, path)
 
     def written(conn: sa.Connection, done: list[tuple[PlannedWrite, dict[str, Any] | None]]) -> None:
+        sent.clear()
+        sent.update({write.record_id: {name: local for name, _, local in write.changes} for write, _ in done})
         _apply(conn, writer, spec, [(record, write.parent_id) for write, record in done if record is not None])
         deleted = [w.record_id for w, _ in done if w.operation == "delete"]
         if deleted:

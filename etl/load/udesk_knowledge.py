@@ -275,7 +275,9 @@ def send(engine: sa.Engine, client: KnowledgeClient, connection: str, settings: 
     push = settings.push[spec.stream]
     stream = spec.stream
     tz = ZoneInfo(settings.timezone)
-    writer = knowledge_writer(_stream(stream), settings, connection, tz, keep_local_edits=False)
+    # what the answers in hand were sent: an edit made in the mirror meanwhile survives their write-back
+    sent: dict[int, Texts] = {}
+    writer = knowledge_writer(_stream(stream), settings, connection, tz, sent=sent)
     ready = hold_unsendable(engine, connection, outcome)
     new_ids: dict[int, int] = {}  # this run's new catalogs: placeholder -> id
 
@@ -303,6 +305,8 @@ def send(engine: sa.Engine, client: KnowledgeClient, connection: str, settings: 
         return _answer(stream, session.request_json("PUT", path, json=body).body, path)
 
     def written(conn: sa.Connection, done: list[tuple[PlannedWrite, dict[str, Any] | None]]) -> None:
+        sent.clear()
+        sent.update({write.record_id: {name: local for name, _, local in write.changes} for write, _ in done})
         updated = [(w, a) for w, a in done if a is not None]
         context = _context(conn, spec, connection, [w.record_id for w, _ in updated])
         records, overrides = [], []

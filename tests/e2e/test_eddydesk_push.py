@@ -305,3 +305,44 @@ def test_a_refused_row_is_held_with_the_api_error_and_goes_through_once_fixed(
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM push_held")).scalar() == 0
     engine.dispose()
+
+
+def test_an_edit_made_while_its_push_is_under_way_survives_the_answer(
+        db_url: str, simulator: Callable[..., SimulatorServer], make_config: Callable[..., Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The push reads a row, sends it, and writes the remote's answer back: an edit made in the
+    mirror in between (here, the moment the answer arrives) is neither lost nor taken for a conflict."""
+    import etl.load.eddydesk as loader
+
+    server, config, engine = _setup(db_url, simulator, make_config,
+                                    push={"tickets": {"conflict_policy": "manual"}})
+    ticket = 9
+    priority = 3 if server.state.tickets.records[ticket]["priority_id"] != 3 else 2  # another of the three
+    _sql(engine, "UPDATE eddydesk_tickets SET title = 'Sent title' WHERE id = :t", t=ticket)
+    answered = loader._data
+
+    def edit_then_answer(body: Any, path: str) -> dict[str, Any]:
+        # another session edits the row (and the title again) before the answer is written back
+        _sql(engine, "UPDATE eddydesk_tickets SET title = 'Edited again', priority_id = :p WHERE id = :t", t=ticket,
+             p=priority)
+        return answered(body, path)
+
+    monkeypatch.setattr(loader, "_data", edit_then_answer)
+    first = jobs.push(config, "helpdesk")
+    monkeypatch.setattr(loader, "_data", answered)
+    assert first.tables["tickets"].ok == 1 and server.state.tickets.records[ticket]["title"] == "Sent title"
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT title, priority_id, raw FROM eddydesk_tickets WHERE id = :t"),
+                           {"t": ticket}).one()
+    assert (row.title, row.priority_id) == ("Edited again", priority), "the edits made meanwhile are kept"
+    raw = row.raw if isinstance(row.raw, dict) else __import__("json").loads(row.raw)
+    assert raw["title"] == "Sent title", "the base is what the remote now holds"
+    assert open_conflicts_of(engine) == []
+    second = jobs.push(config, "helpdesk")
+    assert [(w.record_id, sorted(c[0] for c in w.changes)) for w in second.tables["tickets"].planned] == [
+        (ticket, ["priority_id", "title"])]
+    assert second.tables["tickets"].ok == 1, second
+    remote = server.state.tickets.records[ticket]
+    assert (remote["title"], remote["priority_id"]) == ("Edited again", priority)
+    _assert_settled(server, config, engine)
+    engine.dispose()

@@ -279,3 +279,43 @@ def test_a_refused_row_is_held_with_the_api_error_and_goes_through_once_fixed(
     assert jobs.sync(config, "kn").status == "ok"
     assert_knowledge_matches(engine, state)
     engine.dispose()
+
+
+def test_an_edit_made_while_its_push_is_under_way_survives_the_answer(
+        db_url: str, knowledge_sim: Callable[..., KnowledgeServer], udesk_config: Callable[..., Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edit made in the mirror between the push's read of a row and the write-back of the
+    remote's answer (here, the moment the answer arrives) is neither lost nor taken for a conflict."""
+    import etl.load.udesk_knowledge as loader
+
+    server, config, engine = _setup(db_url, knowledge_sim, udesk_config,
+                                    push={**PUSH, "questions": {"conflict_policy": "manual"}})
+    state = server.state
+    question = _mine(server, "question")[0]
+    _sql(engine, "UPDATE udesk_knowledge_questions SET title = 'Sent title' WHERE id = :i", i=question)
+    answered = loader._answer
+
+    def edit_then_answer(stream: str, body: Any, path: str) -> Any:
+        _sql(engine, "UPDATE udesk_knowledge_questions SET title = 'Edited again', content = '<p>local answer</p>' "
+                     "WHERE id = :i", i=question)
+        return answered(stream, body, path)
+
+    monkeypatch.setattr(loader, "_answer", edit_then_answer)
+    assert jobs.push(config, "kn").failed == 0
+    monkeypatch.setattr(loader, "_answer", answered)
+    assert state.items["question"][question]["title"] == "Sent title"
+    with engine.connect() as conn:
+        assert open_conflicts(conn) == []
+        row = conn.execute(sa.text("SELECT title, content FROM udesk_knowledge_questions WHERE id = :i"),
+                           {"i": question}).one()
+    assert tuple(row) == ("Edited again", "<p>local answer</p>"), "the edits made meanwhile are kept"
+    _reset(server)
+    second = jobs.push(config, "kn")
+    assert second.failed == 0 and _calls(server) == {"PUT knowledge_questions": 1}
+    remote = state.items["question"][question]
+    assert (remote["title"], remote["content"]) == ("Edited again", "<p>local answer</p>")
+    _reset(server)
+    assert jobs.push(config, "kn").requests == 0
+    assert jobs.sync(config, "kn").status == "ok"
+    assert_knowledge_matches(engine, state)
+    engine.dispose()
