@@ -46,6 +46,7 @@ class ChildValues:
     of_rows: Callable[[Sequence[sa.RowMapping]], Texts]
     keep: Callable[[dict[str, Any], Texts], None]
     put_back: Callable[[sa.Connection, sa.Table, str, int, str, dict[str, Any]], None]
+    rows_of: Callable[[sa.Table, str], Any]  # the condition picking one value's rows among a record's
 
     @property
     def table(self) -> sa.Table:
@@ -114,6 +115,55 @@ def with_values(base: Texts, base_values: Texts, local_values: Texts) -> tuple[T
     names = set(base_values) | set(local_values)
     return ({**base, **{n: base_values.get(n) for n in names}},
             {n: local_values.get(n) for n in names})
+
+
+@dataclass
+class EditsMeanwhile:
+    """What a new row holds that its create did not send: edits made in the mirror while the
+    create was under way. The created row takes them as local edits, pushed next time."""
+
+    columns: dict[str, Any]
+    child_rows: dict[str, list[dict[str, Any]]]  # a child value's name -> its rows, as the mirror holds them
+
+    def __bool__(self) -> bool:
+        return bool(self.columns or self.child_rows)
+
+
+def edits_meanwhile(conn: sa.Connection, spec: Writable, connection: str, tz: tzinfo, record_id: int,
+                    sent: Texts) -> EditsMeanwhile:
+    """The values of a new row (still under its placeholder id) that differ from what its create sent."""
+    t = spec.table
+    row = conn.execute(sa.select(*(t.c[c] for c in spec.columns)).where(
+        t.c.connection == connection, t.c.id == record_id)).mappings().first()
+    if row is None:
+        return EditsMeanwhile({}, {})
+    current = {**texts(spec, row, tz), **local_values(conn, spec, connection, [record_id])[record_id]}
+    names = sorted(n for n in set(current) | set(sent) if current.get(n) != sent.get(n))
+    edits = EditsMeanwhile({n: row[n] for n in names if n in spec.columns}, {})
+    values = spec.values
+    if values is not None:
+        table = values.table
+        for name in (n for n in names if values.owns(n)):
+            edits.child_rows[name] = [dict(r) for r in conn.execute(sa.select(table).where(
+                table.c.connection == connection, table.c[values.parent_column] == record_id,
+                values.rows_of(table, name))).mappings()]
+    return edits
+
+
+def carry_edits(conn: sa.Connection, spec: Writable, connection: str, record_id: int, edits: EditsMeanwhile) -> None:
+    """Write `edits_meanwhile` onto the created row (its `raw` stays the remote's answer)."""
+    t = spec.table
+    if edits.columns:
+        conn.execute(t.update().where(t.c.connection == connection, t.c.id == record_id).values(edits.columns))
+    values = spec.values
+    if values is None:
+        return
+    table = values.table
+    for name, rows in edits.child_rows.items():
+        conn.execute(table.delete().where(table.c.connection == connection,
+                                          table.c[values.parent_column] == record_id, values.rows_of(table, name)))
+        if rows:
+            conn.execute(table.insert(), [{**r, values.parent_column: record_id} for r in rows])
 
 
 def merger(spec: Writable, connection: str, builder: RowBuilder, tz: tzinfo, policy: str,

@@ -57,7 +57,10 @@ def _custom_fields(model: type[Base], parent_column: str) -> ChildValues:
                                                field_type=remote.get("field_type"),
                                                value_text=to_str(remote.get("field_value")), value=remote.get("field_value")))
 
-    return ChildValues(model, parent_column, CUSTOM, _record_texts, _row_texts, _keep, put_back)
+    def rows_of(table: sa.Table, name: str) -> Any:
+        return table.c.field_id == int(name[len(CUSTOM):])
+
+    return ChildValues(model, parent_column, CUSTOM, _record_texts, _row_texts, _keep, put_back, rows_of)
 
 
 OPTIONS = "custom_field_options"  # ticket, user and organization field options: one table

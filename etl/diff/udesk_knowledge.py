@@ -64,7 +64,8 @@ def _put_back(conn: sa.Connection, table: sa.Table, connection: str, record_id: 
 
 ENTITY_VALUES = ChildValues(m.KmEntityValue, "entity_id", VALUES,
                             lambda record: {VALUES: value_text(record_value_list(record))},
-                            lambda rows: {VALUES: value_text(row_value_list(rows))}, _keep, _put_back)
+                            lambda rows: {VALUES: value_text(row_value_list(rows))}, _keep, _put_back,
+                            lambda table, name: sa.true())  # the value list is one value: all the rows
 
 WRITABLE = {w.stream: w for w in (
     Writable("catalogs", m.KnowledgeCatalog, ("name",)),

@@ -36,7 +36,17 @@ import sqlalchemy as sa
 
 from etl.clients.eddydesk import EddyDeskClient
 from etl.config import EddyDeskConnection, EddyDeskPush
-from etl.diff.columns import CUSTOM, Texts, Writable, local_values, record_values, texts, with_values
+from etl.diff.columns import (
+    CUSTOM,
+    Texts,
+    Writable,
+    carry_edits,
+    edits_meanwhile,
+    local_values,
+    record_values,
+    texts,
+    with_values,
+)
 from etl.diff.conflicts import open_conflict_ids
 from etl.diff.fields import changed_fields
 from etl.errors import ApiError, MalformedResponse
@@ -210,7 +220,7 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
     ready = hold_unsendable(engine, connection, outcome)
 
     def created(conn: sa.Connection, write: PlannedWrite, record: dict[str, Any]) -> None:
-        _created(conn, writer, spec, connection, write, record)
+        _created(conn, writer, spec, connection, write, record, tz)
 
     send_creates(engine, connection, outcome, ready, lambda w: _create(engine, client, connection, spec, push, w, tz),
                  created)
@@ -303,11 +313,14 @@ def _create(engine: sa.Engine, client: EddyDeskClient, connection: str, spec: Wr
 
 
 def _created(conn: sa.Connection, writer: TableWriter, spec: Writable, connection: str, write: PlannedWrite,
-             record: dict[str, Any]) -> None:
-    """The remote record takes the placeholder's place; children of the placeholder follow it."""
+             record: dict[str, Any], tz: tzinfo) -> None:
+    """The remote record takes the placeholder's place; children of the placeholder follow it,
+    and so do the edits made to it while its create was under way."""
     t = spec.table
     new_id = int(record["id"])
+    edits = edits_meanwhile(conn, spec, connection, tz, write.record_id, {n: v for n, _, v in write.changes})
     _apply(conn, writer, spec, [(record, write.parent_id)])
+    carry_edits(conn, spec, connection, new_id, edits)
     conn.execute(t.delete().where(t.c.connection == connection, t.c.id == write.record_id))
     stream = BY_NAME[spec.stream]
     for child, column in stream.child_tables:

@@ -45,7 +45,16 @@ import sqlalchemy as sa
 
 from etl.clients.udesk_km import KM_SYSTEM, SYSTEM, KnowledgeClient
 from etl.config import KnowledgePush, UdeskKnowledgeConnection
-from etl.diff.columns import Texts, Writable, local_values, record_values, texts, with_values
+from etl.diff.columns import (
+    Texts,
+    Writable,
+    carry_edits,
+    edits_meanwhile,
+    local_values,
+    record_values,
+    texts,
+    with_values,
+)
 from etl.diff.conflicts import open_conflict_ids
 from etl.diff.fields import changed_fields
 from etl.diff.udesk_knowledge import CREATE_ONLY, VALUES, parse_values, record_value_list, value_changes
@@ -285,7 +294,7 @@ def send(engine: sa.Engine, client: KnowledgeClient, connection: str, settings: 
         return _create(engine, client, connection, spec, push, write, lookups, new_ids)
 
     def created(conn: sa.Connection, write: PlannedWrite, record: dict[str, Any]) -> None:
-        _created(conn, writer, spec, connection, write, record)
+        _created(conn, writer, spec, connection, write, record, tz)
         lookups.created(stream, write, record)
         new_ids[write.record_id] = int(record["id"])
 
@@ -446,11 +455,13 @@ def _create_entity(client: KnowledgeClient, write: PlannedWrite, lookups: Lookup
 
 
 def _created(conn: sa.Connection, writer: TableWriter, spec: Writable, connection: str, write: PlannedWrite,
-             record: dict[str, Any]) -> None:
-    """The remote record takes the placeholder's place; rows under the placeholder follow it."""
+             record: dict[str, Any], tz: tzinfo) -> None:
+    """The remote record takes the placeholder's place; rows under the placeholder follow it,
+    and so do the edits made to it while its create was under way."""
     t = spec.table
     stream = spec.stream
     new_id = int(record["id"])
+    edits = edits_meanwhile(conn, spec, connection, tz, write.record_id, {n: v for n, _, v in write.changes})
     row = conn.execute(sa.select(*(t.c[c] for c in _context_columns(stream))).where(
         t.c.connection == connection, t.c.id == write.record_id)).mappings().one()
     overrides: dict[str, Any] = {}
@@ -468,6 +479,7 @@ def _created(conn: sa.Connection, writer: TableWriter, spec: Writable, connectio
         conn.execute(ENTITY_VALUES.delete().where(ENTITY_VALUES.c.connection == connection,
                                                   ENTITY_VALUES.c.entity_id == write.record_id))
     writer.upsert(conn, [record], None, overrides=[overrides])
+    carry_edits(conn, spec, connection, new_id, edits)
     if stream == "catalogs":
         conn.execute(CATALOGS.update().where(CATALOGS.c.connection == connection, CATALOGS.c.parent_id == write.record_id)
                      .values(parent_id=new_id))

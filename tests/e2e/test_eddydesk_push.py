@@ -346,3 +346,47 @@ def test_an_edit_made_while_its_push_is_under_way_survives_the_answer(
     assert (remote["title"], remote["priority_id"]) == ("Edited again", priority)
     _assert_settled(server, config, engine)
     engine.dispose()
+
+
+def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_created_row(
+        db_url: str, simulator: Callable[..., SimulatorServer], make_config: Callable[..., Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The placeholder row gives way to the created one: what was edited in it meanwhile (a
+    column and a custom field) goes with it as a local edit, and the next push sends it."""
+    import etl.load.eddydesk as loader
+
+    server, config, engine = _setup(db_url, simulator, make_config)
+    client_user = sorted(server.state.users.records)[-1]
+    _sql(engine, "INSERT INTO eddydesk_tickets (connection, id, title, priority_id, user_id) "
+                 "VALUES ('helpdesk', -1, 'Sent title', 1, :u)", u=client_user)
+    _sql(engine, "INSERT INTO eddydesk_ticket_posts (connection, id, ticket_id, text) "
+                 "VALUES ('helpdesk', -1, -1, '<p>It burns</p>')")
+    answered = loader._data
+
+    def edit_then_answer(body: Any, path: str) -> dict[str, Any]:
+        if path.rstrip("/") == "tickets":  # the create's answer: the placeholder is edited meanwhile
+            _sql(engine, "UPDATE eddydesk_tickets SET title = 'Edited meanwhile' WHERE id = -1")
+            _sql(engine, "INSERT INTO eddydesk_ticket_custom_field_values (connection, ticket_id, field_id, value_text) "
+                         "VALUES ('helpdesk', -1, :f, 'set meanwhile')", f=TEXT_FIELD)
+        return answered(body, path)
+
+    monkeypatch.setattr(loader, "_data", edit_then_answer)
+    assert jobs.push(config, "helpdesk").failed == 0
+    monkeypatch.setattr(loader, "_data", answered)
+    created = max(server.state.tickets.records)
+    assert server.state.tickets.records[created]["title"] == "Sent title"
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM eddydesk_tickets WHERE id < 0")).scalar() == 0
+        assert conn.execute(sa.text("SELECT title FROM eddydesk_tickets WHERE id = :t"), {"t": created}).scalar() \
+            == "Edited meanwhile"
+        assert conn.execute(sa.text("SELECT value_text FROM eddydesk_ticket_custom_field_values "
+                                    "WHERE ticket_id = :t AND field_id = :f"), {"t": created, "f": TEXT_FIELD}).scalar() \
+            == "set meanwhile"
+    second = jobs.push(config, "helpdesk")
+    assert [(w.record_id, w.operation, sorted(c[0] for c in w.changes)) for w in second.tables["tickets"].planned] == [
+        (created, "update", [f"custom_fields.{TEXT_FIELD}", "title"])]
+    remote = server.state.tickets.records[created]
+    assert remote["title"] == "Edited meanwhile"
+    assert {c["id"]: c["field_value"] for c in remote["custom_fields"]}[TEXT_FIELD] == "set meanwhile"
+    _assert_settled(server, config, engine)
+    engine.dispose()

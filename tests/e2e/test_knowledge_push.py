@@ -319,3 +319,42 @@ def test_an_edit_made_while_its_push_is_under_way_survives_the_answer(
     assert jobs.sync(config, "kn").status == "ok"
     assert_knowledge_matches(engine, state)
     engine.dispose()
+
+
+def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_created_row(
+        db_url: str, knowledge_sim: Callable[..., KnowledgeServer], udesk_config: Callable[..., Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new question edited while its create is under way: the created row keeps the edit as a
+    local change (its raw is what the remote holds), and the next push sends it."""
+    import etl.load.udesk_knowledge as loader
+
+    server, config, engine = _setup(db_url, knowledge_sim, udesk_config)
+    state = server.state
+    _sql(engine, "INSERT INTO udesk_knowledge_questions (connection, id, catalog_id, title, content, content_type, lasts) "
+                 "VALUES ('kn', -1, :c, 'Sent title', '<p>Open tray 2</p>', 'html', true)", c=_leaf(server, "question"))
+    answered = loader._answer
+    before = set(state.items["question"])
+
+    def edit_then_answer(stream: str, body: Any, path: str) -> Any:
+        if stream == "questions":
+            _sql(engine, "UPDATE udesk_knowledge_questions SET content = '<p>Edited meanwhile</p>' WHERE id = -1")
+        return answered(stream, body, path)
+
+    monkeypatch.setattr(loader, "_answer", edit_then_answer)
+    assert jobs.push(config, "kn").failed == 0
+    monkeypatch.setattr(loader, "_answer", answered)
+    (created,) = set(state.items["question"]) - before
+    assert state.items["question"][created]["content"] == "<p>Open tray 2</p>"
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT title, content FROM udesk_knowledge_questions WHERE id = :i"),
+                           {"i": created}).one()
+        assert conn.execute(sa.text("SELECT count(*) FROM udesk_knowledge_questions WHERE id < 0")).scalar() == 0
+    assert tuple(row) == ("Sent title", "<p>Edited meanwhile</p>")
+    _reset(server)
+    assert jobs.push(config, "kn").failed == 0 and _calls(server) == {"PUT knowledge_questions": 1}
+    assert state.items["question"][created]["content"] == "<p>Edited meanwhile</p>"
+    _reset(server)
+    assert jobs.push(config, "kn").requests == 0
+    assert jobs.sync(config, "kn").status == "ok"
+    assert_knowledge_matches(engine, state)
+    engine.dispose()
