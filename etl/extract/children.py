@@ -15,12 +15,8 @@ import sqlalchemy as sa
 from etl.errors import ApiError
 from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
-from etl.mirror.base import table_of
-from etl.mirror.bulk import bulk_insert
-from etl.mirror.meta import PendingChildren
+from etl.mirror.pending import done_pending, pending
 from etl.streams.eddydesk import Stream, select_streams
-
-_PENDING = table_of(PendingChildren)
 
 
 def child_streams(ctx: RunContext, parent: Stream) -> tuple[str, ...]:
@@ -32,24 +28,6 @@ def child_streams(ctx: RunContext, parent: Stream) -> tuple[str, ...]:
     """
     configured = {s.name for s in select_streams(ctx.helpdesk_settings.streams)}
     return tuple(name for name in parent.children if name in configured or name in ctx.selected)
-
-
-def add_pending(conn: sa.Connection, connection: str, stream: str, parent_ids: list[Any]) -> None:
-    """Queue parents for a child stream (in the caller's transaction, beside the parents' rows)."""
-    bulk_insert(conn, _PENDING, [{"connection": connection, "stream": stream, "parent_id": int(i)} for i in parent_ids],
-                skip_existing=True)
-
-
-def pending(conn: sa.Connection, connection: str, stream: str) -> list[int]:
-    return list(conn.execute(
-        sa.select(_PENDING.c.parent_id).where(_PENDING.c.connection == connection, _PENDING.c.stream == stream)
-        .order_by(_PENDING.c.parent_id)
-    ).scalars())
-
-
-def done_pending(conn: sa.Connection, connection: str, stream: str, parent_ids: list[int]) -> None:
-    conn.execute(_PENDING.delete().where(_PENDING.c.connection == connection, _PENDING.c.stream == stream,
-                                         _PENDING.c.parent_id.in_(parent_ids)))
 
 
 def _parents(ctx: RunContext, stream: Stream) -> list[int]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -38,7 +38,6 @@ from etl.clients.servicego import (
 )
 from etl.config import ServiceGoConnection, ServiceGoObject
 from etl.diff.servicego import merge_local_edits
-from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
 from etl.extract.servicego_related import enqueue as enqueue_related
 from etl.extract.write_process import Apply
@@ -46,6 +45,9 @@ from etl.log import get_logger
 from etl.mirror.servicego import ObjectSchema, RecordBuilder, fields_of
 from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, TableWriter, UpsertResult, WriteStats
+
+if TYPE_CHECKING:  # the writer process imports this module: it needs no clients
+    from etl.extract.context import RunContext
 
 MINUTE = "%Y-%m-%d %H:%M"
 # Pages per batch sent to a writer process: 800 records. Small batches let the writer begin

@@ -10,17 +10,19 @@ request (or one per 100 rows) per changed record and list, which is why they are
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from etl.config import ServiceGoObject
 from etl.errors import ApiError
-from etl.extract.children import add_pending, done_pending, pending
-from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
 from etl.mirror.base import table_of
+from etl.mirror.pending import add_pending, done_pending, pending
 from etl.mirror.servicego import ServiceGoRelated, ServiceGoRelation
+
+if TYPE_CHECKING:  # the writer process imports this module: it needs no clients
+    from etl.extract.context import RunContext
 
 RELATED = table_of(ServiceGoRelated)
 RELATIONS = table_of(ServiceGoRelation)

@@ -23,6 +23,7 @@ from etl.extract.pool import Emit, run_jobs
 from etl.extract.window import Slice, fmt, local_now, next_second, plan_slices, probe_pages, window_start
 from etl.extract.write_process import Apply, WriterProcess
 from etl.log import get_logger
+from etl.mirror.pending import add_pending
 from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, WriteStats
 from etl.streams.eddydesk import BY_NAME, Stream, Variant
@@ -91,7 +92,7 @@ def pages_writer(spec: PagesSpec) -> Apply:
             slices[item.slice_index].done = item.done
         result = writer.apply(conn, packed, spec.run_id, deleted=spec.marks_deleted)
         for name in spec.child_streams:
-            children.add_pending(conn, spec.connection, name, result.changed_ids)
+            add_pending(conn, spec.connection, name, result.changed_ids)
         written = PagesWritten(result.stats, result.seen_ids, len(packed.rows))
         if spec.state_key is not None:
             save_state(conn, spec.connection, spec.state_key, {**spec.state, "scan": _scan_json(spec.hi, slices, spec.pages)})

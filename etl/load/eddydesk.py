@@ -50,7 +50,6 @@ from etl.diff.columns import (
 from etl.diff.conflicts import open_conflict_ids
 from etl.diff.fields import changed_fields
 from etl.errors import ApiError, MalformedResponse
-from etl.extract.children import add_pending
 from etl.extract.context import helpdesk_writer
 from etl.load.journal import (
     PlannedWrite,
@@ -65,6 +64,7 @@ from etl.load.journal import (
 )
 from etl.mirror import eddydesk as m
 from etl.mirror.base import table_of
+from etl.mirror.pending import add_pending
 from etl.mirror.rows import RowBuilder
 from etl.mirror.write import TableWriter
 from etl.streams.eddydesk import BY_NAME
