@@ -125,9 +125,6 @@ class EditsMeanwhile:
     columns: dict[str, Any]
     child_rows: dict[str, list[dict[str, Any]]]  # a child value's name -> its rows, as the mirror holds them
 
-    def __bool__(self) -> bool:
-        return bool(self.columns or self.child_rows)
-
 
 def edits_meanwhile(conn: sa.Connection, spec: Writable, connection: str, tz: tzinfo, record_id: int,
                     sent: Texts) -> EditsMeanwhile:

@@ -241,7 +241,7 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
 
     def written(conn: sa.Connection, done: list[tuple[PlannedWrite, dict[str, Any] | None]]) -> None:
         sent.clear()
-        sent.update({write.record_id: {name: local for name, _, local in write.changes} for write, _ in done})
+        sent.update({write.record_id: write.sent_values() for write, _ in done})
         _apply(conn, writer, spec, [(record, write.parent_id) for write, record in done if record is not None])
         deleted = [w.record_id for w, _ in done if w.operation == "delete"]
         if deleted:
@@ -318,7 +318,7 @@ def _created(conn: sa.Connection, writer: TableWriter, spec: Writable, connectio
     and so do the edits made to it while its create was under way."""
     t = spec.table
     new_id = int(record["id"])
-    edits = edits_meanwhile(conn, spec, connection, tz, write.record_id, {n: v for n, _, v in write.changes})
+    edits = edits_meanwhile(conn, spec, connection, tz, write.record_id, write.sent_values())
     _apply(conn, writer, spec, [(record, write.parent_id)])
     carry_edits(conn, spec, connection, new_id, edits)
     conn.execute(t.delete().where(t.c.connection == connection, t.c.id == write.record_id))

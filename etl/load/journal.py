@@ -43,6 +43,10 @@ class PlannedWrite:
     upsert_items: list[dict[str, Any]] | None = None  # a create that matches a remote record updates it
     parent_id: int | None = None  # replies and notes: their ticket
 
+    def sent_values(self) -> dict[str, str | None]:
+        """The values this write sends, by field: the base its answer is written back against."""
+        return {name: local for name, _, local in self.changes}
+
 
 @dataclass
 class PushOutcome:

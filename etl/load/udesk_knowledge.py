@@ -315,7 +315,7 @@ def send(engine: sa.Engine, client: KnowledgeClient, connection: str, settings: 
 
     def written(conn: sa.Connection, done: list[tuple[PlannedWrite, dict[str, Any] | None]]) -> None:
         sent.clear()
-        sent.update({write.record_id: {name: local for name, _, local in write.changes} for write, _ in done})
+        sent.update({write.record_id: write.sent_values() for write, _ in done})
         updated = [(w, a) for w, a in done if a is not None]
         context = _context(conn, spec, connection, [w.record_id for w, _ in updated])
         records, overrides = [], []
@@ -461,7 +461,7 @@ def _created(conn: sa.Connection, writer: TableWriter, spec: Writable, connectio
     t = spec.table
     stream = spec.stream
     new_id = int(record["id"])
-    edits = edits_meanwhile(conn, spec, connection, tz, write.record_id, {n: v for n, _, v in write.changes})
+    edits = edits_meanwhile(conn, spec, connection, tz, write.record_id, write.sent_values())
     row = conn.execute(sa.select(*(t.c[c] for c in _context_columns(stream))).where(
         t.c.connection == connection, t.c.id == write.record_id)).mappings().one()
     overrides: dict[str, Any] = {}
