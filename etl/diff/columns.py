@@ -127,11 +127,12 @@ class EditsMeanwhile:
 
 
 def edits_meanwhile(conn: sa.Connection, spec: Writable, connection: str, tz: tzinfo, record_id: int,
-                    sent: Texts) -> EditsMeanwhile:
-    """The values of a new row (still under its placeholder id) that differ from what its create sent."""
+                    sent: Texts, scope: Mapping[str, Any] | None = None) -> EditsMeanwhile:
+    """The values of a new row (still under its placeholder id) that differ from what its create
+    sent; `scope`: the key columns besides the id (an option's field)."""
     t = spec.table
     row = conn.execute(sa.select(*(t.c[c] for c in spec.columns)).where(
-        t.c.connection == connection, t.c.id == record_id)).mappings().first()
+        *_keyed(t, connection, scope), t.c.id == record_id)).mappings().first()
     if row is None:
         return EditsMeanwhile({}, {})
     current = {**texts(spec, row, tz), **local_values(conn, spec, connection, [record_id])[record_id]}
@@ -147,11 +148,12 @@ def edits_meanwhile(conn: sa.Connection, spec: Writable, connection: str, tz: tz
     return edits
 
 
-def carry_edits(conn: sa.Connection, spec: Writable, connection: str, record_id: int, edits: EditsMeanwhile) -> None:
+def carry_edits(conn: sa.Connection, spec: Writable, connection: str, record_id: int, edits: EditsMeanwhile,
+                scope: Mapping[str, Any] | None = None) -> None:
     """Write `edits_meanwhile` onto the created row (its `raw` stays the remote's answer)."""
     t = spec.table
     if edits.columns:
-        conn.execute(t.update().where(t.c.connection == connection, t.c.id == record_id).values(edits.columns))
+        conn.execute(t.update().where(*_keyed(t, connection, scope), t.c.id == record_id).values(edits.columns))
     values = spec.values
     if values is None:
         return
@@ -161,6 +163,11 @@ def carry_edits(conn: sa.Connection, spec: Writable, connection: str, record_id:
                                           table.c[values.parent_column] == record_id, values.rows_of(table, name)))
         if rows:
             conn.execute(table.insert(), [{**r, values.parent_column: record_id} for r in rows])
+
+
+def _keyed(table: sa.Table, connection: str, scope: Mapping[str, Any] | None) -> list[sa.ColumnElement[bool]]:
+    """A row's key columns besides its id: the connection, and the scope's (an option's field)."""
+    return [table.c.connection == connection, *(table.c[name] == value for name, value in (scope or {}).items())]
 
 
 def merger(spec: Writable, connection: str, builder: RowBuilder, tz: tzinfo, policy: str,
@@ -186,7 +193,7 @@ def merger(spec: Writable, connection: str, builder: RowBuilder, tz: tzinfo, pol
         found: list[sa.RowMapping] = []
         for start in range(0, len(ids), 500):
             found += conn.execute(sa.select(*columns).where(
-                table.c.connection == connection, table.c.id.in_(ids[start:start + 500]),
+                *_keyed(table, connection, batch.scope), table.c.id.in_(ids[start:start + 500]),
                 table.c.is_deleted.is_(False))).mappings().all()
         changed = [r for r in found if r["content_hash"] != batch.rows[r["id"]][1]]
         held_values = local_values(conn, spec, connection, [r["id"] for r in changed])

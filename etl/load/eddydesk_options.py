@@ -14,6 +14,12 @@ The answer lists the affected options; the docs' example lists them in the order
 are matched to it by id, new options by parent and name in that order. DELETE …/options/{id}
 removes one option; its answer is the docs' "s-204" body.
 
+The answers are written back against what was sent (etl.diff.columns.merger), so a rename made
+in the mirror while the request was under way is kept, and a new option's goes to its created
+row. Option ids are keys within their field only (the table's key is scope, field, id): every
+write keeps to the field; a placeholder id repeated across fields is held, since the push's
+journal knows rows by id.
+
 A batch with new options records each one's intent first. After a lost answer, the field's
 options are listed and a new option whose parent and name are there is taken as made: options
 have no other key, so an option someone else gave the same name under the same parent meanwhile
@@ -22,7 +28,7 @@ would be taken for ours.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +37,7 @@ import sqlalchemy as sa
 
 from etl.clients.eddydesk import SYSTEM, EddyDeskClient
 from etl.config import EddyDeskConnection, EddyDeskPush
-from etl.diff.columns import Writable, to_text
+from etl.diff.columns import Writable, carry_edits, edits_meanwhile, to_text
 from etl.diff.conflicts import open_conflict_ids
 from etl.errors import ApiError, MalformedResponse
 from etl.extract.context import helpdesk_writer
@@ -64,6 +70,8 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
     rows = conn.execute(sa.select(t.c.scope, t.c.field_id, t.c.id, t.c.pid, t.c.raw, t.c.is_deleted, t.c.name_display)
                         .where(t.c.connection == connection, sa.or_(t.c.is_deleted.is_(False), t.c.deleted_at.is_(None)))
                         .order_by(t.c.scope, t.c.field_id, t.c.id.desc())).mappings().all()
+    # a placeholder names its row in the push journal and in held rows, which know no field
+    placeholders = Counter(int(r["id"]) for r in rows if int(r["id"]) < 0 and not r["is_deleted"])
     for row in rows:
         record_id, scope = int(row["id"]), str(row["scope"])
         where = {"scope": scope, "field_id": int(row["field_id"])}
@@ -77,6 +85,9 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
                                  payload={"path": path, **where, "option": option})
             if not local:
                 write.problem = "a new option needs a name (name_display)"
+            elif placeholders[record_id] > 1:
+                write.problem = (f"placeholder id {record_id} is given to {placeholders[record_id]} new options: "
+                                 "give each its own negative id")
         elif row["is_deleted"]:
             if not push.allow_delete:
                 outcome.skipped_deletes += 1
@@ -119,8 +130,10 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
 
     def written(conn: sa.Connection, done: list[tuple[PlannedWrite, None]]) -> None:
         t = spec.table
-        conn.execute(t.update().where(t.c.connection == connection, t.c.id.in_([w.record_id for w, _ in done]))
-                     .values(deleted_at=datetime.now(UTC)))
+        now = datetime.now(UTC)
+        for write, _ in done:  # option ids are keys within their field only
+            conn.execute(t.update().where(*_of_field(spec, connection, write.payload["scope"], write.payload["field_id"]),
+                                          t.c.id == write.record_id).values(deleted_at=now))
 
     send_concurrently(engine, connection, spec.table.name, outcome, [w for w in ready if w.operation == "delete"],
                       send_one, written, settings.concurrency)
@@ -161,18 +174,29 @@ def _send_batch(engine: sa.Engine, client: EddyDeskClient, connection: str, sett
             answers.update(_match(body, to_send, language, path))
     if not writes:
         return
-    writer = helpdesk_writer(BY_NAME[f"{scope}_custom_field_options"], settings, connection, keep_local_edits=False)
+    # what the renames sent: a name given in the mirror while the request was under way is kept
+    sent = {w.record_id: w.sent_values() for w in writes if w.operation == "update"}
+    writer = helpdesk_writer(BY_NAME[f"{scope}_custom_field_options"], settings, connection, sent=sent)
     t = spec.table
+    field = {"scope": scope, "field_id": field_id}
     with engine.begin() as conn:
-        writer.upsert(conn, [answers[w.record_id] for w in writes], None, scope={"scope": scope, "field_id": field_id})
-        placeholders = [w.record_id for w in writes if w.operation == "create"]
-        if placeholders:
-            conn.execute(t.delete().where(t.c.connection == connection, t.c.id.in_(placeholders)))
-        for write in creates:
-            if write.record_id in answers:
-                write.payload = {**write.payload, "id": answers[write.record_id]["id"]}
+        made = [w for w in creates if w.record_id in answers]
+        edits = [edits_meanwhile(conn, spec, connection, UTC, w.record_id, w.sent_values(), field) for w in made]
+        writer.upsert(conn, [answers[w.record_id] for w in writes], None, scope=field)
+        if made:
+            conn.execute(t.delete().where(*_of_field(spec, connection, scope, field_id),
+                                          t.c.id.in_([w.record_id for w in made])))
+        for write, edit in zip(made, edits, strict=True):
+            new_id = int(answers[write.record_id]["id"])
+            carry_edits(conn, spec, connection, new_id, edit, field)
+            write.payload = {**write.payload, "id": new_id}
         log_done(conn, connection, t.name, writes)
     outcome.succeeded(to_send)
+
+
+def _of_field(spec: Writable, connection: str, scope: str, field_id: int) -> list[sa.ColumnElement[bool]]:
+    t = spec.table
+    return [t.c.connection == connection, t.c.scope == scope, t.c.field_id == field_id]
 
 
 def _all_options(client: EddyDeskClient, path: str) -> list[dict[str, Any]]:

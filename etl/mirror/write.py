@@ -60,6 +60,7 @@ class Prepared:
 
     rows: dict[Any, tuple[dict[str, Any], str, dict[str, Any], bytes]] = field(default_factory=dict)
     problems: int = 0
+    scope: Mapping[str, Any] = field(default_factory=dict)  # the rows' constant key columns (TableWriter.upsert)
 
 
 # A packed record: its values in `Packed.columns` order as the driver takes them, its content
@@ -277,13 +278,13 @@ class TableWriter:
 
         return finish
 
-    def _merge(self, conn: sa.Connection, packed: Packed, ids: list[Any]) -> None:
+    def _merge(self, conn: sa.Connection, packed: Packed, ids: list[Any], scope: Mapping[str, Any]) -> None:
         """Run the local-edit merge on packed rows a pull rewrites: rebuilt from their raw JSON
         (plain scope and override values taken back as packed), merged, packed again."""
         assert self.merge is not None
         columns = packed.columns
         raw_at = columns.index("raw")
-        rebuilt = Prepared()
+        rebuilt = Prepared(scope=scope)
         plain = [(n, name) for n, name in enumerate(columns[: -len(_TAIL)])
                  if converter(self.table.c[name].type, conn.dialect.name) is None]
         for record_id in ids:
@@ -332,7 +333,7 @@ class TableWriter:
             # only rows the pull is about to rewrite can hold local edits it must keep
             rewritten = [i for i, v in packed.items() if i in known and known[i][0] != v[1]]
             if rewritten:
-                self._merge(conn, batch, rewritten)
+                self._merge(conn, batch, rewritten, scope)
         values: list[tuple[Any, ...]] = []
         unchanged: list[Any] = []
         rewritten_ids: list[Any] = []

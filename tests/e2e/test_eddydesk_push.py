@@ -197,6 +197,103 @@ def test_new_options_whose_answer_was_lost_are_found_not_created_again(
     engine.dispose()
 
 
+def _option_names(engine: sa.Engine, field_id: int) -> dict[int, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT id, name_display FROM eddydesk_custom_field_options "
+                                         "WHERE scope = 'ticket' AND field_id = :f"), {"f": field_id}).all())
+
+
+def test_options_renamed_while_their_push_is_under_way_keep_the_new_names(
+        db_url: str, simulator: Callable[..., SimulatorServer], make_config: Callable[..., Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options go out in one POST per field and their answers are written back together: a
+    rename made in the mirror meanwhile, of an existing option or of a new one, is kept (on the
+    created row for a new one) and sent by the next push."""
+    import etl.load.eddydesk_options as loader
+
+    server, config, engine = _setup(db_url, simulator, make_config, {"custom_field_options": {}})
+    field_id = next(f["id"] for f in server.state.fields["ticket"] if f["field_type"] == "select")
+    renamed = server.state.options["ticket"][field_id][0]["id"]
+    _sql(engine, "UPDATE eddydesk_custom_field_options SET name_display = 'Sent name' WHERE id = :i", i=renamed)
+    _sql(engine, "INSERT INTO eddydesk_custom_field_options (connection, scope, field_id, id, name_display) "
+                 "VALUES ('helpdesk', 'ticket', :f, -1, 'Sent new')", f=field_id)
+    matched = loader._match
+
+    def rename_then_match(*args: Any) -> dict[int, dict[str, Any]]:
+        _sql(engine, "UPDATE eddydesk_custom_field_options SET name_display = name_display || ', renamed' "
+                     "WHERE id IN (:i, -1)", i=renamed)
+        return matched(*args)
+
+    monkeypatch.setattr(loader, "_match", rename_then_match)
+    assert jobs.push(config, "helpdesk").failed == 0
+    monkeypatch.setattr(loader, "_match", matched)
+    remote = {o["id"]: o["name"]["en"] for o in server.state.options["ticket"][field_id]}
+    created = max(remote)
+    assert (remote[renamed], remote[created]) == ("Sent name", "Sent new")
+    names = _option_names(engine, field_id)
+    assert -1 not in names
+    assert (names[renamed], names[created]) == ("Sent name, renamed", "Sent new, renamed"), "the renames are kept"
+    assert open_conflicts_of(engine) == []
+    server.stats.__init__()
+    second = jobs.push(config, "helpdesk")
+    assert sorted((w.record_id, w.operation) for w in second.tables["custom_field_options"].planned) == [
+        (renamed, "update"), (created, "update")]
+    assert _writes(server) == {"POST options": 1}
+    remote = {o["id"]: o["name"]["en"] for o in server.state.options["ticket"][field_id]}
+    assert (remote[renamed], remote[created]) == ("Sent name, renamed", "Sent new, renamed")
+    _assert_settled(server, config, engine)
+    engine.dispose()
+
+
+def test_a_pull_keeps_each_fields_option_edits_apart_when_option_ids_repeat(
+        db_url: str, simulator: Callable[..., SimulatorServer], make_config: Callable[..., Any]) -> None:
+    """An option's key is its scope, field and id (the docs do not say ids are unique across
+    fields): a local rename of one field's option 7 is no edit of another field's option 7."""
+    server, config, engine = _setup(db_url, simulator, make_config, {"custom_field_options": {}})
+    field_id = next(f["id"] for f in server.state.fields["ticket"] if f["field_type"] == "select")
+    option = server.state.options["ticket"][field_id][0]
+    other = next(f["id"] for f in server.state.fields["user"] if f["field_type"] == "select")
+    # the user field's option takes the ticket option's id, and is renamed locally
+    server.state.options["user"][other][0]["id"] = option["id"]
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    _sql(engine, "UPDATE eddydesk_custom_field_options SET name_display = 'Local' "
+                 "WHERE scope = 'user' AND field_id = :f AND id = :i", f=other, i=option["id"])
+    option["name"] = {"en": "Remote"}
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    assert _option_names(engine, field_id)[option["id"]] == "Remote", "the other field's rename stays there"
+    assert open_conflicts_of(engine) == []
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT name_display FROM eddydesk_custom_field_options WHERE scope = 'user' "
+                                    "AND field_id = :f AND id = :i"), {"f": other, "i": option["id"]}).scalar() == "Local"
+    engine.dispose()
+
+
+def test_a_placeholder_id_given_to_new_options_of_two_fields_is_held_until_made_unique(
+        db_url: str, simulator: Callable[..., SimulatorServer], make_config: Callable[..., Any]) -> None:
+    """Option rows are keyed by their field, but a placeholder id also names the row in the push's
+    journal: two new options under -1 are both held before any request, and go once renumbered (and
+    retried, as held rows are)."""
+    server, config, engine = _setup(db_url, simulator, make_config, {"custom_field_options": {}})
+    first, second = sorted(server.state.options["ticket"])[:2]  # the select field and the hierarchy
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO eddydesk_custom_field_options (connection, scope, field_id, id, name_display) "
+                             "VALUES ('helpdesk', 'ticket', :f, -1, :n)"),
+                     [{"f": first, "n": "New in the first"}, {"f": second, "n": "New in the second"}])
+    refused = jobs.push(config, "helpdesk")
+    assert server.stats.requests == 0
+    problems = [w.problem for w in refused.tables["custom_field_options"].planned]
+    assert problems == ["placeholder id -1 is given to 2 new options: give each its own negative id"] * 2
+    assert len(_option_names(engine, first)) + len(_option_names(engine, second)) == len(
+        server.state.options["ticket"][first]) + len(server.state.options["ticket"][second]) + 2, "nothing is lost"
+    _sql(engine, "UPDATE eddydesk_custom_field_options SET id = -2 WHERE field_id = :f AND id = -1", f=second)
+    assert jobs.push(config, "helpdesk", retry_failed=True).failed == 0
+    for field_id, name in ((first, "New in the first"), (second, "New in the second")):
+        assert [o["name"]["en"] for o in server.state.options["ticket"][field_id]].count(name) == 1
+        assert name in _option_names(engine, field_id).values()
+    _assert_settled(server, config, engine)
+    engine.dispose()
+
+
 def open_conflicts_of(engine: sa.Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         return open_conflicts(conn)
