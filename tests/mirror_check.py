@@ -153,8 +153,8 @@ def _check_reference(conn: sa.Connection, state: HelpdeskState, connection: str)
         table = {"statuses": "eddydesk_statuses", "types": "eddydesk_types"}.get(name, f"eddydesk_{name}")
         rows = _rows(conn, table, connection)
         assert {str(i) for i in _live(rows)} == {str(r["id"]) for r in records}, f"{table} ids"
-    fields = conn.execute(sa.text("SELECT scope, id, field_type FROM eddydesk_custom_fields WHERE connection=:c"),
-                          {"c": connection}).all()
+    fields = conn.execute(sa.text("SELECT scope, id, field_type FROM eddydesk_custom_fields "
+                                  "WHERE connection=:c AND NOT is_deleted"), {"c": connection}).all()
     expected = {(scope, f["id"], f["field_type"]) for scope, fs in state.fields.items() for f in fs}
     assert set(map(tuple, fields)) == expected
     options = conn.execute(sa.text("SELECT scope, field_id, id FROM eddydesk_custom_field_options "

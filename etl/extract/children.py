@@ -1,8 +1,9 @@
 """Child lists (posts, comments, notes, options, audit, billing): fetched whole per parent.
 
 Parents to visit come from the durable queue `sync_pending_children` (filled in the same
-transaction as the parent rows), or, for option lists, from all select/hierarchy fields.
-Each parent's rows and the removal of its queue entry commit together.
+transaction as the parent rows), or, for option lists, from all select/hierarchy fields (the
+options of a field gone are marked deleted after them). Each parent's rows and the removal of
+its queue entry commit together.
 """
 
 from __future__ import annotations
@@ -94,3 +95,20 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
         ctx.report(stream.name, done, len(parents))
 
     run_jobs((job_for(p) for p in parents), consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop)
+    if keyed_by_parent:
+        _lists_of_gone_parents_gone(ctx, stream, parents)
+
+
+def _lists_of_gone_parents_gone(ctx: RunContext, stream: Stream, parents: list[int]) -> None:
+    """Options of a field that is gone, or no longer a select or hierarchy, are gone with it: its
+    list is never read again (the new ones a push would make there stay, as placeholders do)."""
+    assert stream.parent_column is not None
+    writer = ctx.writer(stream)
+    table, column = stream.table, stream.table.c[stream.parent_column]
+    with ctx.engine.begin() as conn:
+        gone = conn.execute(sa.select(column).distinct().where(
+            table.c.connection == ctx.connection, *(table.c[k] == v for k, v in stream.scope.items()),
+            table.c.is_deleted.is_(False), column.not_in(parents))).scalars().all()
+        for parent_id in gone:
+            scope = {**stream.scope, stream.parent_column: parent_id}
+            ctx.stats.deleted += writer.mark_deleted(conn, sorted(writer.live_ids(conn, scope)), ctx.run_id, scope)

@@ -42,3 +42,38 @@ def test_full_then_incremental_then_reconcile_keep_the_mirror_exact(db_url, simu
     quiet = jobs.sync(config, "helpdesk")
     assert quiet.inserted == quiet.updated == quiet.deleted == 0
     engine.dispose()
+
+
+def test_the_options_of_a_field_deleted_remotely_are_marked_deleted(db_url, simulator, make_config):
+    """A deleted field's option list is never read again: its options go with it (a new option
+    waiting there for a push stays, as every placeholder does)."""
+    import sqlalchemy as sa
+
+    server = simulator(Sizes(tickets=10, users=10, organizations=3, kb_categories=1, kb_articles=1))
+    config = make_config(db_url, server)
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    engine = open_engine(db_url)
+    state = server.state
+    field = next(f for f in state.fields["user"] if f["field_type"] == "hierarchy")
+    kept = next(f for f in state.fields["user"] if f["field_type"] == "select")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO eddydesk_custom_field_options (connection, scope, field_id, id, name_display) "
+                             "VALUES ('helpdesk', 'user', :f, -1, 'Waiting')"), {"f": field["id"]})
+    state.fields["user"].remove(field)
+    options = state.options["user"].pop(field["id"])
+    summary = jobs.sync(config, "helpdesk")
+    assert summary.status == "ok"
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT id, is_deleted FROM eddydesk_custom_field_options "
+                                         "WHERE scope = 'user' AND field_id = :f"), {"f": field["id"]}).all())
+        logged = conn.execute(sa.text("SELECT count(*) FROM change_log WHERE table_name = "
+                                      "'eddydesk_custom_field_options' AND operation = 'delete'")).scalar()
+        live_kept = conn.execute(sa.text("SELECT count(*) FROM eddydesk_custom_field_options WHERE scope = 'user' "
+                                         "AND field_id = :f AND NOT is_deleted"), {"f": kept["id"]}).scalar()
+    assert {i: bool(d) for i, d in rows.items()} == {**{o["id"]: True for o in options}, -1: False}
+    assert logged == len(options)
+    assert live_kept == len(state.options["user"][kept["id"]])
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM eddydesk_custom_field_options WHERE id = -1"))
+    assert_mirror_matches(engine, state, check_hard_deletes=False)
+    engine.dispose()
