@@ -22,7 +22,7 @@ from etl.diff.conflicts import open_conflict, record_conflicts, settle
 from etl.diff.fields import merge
 from etl.mirror.base import Base, table_of
 from etl.mirror.rows import RowBuilder
-from etl.mirror.write import Prepared
+from etl.mirror.write import Prepared, in_scope
 
 SLA = "%d.%m.%Y %H:%M"  # how EddyDesk's sla_date and freeze_date are written (seed 003)
 CUSTOM = "custom_fields."
@@ -132,7 +132,7 @@ def edits_meanwhile(conn: sa.Connection, spec: Writable, connection: str, tz: tz
     sent; `scope`: the key columns besides the id (an option's field)."""
     t = spec.table
     row = conn.execute(sa.select(*(t.c[c] for c in spec.columns)).where(
-        *_keyed(t, connection, scope), t.c.id == record_id)).mappings().first()
+        *in_scope(t, connection, scope), t.c.id == record_id)).mappings().first()
     if row is None:
         return EditsMeanwhile({}, {})
     current = {**texts(spec, row, tz), **local_values(conn, spec, connection, [record_id])[record_id]}
@@ -153,7 +153,7 @@ def carry_edits(conn: sa.Connection, spec: Writable, connection: str, record_id:
     """Write `edits_meanwhile` onto the created row (its `raw` stays the remote's answer)."""
     t = spec.table
     if edits.columns:
-        conn.execute(t.update().where(*_keyed(t, connection, scope), t.c.id == record_id).values(edits.columns))
+        conn.execute(t.update().where(*in_scope(t, connection, scope), t.c.id == record_id).values(edits.columns))
     values = spec.values
     if values is None:
         return
@@ -163,11 +163,6 @@ def carry_edits(conn: sa.Connection, spec: Writable, connection: str, record_id:
                                           table.c[values.parent_column] == record_id, values.rows_of(table, name)))
         if rows:
             conn.execute(table.insert(), [{**r, values.parent_column: record_id} for r in rows])
-
-
-def _keyed(table: sa.Table, connection: str, scope: Mapping[str, Any] | None) -> list[sa.ColumnElement[bool]]:
-    """A row's key columns besides its id: the connection, and the scope's (an option's field)."""
-    return [table.c.connection == connection, *(table.c[name] == value for name, value in (scope or {}).items())]
 
 
 def merger(spec: Writable, connection: str, builder: RowBuilder, tz: tzinfo, policy: str,
@@ -193,7 +188,7 @@ def merger(spec: Writable, connection: str, builder: RowBuilder, tz: tzinfo, pol
         found: list[sa.RowMapping] = []
         for start in range(0, len(ids), 500):
             found += conn.execute(sa.select(*columns).where(
-                *_keyed(table, connection, batch.scope), table.c.id.in_(ids[start:start + 500]),
+                *in_scope(table, connection, batch.scope), table.c.id.in_(ids[start:start + 500]),
                 table.c.is_deleted.is_(False))).mappings().all()
         changed = [r for r in found if r["content_hash"] != batch.rows[r["id"]][1]]
         held_values = local_values(conn, spec, connection, [r["id"] for r in changed])

@@ -17,6 +17,7 @@ from etl.errors import ApiError
 from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
 from etl.mirror.pending import done_pending, pending
+from etl.mirror.write import TableWriter, in_scope
 from etl.streams.eddydesk import Stream, select_streams
 
 
@@ -96,19 +97,18 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
 
     run_jobs((job_for(p) for p in parents), consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop)
     if keyed_by_parent:
-        _lists_of_gone_parents_gone(ctx, stream, parents)
+        _options_of_gone_fields_deleted(ctx, stream, writer, parents)
 
 
-def _lists_of_gone_parents_gone(ctx: RunContext, stream: Stream, parents: list[int]) -> None:
+def _options_of_gone_fields_deleted(ctx: RunContext, stream: Stream, writer: TableWriter, parents: list[int]) -> None:
     """Options of a field that is gone, or no longer a select or hierarchy, are gone with it: its
     list is never read again (the new ones a push would make there stay, as placeholders do)."""
     assert stream.parent_column is not None
-    writer = ctx.writer(stream)
     table, column = stream.table, stream.table.c[stream.parent_column]
     with ctx.engine.begin() as conn:
         gone = conn.execute(sa.select(column).distinct().where(
-            table.c.connection == ctx.connection, *(table.c[k] == v for k, v in stream.scope.items()),
-            table.c.is_deleted.is_(False), column.not_in(parents))).scalars().all()
+            *in_scope(table, ctx.connection, stream.scope), table.c.is_deleted.is_(False),
+            column.not_in(parents))).scalars().all()
         for parent_id in gone:
             scope = {**stream.scope, stream.parent_column: parent_id}
             ctx.stats.deleted += writer.mark_deleted(conn, sorted(writer.live_ids(conn, scope)), ctx.run_id, scope)

@@ -53,6 +53,7 @@ from etl.load.journal import (
     send_concurrently,
 )
 from etl.mirror.rows import RowBuilder
+from etl.mirror.write import in_scope
 from etl.streams.eddydesk import BY_NAME
 
 PREFIX = {"ticket": "custom_fields/", "user": "users/custom_fields/", "organization": "organizations/custom_fields/"}
@@ -132,8 +133,9 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
         t = spec.table
         now = datetime.now(UTC)
         for write, _ in done:  # option ids are keys within their field only
-            conn.execute(t.update().where(*_of_field(spec, connection, write.payload["scope"], write.payload["field_id"]),
-                                          t.c.id == write.record_id).values(deleted_at=now))
+            field = {"scope": write.payload["scope"], "field_id": write.payload["field_id"]}
+            conn.execute(t.update().where(*in_scope(t, connection, field), t.c.id == write.record_id)
+                         .values(deleted_at=now))
 
     send_concurrently(engine, connection, spec.table.name, outcome, [w for w in ready if w.operation == "delete"],
                       send_one, written, settings.concurrency)
@@ -184,19 +186,13 @@ def _send_batch(engine: sa.Engine, client: EddyDeskClient, connection: str, sett
         edits = [edits_meanwhile(conn, spec, connection, UTC, w.record_id, w.sent_values(), field) for w in made]
         writer.upsert(conn, [answers[w.record_id] for w in writes], None, scope=field)
         if made:
-            conn.execute(t.delete().where(*_of_field(spec, connection, scope, field_id),
-                                          t.c.id.in_([w.record_id for w in made])))
+            conn.execute(t.delete().where(*in_scope(t, connection, field), t.c.id.in_([w.record_id for w in made])))
         for write, edit in zip(made, edits, strict=True):
             new_id = int(answers[write.record_id]["id"])
             carry_edits(conn, spec, connection, new_id, edit, field)
             write.payload = {**write.payload, "id": new_id}
         log_done(conn, connection, t.name, writes)
     outcome.succeeded(to_send)
-
-
-def _of_field(spec: Writable, connection: str, scope: str, field_id: int) -> list[sa.ColumnElement[bool]]:
-    t = spec.table
-    return [t.c.connection == connection, t.c.scope == scope, t.c.field_id == field_id]
 
 
 def _all_options(client: EddyDeskClient, path: str) -> list[dict[str, Any]]:

@@ -63,6 +63,12 @@ class Prepared:
     scope: Mapping[str, Any] = field(default_factory=dict)  # the rows' constant key columns (TableWriter.upsert)
 
 
+def in_scope(table: sa.Table, connection: str, scope: Mapping[str, Any] | None = None) -> list[Any]:
+    """The conditions picking a connection's rows with `scope`'s constant key columns (custom-field
+    scope, an option's field): with an id, they name one row."""
+    return [table.c.connection == connection, *(table.c[name] == value for name, value in (scope or {}).items())]
+
+
 # A packed record: its values in `Packed.columns` order as the driver takes them, its content
 # hash, and its child rows (packed likewise), one list per child table of the writer.
 PackedRow = tuple[tuple[Any, ...], str, tuple[list[tuple[Any, ...]], ...]]
@@ -138,8 +144,7 @@ class TableWriter:
         self._top_id_indexed = key == ("connection", "id") and isinstance(table.c.id.type, sa.Integer)
 
     def _scope_filter(self, scope: Mapping[str, Any]) -> list[Any]:
-        c = self.table.c
-        return [c.connection == self.connection, *[c[name] == value for name, value in scope.items()]]
+        return in_scope(self.table, self.connection, scope)
 
     def _ids_it_may_hold(self, conn: sa.Connection, scope: Mapping[str, Any], ids: list[Any]) -> list[Any]:
         """The ids the table may already hold: none above its largest one, so the batches of a
