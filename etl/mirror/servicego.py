@@ -21,6 +21,7 @@ Columns per field, by fieldTypeApiName:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,6 +112,15 @@ def table_name(obj: str) -> str:
     return "servicego_" + re.sub(r"[^a-z0-9_]", "_", obj.lower())[:50]
 
 
+def index_name(table: str, what: str) -> str:
+    """`ix_<table>_<what>`, within PostgreSQL's 63 characters: a longer one is cut and given a
+    hash of the whole, so that two long names stay apart."""
+    name = f"ix_{table}_{what}"
+    if len(name) <= 63:
+        return name
+    return name[:54] + "_" + hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
+
+
 def snake(name: str) -> str:
     text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
     text = re.sub(r"[^A-Za-z0-9_]", "_", text).lower().strip("_") or "field"
@@ -165,7 +175,12 @@ class ObjectSchema:
         columns = _base_columns()
         for f in self.fields.values():
             columns.extend(f.columns())
-        return sa.Table(table_name(self.obj), sa.MetaData(), *columns)
+        name = table_name(self.obj)
+        # Covers what every scan asks after its pages: the live rows' count (compared with the
+        # remote total) and the live rows a full scan did not see. Without it both read the
+        # whole wide table: 0.2 s each for 60,000 rows on SQLite.
+        live = sa.Index(index_name(name, "live"), "connection", "is_deleted", "last_seen_at")
+        return sa.Table(name, sa.MetaData(), *columns, live)
 
     def load(self, conn: sa.Connection) -> None:
         rows = conn.execute(sa.select(FIELDS).where(FIELDS.c.object_name == self.obj)).mappings()
@@ -176,6 +191,8 @@ class ObjectSchema:
         """Create the table and add columns for fields not seen before; returns the new fields."""
         self.load(conn)
         self.table.create(conn, checkfirst=True)
+        for index in self.table.indexes:  # a table created by an older version lacks them
+            index.create(conn, checkfirst=True)
         new = [(name, kind) for name, kind in seen.items() if name not in self.fields]
         if not new:
             return []
@@ -192,7 +209,7 @@ class ObjectSchema:
                 ops.add_column(self.table.name, col)
                 taken.add(col.name)
             if name == "createTime":  # deletions are searched by createTime ranges (servicego_deletes)
-                ops.create_index(f"ix_{self.table.name}_{column}", self.table.name, ["connection", column])
+                ops.create_index(index_name(self.table.name, column), self.table.name, ["connection", column])
             conn.execute(FIELDS.insert().values(object_name=self.obj, field=name, column_name=column, field_type=kind,
                                                 added_at=now))
             self.fields[name] = spec
