@@ -40,7 +40,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
-    # checkpoints every 40 MB of WAL instead of 4 MB spare most of the fsyncs of a long run
+    # checkpoints every 80 MB of WAL (8 KB pages) instead of 8 MB spare most of the fsyncs of a
+    # long run; measured at 20 MB the writer process did more work than the end of a run saved
     cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
