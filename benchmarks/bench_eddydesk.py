@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from simulator_process import ROOT, start_simulator  # noqa: E402
+from simulator_process import ROOT, machine_reference, start_simulator  # noqa: E402
 
 
 def start_eddydesk(tickets: int, latency: float, rate_limit: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -170,6 +170,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    print(machine_reference(), "(before)", flush=True)
     if args.only in (None, "fast"):
         for n in (args.tickets // 4, args.tickets):
             r = fast(n)
@@ -190,6 +191,7 @@ def main() -> None:
             print(f"push   {count:,} edited tickets, {where}: {r['ok']:,} sent in {r['seconds']:.1f} s = "
                   f"{r['ok'] / r['seconds']:,.0f} records/s, {r['requests']:,} requests, {r['rejections']} rejections, "
                   f"peak {r['peak_mb']:.0f} MB", flush=True)
+    print(machine_reference(), "(after)")
 
 
 if __name__ == "__main__":

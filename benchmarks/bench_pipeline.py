@@ -23,7 +23,7 @@ import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from simulator_process import ROOT, start_simulator  # noqa: E402
+from simulator_process import ROOT, machine_reference, start_simulator  # noqa: E402
 
 TOKEN = "221b368d7f5f597867f525971f28ff75"
 
@@ -32,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=10_000)
     args = parser.parse_args()
+    print(machine_reference(), "(before)", flush=True)
     organizations = max(1, args.users // 10)
     helpdesk_proc, helpdesk = start_simulator("--tickets", "10", "--users", str(args.users), "--organizations",
                                               str(organizations), "--articles", "5", "--rate-limit", "1000000000")
@@ -78,6 +79,7 @@ def main() -> None:
                       f"{staged:,} staged, {sent:,} sent, {summary.requests:,} requests, {summary.held} held")
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"peak memory of this process (pulls included): {peak:,.0f} MB")
+            print(machine_reference(), "(after)")
     finally:
         helpdesk_proc.kill()
         servicego_proc.kill()

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from simulator_process import ROOT, start_simulator  # noqa: E402
+from simulator_process import ROOT, machine_reference, start_simulator  # noqa: E402
 
 TOKEN = "221b368d7f5f597867f525971f28ff75"
 
@@ -107,6 +107,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    print(machine_reference(), "(before)", flush=True)
     proc, base = start_simulator("--system", "servicego", "--records", str(args.records))
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -143,6 +144,7 @@ def main() -> None:
     print(f"push of {edits:,} locally updated records: {pushed['ok']:,} sent in {pushed['seconds']:.1f} s = "
           f"{pushed['ok'] / pushed['seconds']:,.0f} records/s, {pushed['requests']:,} requests, "
           f"peak {pushed['peak_mb']:.0f} MB")
+    print(machine_reference(), "(after)")
 
 
 if __name__ == "__main__":

@@ -34,3 +34,14 @@ def start_simulator(*options: str) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError("simulator did not start")
+
+
+def machine_reference() -> str:
+    """The CPU time of a fixed pure-Python loop, printed beside a benchmark's figures.
+
+    This machine's speed drifts: the same backfill has taken from 4 to 10 s of CPU on different
+    hours. The loop's time tells a reader which phase a figure was measured in (lower is faster).
+    """
+    started = time.process_time()
+    sum(range(10**8))
+    return f"machine reference: {time.process_time() - started:.2f} s of CPU for sum(range(10**8))"
