@@ -179,8 +179,22 @@ class ObjectSchema:
         # Covers what every scan asks after its pages: the live rows' count (compared with the
         # remote total) and the live rows a full scan did not see. Without it both read the
         # whole wide table: 0.2 s each for 60,000 rows on SQLite.
-        live = sa.Index(index_name(name, "live"), "connection", "is_deleted", "last_seen_at")
-        return sa.Table(name, sa.MetaData(), *columns, live)
+        indexes = [sa.Index(index_name(name, "live"), "connection", "is_deleted", "last_seen_at")]
+        created = self.fields.get("createTime")
+        if created is not None:
+            # the deletion search counts live rows by createTime ranges (servicego_deletes): a
+            # range of 60,000 cases took 0.62 s through an index without is_deleted, 7 ms with it
+            indexes.append(sa.Index(index_name(name, f"{created.column}_live"), "connection", "is_deleted",
+                                    created.column))
+        return sa.Table(name, sa.MetaData(), *columns, *indexes)
+
+    def _ensure_indexes(self, conn: sa.Connection) -> None:
+        """Create the table's indexes that are missing (tables made by older versions lack some)."""
+        for index in self.table.indexes:
+            index.create(conn, checkfirst=True)
+        created = self.fields.get("createTime")
+        if created is not None:  # superseded by the live rows' createTime index
+            conn.execute(sa.text(f"DROP INDEX IF EXISTS {index_name(self.table.name, created.column)}"))
 
     def load(self, conn: sa.Connection) -> None:
         rows = conn.execute(sa.select(FIELDS).where(FIELDS.c.object_name == self.obj)).mappings()
@@ -191,8 +205,7 @@ class ObjectSchema:
         """Create the table and add columns for fields not seen before; returns the new fields."""
         self.load(conn)
         self.table.create(conn, checkfirst=True)
-        for index in self.table.indexes:  # a table created by an older version lacks them
-            index.create(conn, checkfirst=True)
+        self._ensure_indexes(conn)
         new = [(name, kind) for name, kind in seen.items() if name not in self.fields]
         if not new:
             return []
@@ -208,12 +221,11 @@ class ObjectSchema:
             for col in spec.columns():
                 ops.add_column(self.table.name, col)
                 taken.add(col.name)
-            if name == "createTime":  # deletions are searched by createTime ranges (servicego_deletes)
-                ops.create_index(index_name(self.table.name, column), self.table.name, ["connection", column])
             conn.execute(FIELDS.insert().values(object_name=self.obj, field=name, column_name=column, field_type=kind,
                                                 added_at=now))
             self.fields[name] = spec
         self.table = self._build()
+        self._ensure_indexes(conn)
         return [name for name, _ in new]
 
 

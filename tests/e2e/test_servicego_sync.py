@@ -266,18 +266,20 @@ def test_related_records_and_relations_follow_the_changed_records(
     assert server.requests_to("GET /v1/selfObjectRelationData") - before == 1  # only the changed case
 
 
-def test_the_live_rows_index_is_added_to_older_tables_and_used(db_url: str,
-                                                              servicego_sim: Callable[..., ServiceGoServer],
-                                                              udesk_config: Callable[..., Any]) -> None:
-    # Every scan counts the live rows and looks for the ones it did not see: without this
-    # index both read the whole wide table (etl.mirror.servicego.ObjectSchema._build).
+def test_the_live_rows_indexes_are_added_to_older_tables_and_used(db_url: str,
+                                                                 servicego_sim: Callable[..., ServiceGoServer],
+                                                                 udesk_config: Callable[..., Any]) -> None:
+    # Every scan counts the live rows and looks for the ones it did not see, and the deletion
+    # search counts live rows by createTime ranges: without these indexes each reads the whole
+    # wide table (etl.mirror.servicego.ObjectSchema._build).
     server = servicego_sim(Sizes(customers=30, contacts=40, cases=50))
     config = udesk_config(db_url, {"sg": servicego_settings(server)})
     assert jobs.sync(config, "sg").status == "ok"
     engine = open_engine(db_url)
-    with engine.begin() as conn:  # as a version before the index left it
+    with engine.begin() as conn:  # as a version before these indexes left the table
         conn.execute(sa.text("DROP INDEX ix_servicego_contact_live"))
-    assert "ix_servicego_contact_live" not in {i["name"] for i in sa.inspect(engine).get_indexes("servicego_contact")}
+        conn.execute(sa.text("DROP INDEX ix_servicego_contact_create_time_live"))
+        conn.execute(sa.text("CREATE INDEX ix_servicego_contact_create_time ON servicego_contact (connection, create_time)"))
 
     server.state.random_changes(seed=3, updates=5, creates=2, deletes=0)
     for obj in ("contact", "case"):
@@ -287,10 +289,15 @@ def test_the_live_rows_index_is_added_to_older_tables_and_used(db_url: str,
     assert summary.deleted == 2  # found by the full scan's query of unseen live rows
     indexes = {i["name"]: i["column_names"] for i in sa.inspect(engine).get_indexes("servicego_contact")}
     assert indexes["ix_servicego_contact_live"] == ["connection", "is_deleted", "last_seen_at"]
+    assert indexes["ix_servicego_contact_create_time_live"] == ["connection", "is_deleted", "create_time"]
+    assert "ix_servicego_contact_create_time" not in indexes  # superseded
     assert_servicego_matches(engine, server.state)
     if engine.dialect.name == "sqlite":
+        live = "FROM servicego_contact WHERE connection = 'sg' AND is_deleted IS 0"
         with engine.connect() as conn:
-            plan = " ".join(str(r[-1]) for r in conn.execute(sa.text(
-                "EXPLAIN QUERY PLAN SELECT count(*) FROM servicego_contact WHERE connection = 'sg' AND is_deleted IS 0")))
-        assert "COVERING INDEX ix_servicego_contact_live" in plan, plan
+            for query, index in ((f"SELECT count(*) {live}", "ix_servicego_contact_live"),
+                                 (f"SELECT count(*) {live} AND create_time >= '2020-01-01' AND create_time < '2030-01-01'",
+                                  "ix_servicego_contact_create_time_live")):
+                plan = " ".join(str(r[-1]) for r in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {query}")))
+                assert f"COVERING INDEX {index}" in plan, plan
     engine.dispose()
