@@ -295,9 +295,11 @@ def test_the_live_rows_indexes_are_added_to_older_tables_and_used(db_url: str,
     if engine.dialect.name == "sqlite":
         live = "FROM servicego_contact WHERE connection = 'sg' AND is_deleted IS 0"
         with engine.connect() as conn:
-            for query, index in ((f"SELECT count(*) {live}", "ix_servicego_contact_live"),
+            # the plain count may take either index: both begin with (connection, is_deleted)
+            for query, index in ((f"SELECT count(*) {live}", "COVERING INDEX ix_servicego_contact_"),
+                                 (f"SELECT id {live} AND last_seen_at < '2000-01-01'", "INDEX ix_servicego_contact_live"),
                                  (f"SELECT count(*) {live} AND create_time >= '2020-01-01' AND create_time < '2030-01-01'",
-                                  "ix_servicego_contact_create_time_live")):
+                                  "COVERING INDEX ix_servicego_contact_create_time_live")):
                 plan = " ".join(str(r[-1]) for r in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {query}")))
-                assert f"COVERING INDEX {index}" in plan, plan
+                assert index in plan, plan
     engine.dispose()
