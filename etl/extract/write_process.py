@@ -31,11 +31,12 @@ import importlib
 import io
 import os
 import pickle
-import select
+import queue
 import signal
 import struct
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import IO, Any, NoReturn
@@ -205,9 +206,44 @@ class WriterProcess:
             self._proc.wait()
 
 
-def _waiting(inbox: IO[bytes], seconds: float) -> bool:
-    """Whether the next message starts arriving within `seconds`."""
-    return bool(select.select([inbox], [], [], seconds)[0])
+class _Inbox:
+    """The writer's end of the pipe, read by a thread of its own.
+
+    The writer applies a batch for longer than the fetching process takes to send the next, and a
+    pipe holds 64 KB: unread, a 1.4 MB batch kept the sender waiting, fetching nothing. The thread
+    takes each message's bytes off the pipe as they come (reading releases the GIL); the writer
+    unpickles them when it gets to them. What waits here is bounded by the sender's batches in
+    flight (`_IN_FLIGHT`).
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._messages: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # None: the pipe's end
+        self._next: list[bytes | None] = []  # a message taken by `waiting`, not yet received
+        threading.Thread(target=self._read, args=(stream,), name="inbox", daemon=True).start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        try:
+            while True:
+                (size,) = _HEADER.unpack(_read_exactly(stream, _HEADER.size))
+                self._messages.put(bytes(_read_exactly(stream, size)))
+        except (EOFError, OSError):
+            self._messages.put(None)
+
+    def waiting(self, seconds: float) -> bool:
+        """Whether a next message arrives within `seconds`."""
+        if not self._next:
+            try:
+                self._next.append(self._messages.get(timeout=seconds))
+            except queue.Empty:
+                return False
+        return True
+
+    def receive(self) -> Any:
+        data = self._next.pop() if self._next else self._messages.get()
+        if data is None:
+            self._next.append(None)  # the end stays the end
+            raise EOFError
+        return pickle.loads(data)
 
 
 def _child() -> None:
@@ -221,8 +257,7 @@ def _child() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     importlib.import_module(sys.argv[1])  # while the fetching process plans the scan
-    # unbuffered: select() must see every byte not yet read
-    inbox = os.fdopen(os.dup(0), "rb", buffering=0)
+    inbox = _Inbox(os.fdopen(os.dup(0), "rb", buffering=0))
     # the protocol owns stdout: anything else printed goes to stderr
     outbox = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -234,7 +269,7 @@ def _child() -> None:
     try:
         while True:
             try:
-                factory, spec, url, log_settings, secrets = _receive(inbox)
+                factory, spec, url, log_settings, secrets = inbox.receive()
             except EOFError:
                 return  # the run is over (or its process is gone)
             log.configure(*log_settings)
@@ -268,7 +303,7 @@ def _child() -> None:
             engine.dispose()
 
 
-def _serve_scan(inbox: IO[bytes], outbox: IO[bytes], conn: sa.Connection, apply: Apply) -> bool:
+def _serve_scan(inbox: _Inbox, outbox: IO[bytes], conn: sa.Connection, apply: Apply) -> bool:
     """Apply one scan's batches until its None; False when the writer must exit (the pipe's
     end, or an error it has reported)."""
     answers: list[Any] = []  # of the batches applied in the open transaction
@@ -281,10 +316,10 @@ def _serve_scan(inbox: IO[bytes], outbox: IO[bytes], conn: sa.Connection, apply:
 
     try:
         while True:
-            if answers and (len(answers) >= _GROUP or not _waiting(inbox, _IDLE_COMMIT)):
+            if answers and (len(answers) >= _GROUP or not inbox.waiting(_IDLE_COMMIT)):
                 commit()
             try:
-                batch = _receive(inbox)
+                batch = inbox.receive()
             except EOFError:
                 return False  # the fetching process is gone: what is committed stays, nothing half-done does
             if batch is None:
