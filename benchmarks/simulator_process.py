@@ -1,4 +1,5 @@
-"""Run a `desksync simulate` server in its own process for a benchmark (one core serves, one syncs)."""
+"""What the benchmarks share: a `desksync simulate` server in its own process (one core serves, one
+syncs), and the machine reference printed beside their figures."""
 
 from __future__ import annotations
 

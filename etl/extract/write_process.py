@@ -217,15 +217,15 @@ class _Inbox:
     """
 
     def __init__(self, stream: IO[bytes]) -> None:
-        self._messages: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # None: the pipe's end
-        self._next: list[bytes | None] = []  # a message taken by `waiting`, not yet received
+        self._messages: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()  # None: the pipe's end
+        self._next: list[bytearray | None] = []  # a message taken by `waiting`, not yet received
         threading.Thread(target=self._read, args=(stream,), name="inbox", daemon=True).start()
 
     def _read(self, stream: IO[bytes]) -> None:
         try:
             while True:
                 (size,) = _HEADER.unpack(_read_exactly(stream, _HEADER.size))
-                self._messages.put(bytes(_read_exactly(stream, size)))
+                self._messages.put(_read_exactly(stream, size))
         except (EOFError, OSError):
             self._messages.put(None)
 

@@ -193,8 +193,8 @@ class ObjectSchema:
         for index in self.table.indexes:
             index.create(conn, checkfirst=True)
         created = self.fields.get("createTime")
-        if created is not None:  # superseded by the live rows' createTime index
-            conn.execute(sa.text(f"DROP INDEX IF EXISTS {index_name(self.table.name, created.column)}"))
+        if created is not None:  # superseded by the live rows' createTime index (named as it was made)
+            conn.execute(sa.text(f"DROP INDEX IF EXISTS ix_{self.table.name}_{created.column}"))
 
     def load(self, conn: sa.Connection) -> None:
         rows = conn.execute(sa.select(FIELDS).where(FIELDS.c.object_name == self.obj)).mappings()
