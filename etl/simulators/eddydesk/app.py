@@ -31,6 +31,7 @@ from etl.simulators.eddydesk.limits import Limits
 from etl.simulators.eddydesk.store import HelpdeskState
 from etl.simulators.eddydesk.writes import HelpdeskWrites, Refused, dispatch, parse_form
 from etl.simulators.http_server import answer_late
+from etl.simulators.kept_json import kept_json
 
 Record = dict[str, Any]
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
@@ -267,12 +268,12 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
     accounts = {state.admin_email: state.admin_api_key}
 
     def dump_list_ticket(record: Record) -> bytes:
-        return orjson.dumps(record)
+        return kept_json(record)
 
     def dump_single_ticket(record: Record) -> bytes:
         out = dict(record)
         out["user_name"] = out.pop("username", None)
-        return orjson.dumps(out)
+        return kept_json(out)
 
     specs = {
         "tickets": ListSpec(state.tickets, 30, ("date_created", "date_updated", "viewed_by_staff", "viewed_by_client"),

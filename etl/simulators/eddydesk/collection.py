@@ -2,7 +2,8 @@
 
 The incremental order (date_updated, id) is kept in a sorted index, so a windowed page is a
 bisect plus a slice even with 100,000 records; other orders are sorted on demand and cached
-until the next change. Each record's JSON is cached too.
+until the next change. Each record's JSON is cached too (`dump` must give bytes of their own
+length: see etl/simulators/kept_json.py).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import orjson
 from sortedcontainers import SortedList
+
+from etl.simulators.kept_json import kept_json
 
 Record = dict[str, Any]
 
@@ -72,7 +74,7 @@ class Collection:
         cached = self._json.get(record_id)
         if cached is None:
             record = self.records[record_id]
-            cached = dump(record) if dump else orjson.dumps(record)
+            cached = (dump or kept_json)(record)
             self._json[record_id] = cached
         return cached
 

@@ -20,8 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
-
+from etl.simulators.kept_json import kept_json
 from etl.simulators.servicego.schema import FieldDef, ObjectDef, default_objects
 
 Entry = dict[str, Any]
@@ -78,7 +77,7 @@ class ServiceGoState:
         key = (obj, record_id)
         cached = self._json.get(key)
         if cached is None:
-            cached = orjson.dumps({"id": record_id, "fieldDataList": self.entries(obj, record_id)})
+            cached = kept_json({"id": record_id, "fieldDataList": self.entries(obj, record_id)})
             self._json[key] = cached
         return cached
 
