@@ -33,3 +33,39 @@ def test_a_slow_fetch_is_consumed_after_least_wait_without_a_whole_batch():
     assert len(batches) >= 2  # not one batch of three at the end
     assert [n for b in batches for n in b] == [0, 1, 2]
     assert time.monotonic() - started < 2
+
+
+def test_a_failure_or_the_end_is_seen_at_once_while_a_batch_waits_for_its_least_size():
+    def failing(emit):
+        emit(1)
+        emit(2)
+        raise ValueError("page 3 is malformed")
+
+    batches: list[list[int]] = []
+    started = time.monotonic()
+    try:
+        run_jobs([failing], batches.append, workers=1, stop=threading.Event(), batch_size=10, least=10, least_wait=30)
+    except ValueError as exc:
+        assert str(exc) == "page 3 is malformed"
+    else:
+        raise AssertionError("the worker's failure was not raised")
+    assert time.monotonic() - started < 5  # not after least_wait
+    assert batches == []  # nothing after a failure is written
+
+    started = time.monotonic()
+    run_jobs([_emitting(3, 0.0)], batches.append, workers=1, stop=threading.Event(), batch_size=10, least=10,
+             least_wait=30)
+    assert batches == [[0, 1, 2]]
+    assert time.monotonic() - started < 5
+
+
+def test_workers_wait_while_the_buffer_is_full_and_lose_nothing():
+    seen: list[int] = []
+
+    def slow_consumer(batch: list[int]) -> None:
+        time.sleep(0.01)
+        seen.extend(batch)
+
+    run_jobs([_emitting(300, 0.0) for _ in range(4)], slow_consumer, workers=4, stop=threading.Event(),
+             batch_size=8, least=8)
+    assert sorted(seen) == sorted(list(range(300)) * 4)
