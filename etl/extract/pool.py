@@ -73,7 +73,7 @@ class _Results:
             self._wanted = 1
             while not self._items:
                 self._ready.wait()
-            taken = []
+            taken: list[Any] = []
             while self._items and len(taken) < most:
                 item = self._items.popleft()
                 taken.append(item)
