@@ -18,6 +18,7 @@ import orjson
 from etl.errors import ApiError, AuthError, MalformedResponse, RemoteError, TransientError
 from etl.http.ratelimit import RateLimiter
 from etl.http.retry import RETRYABLE_EXCEPTIONS, Action, Backoff, classify_status
+from etl.http.transport import StdlibTransport
 from etl.log import get_logger, scrub_text
 
 ErrorParser = Callable[[Any], tuple[str | None, str, list[dict[str, str]]]]
@@ -180,9 +181,11 @@ class Session:
         return snippet or "(empty body)"
 
 
-def new_http_client(base_url: str, timeout: float, concurrency: int, **kwargs: Any) -> httpx.Client:
-    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
-    return httpx.Client(base_url=base_url, timeout=timeout, limits=limits, **kwargs)
+def new_http_client(base_url: str, timeout: float, concurrency: int,
+                    transport: httpx.BaseTransport | None = None, **kwargs: Any) -> httpx.Client:
+    """The account's one client; its requests go through StdlibTransport unless a test gives another."""
+    transport = transport or StdlibTransport(keepalive=concurrency + 2)
+    return httpx.Client(base_url=base_url, timeout=timeout, transport=transport, **kwargs)
 
 
 __all__ = ["Session", "Response", "RemoteError", "MalformedResponse", "new_http_client"]
