@@ -47,7 +47,7 @@ class _PageResult:
 
 @dataclass
 class ScanOutcome:
-    seen_ids: set[Any] = field(default_factory=set)
+    seen_ids: set[Any] = field(default_factory=set)  # collected by reconciliation walks only
     records: int = 0
 
 
@@ -71,7 +71,7 @@ class PagesSpec:
 @dataclass
 class PagesWritten:
     stats: WriteStats
-    seen_ids: list[Any]
+    seen_ids: list[Any]  # a reconciliation walk's (no state key); empty for a scan
     records: int
 
 
@@ -93,7 +93,8 @@ def pages_writer(spec: PagesSpec) -> Apply:
         result = writer.apply(conn, packed, spec.run_id, deleted=spec.marks_deleted)
         for name in spec.child_streams:
             add_pending(conn, spec.connection, name, result.changed_ids)
-        written = PagesWritten(result.stats, result.seen_ids, len(packed.rows))
+        # only a reconciliation walk needs the ids it saw: a scan's would grow with the table
+        written = PagesWritten(result.stats, result.seen_ids if spec.state_key is None else [], len(packed.rows))
         if spec.state_key is not None:
             save_state(conn, spec.connection, spec.state_key, {**spec.state, "scan": _scan_json(spec.hi, slices, spec.pages)})
         return written
