@@ -19,9 +19,11 @@ _PENDING = table_of(PendingChildren)
 
 
 def add_pending(conn: sa.Connection, connection: str, stream: str, parent_ids: list[Any]) -> None:
-    """Queue parents for a child stream (in the caller's transaction, beside the parents' rows)."""
-    bulk_insert(conn, _PENDING, [{"connection": connection, "stream": stream, "parent_id": int(i)} for i in parent_ids],
-                skip_existing=True)
+    """Queue parents for a child stream (in the caller's transaction, beside the parents' rows).
+
+    In id order: the key's index pages are then met one after another, not all over it."""
+    bulk_insert(conn, _PENDING, [{"connection": connection, "stream": stream, "parent_id": i}
+                                 for i in sorted(int(i) for i in parent_ids)], skip_existing=True)
 
 
 def pending(conn: sa.Connection, connection: str, stream: str) -> list[int]:

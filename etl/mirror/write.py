@@ -372,6 +372,11 @@ class TableWriter:
                 for chunk in _chunks(rewritten_ids):
                     conn.execute(table.delete().where(table.c.connection == self.connection,
                                                       table.c[parent_column].in_(chunk)))
+                # in parent order, so each key's index pages are met once, one after another; in
+                # the pages' order (dates) the parent ids fall all over the key (a batch's rows in
+                # random order cost SQLite about a third more CPU and system time than sorted)
+                at = columns.index(parent_column)
+                rows.sort(key=lambda row: row[at])
                 inserter(table, columns).insert(conn, rows)
         if changed:
             rewrite = "delete" if deleted else "update"
