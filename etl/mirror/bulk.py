@@ -130,11 +130,38 @@ def row_packer(table: sa.Table, dialect: sa.Dialect) -> RowPack | None:
     return _row_packers[key]
 
 
-# Rows per multi-row INSERT: far below SQLite's 32,766 and PostgreSQL's 65,535 parameters for
-# any of our tables. One statement per chunk instead of one step per row also matters for
-# threads: sqlite3 releases the GIL around every step, and getting it back from busy fetch
-# threads costs up to a switch interval each time.
-_ROWS_PER_STATEMENT = 200
+# Rows per multi-row INSERT, at most: one statement per chunk instead of one step per row matters
+# for threads (sqlite3 releases the GIL around every step, and getting it back from busy fetch
+# threads costs up to a switch interval each time). A wide table (a ServiceGo object of many
+# fields) takes fewer rows, to stay within SQLite's 32,766 parameters a statement (PostgreSQL
+# allows 65,535).
+_ROWS_PER_STATEMENT = 256
+_PARAMETERS_PER_STATEMENT = 32_766
+
+
+def rows_per_statement(columns: int) -> int:
+    """The most rows a statement of this many columns takes: a power of two."""
+    most = _ROWS_PER_STATEMENT
+    while most > 1 and most * columns > _PARAMETERS_PER_STATEMENT:
+        most //= 2
+    return most
+
+
+def statement_spans(count: int, most: int) -> list[tuple[int, int]]:
+    """Row ranges of the statements for `count` rows: full ones of `most`, the rest in powers of two.
+
+    Each row count is a statement text of its own, and a prepared statement in the driver's
+    cache (sqlite3 keeps 128): with every batch's remainder a count of its own, a long run
+    compiled a multi-row INSERT again for most batches, and the texts and prepared statements it
+    kept grew through the run. Powers of two leave at most nine counts a table."""
+    spans: list[tuple[int, int]] = []
+    start, size = 0, most
+    while start < count:
+        while size > count - start:
+            size //= 2
+        spans.append((start, start + size))
+        start += size
+    return spans
 
 
 class BulkInsert:
@@ -152,6 +179,7 @@ class BulkInsert:
         self.keep = keep
         self._compiled: dict[str, tuple[str, str, str]] = {}
         self._statements: dict[tuple[str, int], str] = {}
+        self._most = rows_per_statement(len(self.columns))
 
     def _compile(self, dialect: sa.Dialect) -> tuple[str, str, str]:
         sqlite = dialect.name == "sqlite"
@@ -188,8 +216,8 @@ class BulkInsert:
             compiled = self._compiled[dialect.name] = self._compile(dialect)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            for start, stop in statement_spans(len(rows), self._most):
+                chunk = rows[start:stop]
                 flat: list[Any] = []
                 if head:
                     for row in chunk:
