@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,9 +184,15 @@ class Session:
 
 def new_http_client(base_url: str, timeout: float, concurrency: int,
                     transport: httpx.BaseTransport | None = None, **kwargs: Any) -> httpx.Client:
-    """The account's one client; its requests go through StdlibTransport unless a test gives another."""
-    transport = transport or StdlibTransport(keepalive=concurrency + 2)
-    return httpx.Client(base_url=base_url, timeout=timeout, transport=transport, **kwargs)
+    """The account's one client; its requests go through StdlibTransport unless a test gives another.
+
+    With a proxy named in the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) httpx's own
+    transport is kept: httpx reads those variables only when it builds its transports itself,
+    and StdlibTransport speaks to the origin directly."""
+    if transport is None and not urllib.request.getproxies():
+        transport = StdlibTransport(keepalive=concurrency + 2)
+    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
+    return httpx.Client(base_url=base_url, timeout=timeout, transport=transport, limits=limits, **kwargs)
 
 
 __all__ = ["Session", "Response", "RemoteError", "MalformedResponse", "new_http_client"]

@@ -7,8 +7,9 @@ other. http.client does the same HTTP/1.1 exchange in about 0.2 ms, and this poo
 only to take or return an idle connection. The httpx.Client above it (URLs, params, auth,
 headers, content decoding, timeouts, the exception types the retry table knows) is unchanged.
 
-What it does not do, and where httpx's own transport is used instead: HTTP/2, proxies (an
-httpx.Client mounts its own transports for the proxies of HTTP(S)_PROXY), and Unix sockets.
+What it does not do: HTTP/2, proxies and Unix sockets. With a proxy named in the environment,
+etl.http.session.new_http_client keeps httpx's own transport (httpx reads HTTP(S)_PROXY only
+when it builds its transports itself).
 """
 
 from __future__ import annotations

@@ -227,3 +227,16 @@ def test_https_is_verified_against_the_certificate_store(serve, certificate):
     assert server.connections == 1
     with client(server) as c, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         c.get("/secure")
+
+
+def test_a_proxy_named_in_the_environment_keeps_httpxs_own_transport(monkeypatch):
+    from etl.http.session import new_http_client
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with new_http_client("https://example.test/api/v2/", 5, 8) as direct:
+        assert isinstance(direct._transport, StdlibTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    with new_http_client("https://example.test/api/v2/", 5, 8) as proxied:
+        assert isinstance(proxied._transport, httpx.HTTPTransport)
+        assert any(transport is not None for transport in proxied._mounts.values())  # the proxy's
