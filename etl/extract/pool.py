@@ -48,19 +48,18 @@ class _Results:
         self._ends = 0  # _DONE and failures waiting in the buffer: the caller must see them at once
         self._closed = False
 
-    def put(self, item: Any) -> bool:
-        """Add an item, waiting while the buffer is full; False once the caller's thread has left."""
+    def put(self, item: Any) -> None:
+        """Add an item, waiting while the buffer is full; dropped once the caller's thread has left."""
         end = item is _DONE or isinstance(item, _Failure)
         with self._space:
             while len(self._items) >= self._bound and not self._closed:
                 self._space.wait(0.1)
             if self._closed:
-                return False
+                return
             self._items.append(item)
             self._ends += end
             if end or len(self._items) >= self._wanted:
                 self._ready.notify()
-            return True
 
     def take(self, most: int, least: int, wait: float) -> list[Any]:
         """Up to `most` items: waits up to `wait` seconds for `least` of them (or an end), then

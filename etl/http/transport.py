@@ -125,10 +125,7 @@ def _exchange(conn: http.client.HTTPConnection, request: httpx.Request, body: by
         return answer, answer.read()
     except TimeoutError as exc:
         raise _TIMEOUTS[stage](f"timed out ({stage})", request=request) from exc
-    except (http.client.RemoteDisconnected, http.client.BadStatusLine, http.client.IncompleteRead,
-            http.client.LineTooLong) as exc:
-        raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc
-    except http.client.HTTPException as exc:
+    except http.client.HTTPException as exc:  # before OSError: RemoteDisconnected is both
         raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc
     except ssl.SSLError as exc:
         raise httpx.ConnectError(f"TLS: {exc}", request=request) from exc
