@@ -187,13 +187,16 @@ def test_sigterm_during_a_large_pull_then_restart_is_exact(sqlite_url, simulator
     engine = open_engine(sqlite_url)
     proc = _scheduler(config)
 
-    def tickets() -> int:
+    def count(table: str) -> int:
         with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM eddydesk_tickets")).scalar_one())
+            return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
-    _wait(lambda: tickets() >= 900, 120, "the pull to be under way", proc)
+    _wait(lambda: count("eddydesk_tickets") >= 900, 120, "the pull to be under way", proc)
     _stop(proc)
-    assert tickets() < 3_000
+    # A graceful stop still writes the pages already fetched, and the ticket list is fetched in
+    # well under a second, so the stop may land in the ticket scan or in the children after it;
+    # either way the pull is unfinished.
+    assert count("eddydesk_tickets") < 3_000 or count("sync_pending_children") > 0
     assert [r.status for r in _runs(engine)] == ["interrupted"]
 
     restarted = _scheduler(config)
