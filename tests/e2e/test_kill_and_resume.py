@@ -62,9 +62,13 @@ def test_sync_killed_twice_then_restarted_is_exact(db_url, simulator, make_confi
                                {"helpdesk": connection_settings(server, concurrency=4)})
     engine = open_engine(db_url)
 
+    # Slower answers while the first run scans: its 100 ticket pages then take over a second
+    # however fast the machine, so the kill lands inside the scan (unslowed, it is a blink).
+    server.set_latency(0.05)
     first = _start(config)
     killed_at = _kill_when(engine, first, "eddydesk_tickets", 900)  # in the middle of the ticket scan
     assert killed_at < 3_000
+    server.set_latency(0.002)
     second = _start(config)
     _kill_when(engine, second, "eddydesk_ticket_posts", 1_500)  # in the middle of the children
     server.state.random_changes(seed=11, updates=20, creates=5, soft_deletes=3)
@@ -87,8 +91,10 @@ def test_sync_killed_twice_then_restarted_is_exact(db_url, simulator, make_confi
 def test_sigterm_stops_gracefully_and_the_next_run_resumes(sqlite_url, simulator, make_config, tmp_path):
     server = simulator(Sizes(tickets=3_000, users=100, organizations=10, kb_articles=20), latency=0.003)
     make_config(sqlite_url, server)
-    config = write_config_file(tmp_path / "desksync.toml", sqlite_url,
-                               {"helpdesk": connection_settings(server, concurrency=4)})
+    # Paced to about 20 requests a second (a 1-second "minute"): the ticket scan takes seconds,
+    # so the stop lands inside it on any machine; unpaced, it is over in a fraction of one.
+    paced = connection_settings(server, concurrency=4, rate_limit={"per_minute": 20, "window_seconds": 1.0})
+    config = write_config_file(tmp_path / "desksync.toml", sqlite_url, {"helpdesk": paced})
     engine = open_engine(sqlite_url)
     proc = _start(config, "--stream", "tickets")
     deadline = time.monotonic() + 60
@@ -128,9 +134,11 @@ def test_servicego_scroll_killed_mid_run_then_restarted_is_exact(db_url, service
         return subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), "sync", "sg"],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
+    server.app.state.settings["latency"] = 0.02  # the 60 contact pages take over a second: the kill lands inside
     first = start()
     killed_at = _kill_when(engine, first, "servicego_contact", 2_000)  # in the middle of the contact scroll
     assert killed_at < 6_000
+    server.app.state.settings["latency"] = 0.003
     with engine.connect() as conn:
         state = conn.execute(sa.text("SELECT state FROM sync_state WHERE stream = 'servicego/contact'")).scalar_one()
     assert "scan" in (state if isinstance(state, dict) else __import__("json").loads(state))
