@@ -72,9 +72,13 @@ class PendingChildren(Base):
 
     Written with the parent row, deleted with the child rows: a kill between the two cannot
     lose a parent's children.
+
+    On SQLite a table WITHOUT ROWID: the key is the whole row, so one B-tree holds it instead of
+    a rowid table and an index beside it (a backfill queues two entries a ticket; migration 0009).
     """
 
     __tablename__ = "sync_pending_children"
+    __table_args__ = {"sqlite_with_rowid": False}
     connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     stream: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     parent_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
