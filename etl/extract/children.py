@@ -18,7 +18,7 @@ from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
 from etl.mirror.pending import done_pending, pending
 from etl.mirror.write import TableWriter, in_scope
-from etl.streams.eddydesk import Stream, select_streams
+from etl.streams.eddydesk import Stream, parent_queue, select_streams
 
 
 def child_streams(ctx: RunContext, parent: Stream) -> tuple[str, ...]:
@@ -36,7 +36,7 @@ def _parents(ctx: RunContext, stream: Stream) -> list[int]:
     with ctx.engine.connect() as conn:
         if stream.parent_query is not None:
             return list(conn.execute(stream.parent_query(ctx.connection)).scalars())
-        return pending(conn, ctx.connection, stream.name)
+        return pending(conn, ctx.connection, parent_queue(stream), stream.name)
 
 
 def fetch_all_pages(ctx: RunContext, path: str) -> list[dict[str, Any]] | None:
@@ -59,6 +59,7 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
     parents = _parents(ctx, stream)
     writer = ctx.writer(stream)
     keyed_by_parent = parent_column in stream.table.primary_key.columns
+    queue = None if stream.parent_query is not None else parent_queue(stream)
     done = 0
 
     def job_for(parent_id: int) -> Any:
@@ -91,7 +92,8 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
                 ).scalars()
                 vanished = set(known) - set(result.seen_ids)
                 ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, stream.scope)
-            done_pending(conn, ctx.connection, stream.name, parent_ids)
+            if queue is not None:  # option lists are refreshed for all their fields, not queued
+                done_pending(conn, ctx.connection, queue, stream.name, parent_ids)
         done += len(batch)
         ctx.report(stream.name, done, len(parents))
 

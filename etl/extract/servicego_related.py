@@ -18,7 +18,7 @@ from etl.config import ServiceGoObject
 from etl.errors import ApiError
 from etl.extract.pool import Emit, run_jobs
 from etl.mirror.base import table_of
-from etl.mirror.pending import add_pending, done_pending, pending
+from etl.mirror.pending import Queue, add_pending, done_pending, pending
 from etl.mirror.servicego import ServiceGoRelated, ServiceGoRelation
 
 if TYPE_CHECKING:  # the writer process imports this module: it needs no clients
@@ -35,9 +35,13 @@ def queue_names(obj: ServiceGoObject) -> list[str]:
     return names
 
 
+def _queue(name: str) -> Queue:
+    return Queue(name, (name,))  # a queue a list: objects' lists come and go with the configuration
+
+
 def enqueue(conn: sa.Connection, connection: str, obj: ServiceGoObject, ids: list[Any]) -> None:
     for name in queue_names(obj):
-        add_pending(conn, connection, name, ids)
+        add_pending(conn, connection, _queue(name), (name,), ids)
 
 
 def refresh(ctx: RunContext, obj: ServiceGoObject) -> None:
@@ -59,7 +63,7 @@ def refresh(ctx: RunContext, obj: ServiceGoObject) -> None:
 
 def _drain(ctx: RunContext, queue: str, fetch: Any, write: Any) -> None:
     with ctx.engine.connect() as conn:
-        parents = pending(conn, ctx.connection, queue)
+        parents = pending(conn, ctx.connection, _queue(queue), queue)
 
     def job_for(parent: int) -> Any:
         def job(emit: Emit) -> None:
@@ -75,7 +79,7 @@ def _drain(ctx: RunContext, queue: str, fetch: Any, write: Any) -> None:
     def consume(batch: list[tuple[int, list[dict[str, Any]]]]) -> None:
         with ctx.engine.begin() as conn:
             write(conn, batch)
-            done_pending(conn, ctx.connection, queue, [parent for parent, _ in batch])
+            done_pending(conn, ctx.connection, _queue(queue), queue, [parent for parent, _ in batch])
 
     run_jobs((job_for(p) for p in parents), consume, workers=4, stop=ctx.stop)
 

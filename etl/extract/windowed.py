@@ -26,7 +26,7 @@ from etl.log import get_logger
 from etl.mirror.pending import add_pending
 from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, WriteStats
-from etl.streams.eddydesk import BY_NAME, Stream, Variant
+from etl.streams.eddydesk import BY_NAME, Stream, Variant, children_queue
 
 ORDER = "date_updated{asc}"
 _DRAIN_ATTEMPTS = 3
@@ -81,6 +81,7 @@ def pages_writer(spec: PagesSpec) -> Apply:
     A page's records arrive packed (by the fetch threads), here or in a writer process.
     """
     writer = helpdesk_writer(BY_NAME[spec.stream], spec.settings, spec.connection)
+    queue = children_queue(BY_NAME[spec.stream])
     slices = [Slice(s.lo, s.hi, s.done) for s in spec.slices]
 
     def apply(conn: sa.Connection, batch: list[_PageResult]) -> PagesWritten:
@@ -91,8 +92,7 @@ def pages_writer(spec: PagesSpec) -> Apply:
             slices[item.slice_index].lo = item.lo
             slices[item.slice_index].done = item.done
         result = writer.apply(conn, packed, spec.run_id, deleted=spec.marks_deleted)
-        for name in spec.child_streams:
-            add_pending(conn, spec.connection, name, result.changed_ids)
+        add_pending(conn, spec.connection, queue, spec.child_streams, result.changed_ids)
         # only a reconciliation walk needs the ids it saw: a scan's would grow with the table
         written = PagesWritten(result.stats, result.seen_ids if spec.state_key is None else [], len(packed.rows))
         if spec.state_key is not None:

@@ -67,7 +67,7 @@ from etl.mirror.base import table_of
 from etl.mirror.pending import add_pending
 from etl.mirror.rows import RowBuilder
 from etl.mirror.write import TableWriter
-from etl.streams.eddydesk import BY_NAME
+from etl.streams.eddydesk import BY_NAME, children_queue
 
 # creates that later ones may refer to go first: a new ticket's replies need the ticket (options:
 # `eddydesk_options`)
@@ -340,7 +340,6 @@ def _created(conn: sa.Connection, writer: TableWriter, spec: Writable, connectio
                          .values(ticket_id=new_id))
         # the row now matches the remote ticket, so the next pull would not look at its replies:
         # queue them (the description is one)
-        for child_stream in ("ticket_posts", "ticket_comments"):
-            add_pending(conn, connection, child_stream, [new_id])
+        add_pending(conn, connection, children_queue(BY_NAME["tickets"]), ("ticket_posts", "ticket_comments"), [new_id])
     write.payload = {**write.payload, "id": new_id}
     log_done(conn, connection, t.name, [write])

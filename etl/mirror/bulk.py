@@ -24,7 +24,7 @@ from etl.mirror.normalize import JsonText
 
 Convert = Callable[[Any], Any]
 Pack = Callable[[Mapping[str, Any]], tuple[Any, ...]]
-OnConflict = Literal["error", "skip", "update"]
+OnConflict = Literal["error", "skip", "update", "merge_bits"]
 
 
 def _json_text(value: Any) -> Any:
@@ -167,8 +167,9 @@ def statement_spans(count: int, most: int) -> list[tuple[int, int]]:
 class BulkInsert:
     """INSERT INTO table (columns) VALUES (...), (...), ... for packed rows, dialect by dialect.
 
-    on_conflict: "error" (a plain INSERT), "skip" (a row whose key is taken is left alone) or
-    "update" (it is overwritten, except the columns in `keep`). SQLite 3.24+ and PostgreSQL alike.
+    on_conflict: "error" (a plain INSERT), "skip" (a row whose key is taken is left alone),
+    "update" (it is overwritten, except the columns in `keep`) or "merge_bits" (its other columns
+    are bit sets: each keeps its bits and takes the new row's). SQLite 3.24+ and PostgreSQL alike.
     """
 
     def __init__(self, table: sa.Table, columns: Sequence[str], *, on_conflict: OnConflict = "error",
@@ -191,11 +192,14 @@ class BulkInsert:
             dialect.identifier_preparer.format_table(self.table), ", ".join(quote(c) for c in self.columns)
         )
         tail = ""
+        key = [c.name for c in self.table.primary_key.columns]
+        others = [quote(c) for c in self.columns if c not in key and c not in self.keep]
         if self.on_conflict == "skip":
             tail = " ON CONFLICT DO NOTHING"
-        elif self.on_conflict == "update":
-            key = [c.name for c in self.table.primary_key.columns]
-            sets = [f"{quote(c)} = excluded.{quote(c)}" for c in self.columns if c not in key and c not in self.keep]
+        elif self.on_conflict in ("update", "merge_bits"):
+            table = dialect.identifier_preparer.format_table(self.table)
+            sets = [f"{c} = excluded.{c}" if self.on_conflict == "update" else f"{c} = {table}.{c} | excluded.{c}"
+                    for c in others]
             tail = " ON CONFLICT ({}) DO UPDATE SET {}".format(", ".join(quote(c) for c in key), ", ".join(sets))
         return head, "(" + ", ".join(placeholders) + ")", tail
 
@@ -241,16 +245,3 @@ def inserter(table: sa.Table, columns: tuple[str, ...], on_conflict: OnConflict 
     if found is None:
         found = _inserts[key] = BulkInsert(table, columns, on_conflict=on_conflict, keep=keep)
     return found
-
-
-def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], *,
-                skip_existing: bool = False) -> None:
-    """Insert rows (column -> value; the first row's keys name the columns) in multi-row statements.
-
-    `skip_existing`: a row whose primary or unique key is taken already is skipped, not an error.
-    """
-    if not rows:
-        return
-    columns = tuple(rows[0])
-    pack = packer(table, columns, conn.dialect)
-    inserter(table, columns, "skip" if skip_existing else "error").insert(conn, [pack(r) for r in rows])

@@ -68,20 +68,22 @@ class ChangeLog(Base):
 
 
 class PendingChildren(Base):
-    """Parents whose child lists (posts, comments, notes...) must still be fetched.
+    """Parents whose child lists (posts, comments, notes...) must still be fetched: one entry a
+    parent, its `waiting` bits naming the lists (etl.mirror.pending.Queue).
 
-    Written with the parent row, deleted with the child rows: a kill between the two cannot
-    lose a parent's children.
+    Written with the parent row; a bit is cleared with its child rows: a kill between the two
+    cannot lose a parent's children.
 
-    On SQLite a table WITHOUT ROWID: the key is the whole row, so one B-tree holds it instead of
-    a rowid table and an index beside it (a backfill queues two entries a ticket; migration 0009).
+    On SQLite a table WITHOUT ROWID: the key is nearly the whole row, so one B-tree holds it
+    instead of a rowid table and an index beside it (migration 0009).
     """
 
     __tablename__ = "sync_pending_children"
     __table_args__ = {"sqlite_with_rowid": False}
     connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    stream: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    queue: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # the parent stream, or a ServiceGo list
     parent_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    waiting: Mapped[int]  # bit i: the queue's child list i is still to fetch
 
 
 class AccountBlock(Base):

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from etl.mirror import eddydesk as m
 from etl.mirror.base import Base, table_of
 from etl.mirror.normalize import to_int, to_str
+from etl.mirror.pending import Queue
 from etl.mirror.write import ChildRows
 
 Kind = Literal["windowed", "full", "child"]
@@ -41,7 +42,9 @@ class Stream:
     model: type[Base]
     variants: tuple[Variant, ...] = (Variant("", {}),)
     scope: dict[str, Any] = field(default_factory=dict)  # constant key columns
-    children: tuple[str, ...] = ()  # child streams fetched for each changed record
+    # child streams fetched for each changed record; their order gives their bits in the
+    # children queue (sync_pending_children), so new ones go at the end
+    children: tuple[str, ...] = ()
     parent: str | None = None  # child stream: the parent stream
     parent_column: str | None = None  # child stream: column holding the parent id
     parent_query: Callable[[str], sa.Select[Any]] | None = None  # child stream refreshed for all these parents
@@ -241,6 +244,17 @@ STREAMS: tuple[Stream, ...] = (
 )
 
 BY_NAME = {s.name: s for s in STREAMS}
+
+
+def children_queue(parent: Stream) -> Queue:
+    """The queue of `parent`'s records waiting for their child lists."""
+    return Queue(parent.name, parent.children)
+
+
+def parent_queue(child: Stream) -> Queue:
+    """The queue `child`'s parents wait in."""
+    assert child.parent is not None, f"{child.name} is not a child stream"
+    return children_queue(BY_NAME[child.parent])
 
 
 def select_streams(configured: tuple[str, ...], requested: tuple[str, ...] = ()) -> list[Stream]:

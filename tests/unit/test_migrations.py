@@ -33,24 +33,27 @@ def _migrate(engine: sa.Engine, step: str, revision: str) -> None:
         getattr(command, step)(cfg, revision)
 
 
-def test_the_pending_queue_keeps_its_entries_when_it_loses_its_rowid(sqlite_url: str) -> None:
-    engine = open_engine(sqlite_url)
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_the_children_queue_keeps_every_entry_when_it_becomes_one_entry_a_parent(db_url: str) -> None:
+    engine = open_engine(db_url)
     _migrate(engine, "upgrade", "0008")
-    entries = [("helpdesk", "ticket_posts", 7), ("helpdesk", "ticket_comments", 7), ("other", "user_notes", 2**40)]
+    entries = {("helpdesk", "ticket_posts", 7), ("helpdesk", "ticket_comments", 7), ("helpdesk", "ticket_comments", 8),
+               ("helpdesk", "user_notes", 3), ("other", "ticket_billing", 7), ("sg", "servicego/contact/relations", 2**40)}
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO sync_pending_children VALUES (:c, :s, :p)"),
+        conn.execute(sa.text("INSERT INTO sync_pending_children (connection, stream, parent_id) VALUES (:c, :s, :p)"),
                      [{"c": c, "s": s, "p": p} for c, s, p in entries])
 
-    def table() -> tuple[str, set[tuple[str, str, int]]]:
+    def rows() -> set[tuple[object, ...]]:
         with engine.connect() as conn:
-            sql = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'sync_pending_children'")).scalar_one()
-            rows = {tuple(r) for r in conn.execute(sa.text("SELECT * FROM sync_pending_children"))}
-        return sql, rows  # type: ignore[return-value]
+            return {tuple(r) for r in conn.execute(sa.text("SELECT * FROM sync_pending_children"))}
 
     _migrate(engine, "upgrade", "head")
-    sql, rows = table()
-    assert "WITHOUT ROWID" in sql and rows == set(entries)
+    assert rows() == {("helpdesk", "tickets", 7, 0b11), ("helpdesk", "tickets", 8, 0b10), ("helpdesk", "users", 3, 1),
+                      ("other", "tickets", 7, 0b1000), ("sg", "servicego/contact/relations", 2**40, 1)}
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            sql = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'sync_pending_children'")).scalar_one()
+        assert "WITHOUT ROWID" in sql
     _migrate(engine, "downgrade", "0008")
-    sql, rows = table()
-    assert "WITHOUT ROWID" not in sql and rows == set(entries)
+    assert rows() == entries
     engine.dispose()
