@@ -64,15 +64,19 @@ class WriterFailed(MirrorError):
     """The writer process stopped without answering (killed, or crashed before it could say why)."""
 
 
-def _send(stream: IO[bytes], message: Any) -> None:
-    # Fast mode: no memo of every object pickled. Batches are trees of tuples and strings (no
-    # object appears twice, none refers back), and the memo was about half of the pickling time
-    # (100,000 ServiceGo records: about 0.4 s less CPU in the fetching process).
+def pickled(message: Any) -> memoryview:
+    """`message` pickled in fast mode: no memo of every object pickled. Batches are trees of
+    tuples and strings (no object appears twice, none refers back), and the memo was about half
+    of the pickling time (100,000 ServiceGo records: about 0.4 s less CPU in the fetching process)."""
     buffer = io.BytesIO()
     pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
     pickler.fast = True
     pickler.dump(message)
-    data = buffer.getbuffer()
+    return buffer.getbuffer()
+
+
+def _send(stream: IO[bytes], message: Any) -> None:
+    data = pickled(message)
     stream.write(_HEADER.pack(len(data)))
     stream.write(data)
     stream.flush()
