@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl.mirror.base import table_of
-from etl.mirror.bulk import inserter, packer
+from etl.mirror.bulk import inserter
 from etl.mirror.meta import PendingChildren
 
 _PENDING = table_of(PendingChildren)
@@ -52,9 +52,8 @@ def add_pending(conn: sa.Connection, connection: str, queue: Queue, children: It
     waiting = queue.bits(children)
     if not waiting or not parent_ids:
         return
-    pack = packer(_PENDING, _COLUMNS, conn.dialect)
-    rows = [pack({"connection": connection, "queue": queue.name, "parent_id": i, "waiting": waiting})
-            for i in sorted(int(i) for i in parent_ids)]
+    # plain text and integers, which every driver takes as they are: no packer needed
+    rows = [(connection, queue.name, i, waiting) for i in sorted(int(i) for i in parent_ids)]
     inserter(_PENDING, _COLUMNS, "merge_bits").insert(conn, rows)
 
 
