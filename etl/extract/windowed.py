@@ -217,7 +217,7 @@ class WindowScan:
                     # (the consumer pickling whole batches later spent about 10 µs a ticket on
                     # it), and they wait for their batch as bytes, not as objects.
                     packed = table.pack_records(records, dialect)
-                    emit(_PageResult(index, packed if writer is None else bytes(pickled(packed)), lo, done))
+                    emit(_PageResult(index, packed if writer is None else pickled(packed), lo, done))
 
                 self._walk(piece, prefetched if index == 0 else None, page)
 

@@ -64,7 +64,7 @@ class WriterFailed(MirrorError):
     """The writer process stopped without answering (killed, or crashed before it could say why)."""
 
 
-def pickled(message: Any) -> memoryview:
+def pickled(message: Any) -> bytes:
     """`message` pickled in fast mode: no memo of every object pickled. Batches are trees of
     tuples and strings (no object appears twice, none refers back), and the memo was about half
     of the pickling time (100,000 ServiceGo records: about 0.4 s less CPU in the fetching process)."""
@@ -72,7 +72,7 @@ def pickled(message: Any) -> memoryview:
     pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
     pickler.fast = True
     pickler.dump(message)
-    return buffer.getbuffer()
+    return buffer.getvalue()
 
 
 def _send(stream: IO[bytes], message: Any) -> None:
