@@ -120,18 +120,30 @@ def log_attempt(conn: sa.Connection, connection: str, write: PlannedWrite, statu
 
 
 def earlier_intents(engine: sa.Engine, connection: str, table: str, record_ids: list[int]) -> dict[int, datetime]:
-    """New rows an earlier push started to create (their answer may have been lost): when it first tried."""
+    """New rows whose last create attempt has no outcome (its answer may have been lost): when the
+    first of those unanswered attempts began.
+
+    An attempt is answered once an `ok` (created, or found again) or `failed` (refused by the
+    remote with a documented error, so nothing was made) follows its intent. Placeholder ids are
+    the user's and are reused (`-1` in every example): an intent of an attempt that was answered
+    belongs to a record created long ago, and taking it as a lost answer would adopt that record
+    instead of creating the new one. Only the unanswered intents after the last answer count.
+    """
     if not record_ids:
         return {}
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(PUSH_LOG.c.record_id, sa.func.min(PUSH_LOG.c.at)).where(
+        rows = conn.execute(sa.select(PUSH_LOG.c.record_id, PUSH_LOG.c.status, PUSH_LOG.c.at).where(
             PUSH_LOG.c.connection == connection, PUSH_LOG.c.table_name == table, PUSH_LOG.c.operation == "create",
-            PUSH_LOG.c.status == "intent", PUSH_LOG.c.record_id.in_(record_ids)).group_by(PUSH_LOG.c.record_id)).all()
-    out = {}
-    for record_id, at in rows:
-        if isinstance(at, str):  # SQLite without the column type's processing (an aggregate)
-            at = datetime.fromisoformat(at)
-        out[int(record_id)] = at if at.tzinfo else at.replace(tzinfo=UTC)
+            PUSH_LOG.c.record_id.in_(record_ids)).order_by(PUSH_LOG.c.id)).all()
+    out: dict[int, datetime] = {}
+    for record_id, status, at in rows:
+        key = int(record_id)
+        if status != "intent":
+            out.pop(key, None)  # answered: what came before belongs to an attempt that ended
+        elif key not in out:
+            if isinstance(at, str):  # SQLite without the column type's processing
+                at = datetime.fromisoformat(at)
+            out[key] = at if at.tzinfo else at.replace(tzinfo=UTC)
     return out
 
 
