@@ -23,7 +23,7 @@ def _load(ctx: click.Context) -> Config:
     try:
         config = load_config(ctx.obj["config_path"])
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        _fail(exc)
     level = "debug" if ctx.obj["verbose"] else config.log.level
     log.configure(level, config.log.json_output)
     return config
@@ -77,7 +77,8 @@ def _progress_printer() -> tuple[Any, Any]:
     return progress, update
 
 
-def run_sync(config: Config, connection: str, streams: tuple[str, ...], full: bool, reconcile: bool) -> jobs.SyncSummary:
+def run_sync(config: Config, connection: str, streams: tuple[str, ...], full: bool, reconcile: bool,
+             allow_mass_delete: bool = False) -> jobs.SyncSummary:
     stop = threading.Event()
 
     def on_signal(signum: int, _: Any) -> None:
@@ -89,7 +90,8 @@ def run_sync(config: Config, connection: str, streams: tuple[str, ...], full: bo
     try:
         if progress:
             progress.start()
-        return jobs.sync(config, connection, streams, full=full, reconcile_deletes=reconcile, progress=update, stop=stop)
+        return jobs.sync(config, connection, streams, full=full, reconcile_deletes=reconcile, progress=update, stop=stop,
+                         allow_mass_delete=allow_mass_delete)
     finally:
         if progress:
             progress.stop()
@@ -112,23 +114,29 @@ def print_summary(summary: jobs.SyncSummary) -> None:
 @click.option("--stream", "streams", multiple=True, help="Only these streams (repeatable).")
 @click.option("--full", is_flag=True, help="Ignore cursors: fetch everything again.")
 @click.option("--reconcile", is_flag=True, help="Also find records deleted outright (walks every id).")
+@click.option("--allow-mass-delete", is_flag=True,
+              help="Mark rows deleted even past mirror.mass_delete_share of a table (the deletions are real).")
 @click.pass_context
-def sync(ctx: click.Context, connection: str | None, streams: tuple[str, ...], full: bool, reconcile: bool) -> None:
+def sync(ctx: click.Context, connection: str | None, streams: tuple[str, ...], full: bool, reconcile: bool,
+         allow_mass_delete: bool) -> None:
     """Pull remote changes into the mirror (all connections, or one)."""
     config = _load(ctx)
     names = [connection] if connection else list(config.connections)
-    failed = False
+    failed, config_error = False, False
     for name in names:
         try:
-            summary = run_sync(config, name, streams, full, reconcile)
+            summary = run_sync(config, name, streams, full, reconcile, allow_mass_delete)
         except DesksyncError as exc:
-            _fail(exc)
+            # one connection's bad key or missing variable: the others still run
+            click.echo(f"error: {exc}" if connection else f"error: {name}: {exc}", err=True)
+            failed, config_error = True, config_error or isinstance(exc, ConfigError)
+            continue
         except (KeyboardInterrupt, Stopped):
             click.echo("interrupted: committed work is kept; the next sync resumes from it", err=True)
             sys.exit(130)
         print_summary(summary)
         failed = failed or summary.status != "ok"
-    sys.exit(1 if failed else 0)
+    sys.exit(2 if config_error else 1 if failed else 0)
 
 
 @main.command()

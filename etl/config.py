@@ -280,6 +280,10 @@ class MirrorConfig(_Frozen):
     # Scans of at least this many pages (30 records each on EddyDesk, 100 on ServiceGo) are
     # written by the run's writer process, so that fetching and writing use two cores; null: never.
     writer_process_min_pages: int | None = Field(default=50, ge=1)
+    # The mass-delete guard (etl.mirror.delete_guard): a run that would mark more than this share
+    # of a table's rows deleted, and more than mass_delete_min_rows of them, stops instead.
+    mass_delete_share: float = Field(default=0.10, ge=0, le=1)
+    mass_delete_min_rows: int = Field(default=10, ge=0)
 
     def resolved_url(self, base_dir: Path) -> str:
         if self.url_env:

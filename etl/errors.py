@@ -83,3 +83,10 @@ class TransientError(RemoteError):
 @dataclass
 class MalformedResponse(RemoteError):
     """The answer does not have the shape the documentation gives."""
+
+
+class MassDeleteRefused(MirrorError):
+    """A run would mark a suspiciously large share of a table deleted: nothing of it was written.
+
+    A wrong base URL, a filter changed by mistake or an API that answers empty lists can all
+    look like records vanishing; the user says whether they really did (--allow-mass-delete)."""

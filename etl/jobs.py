@@ -26,7 +26,7 @@ from etl.config import (
     UdeskKnowledgeConnection,
 )
 from etl.diff.conflicts import open_conflicts
-from etl.errors import AuthError, DesksyncError, RateLimitBlocked, RemoteError
+from etl.errors import AuthError, DesksyncError, MassDeleteRefused, RateLimitBlocked, RemoteError
 from etl.extract.children import run_children
 from etl.extract.context import Progress, RunContext
 from etl.extract.full import run_full
@@ -44,6 +44,7 @@ from etl.locks import account_lease
 from etl.log import get_logger
 from etl.mirror.base import table_of
 from etl.mirror.db import ensure_current, open_engine, upgrade
+from etl.mirror.delete_guard import DeleteGuard
 from etl.mirror.meta import AccountBlock, SyncRun, SyncState
 from etl.mirror.servicego import ObjectSchema
 from etl.mirror.servicego import table_name as table_name_of
@@ -281,11 +282,13 @@ def sync(
     stop: Any = None,
     job: str | None = None,
     limiters: dict[str, RateLimiter] | None = None,
+    allow_mass_delete: bool = False,
 ) -> SyncSummary:
     """Pull one connection's streams into the mirror; one sync_runs row records the run.
 
     `job` names the scheduled job that asked (run history); `limiters` shares an account's rate
-    budgets between concurrent jobs of that account (see `_own_account`).
+    budgets between concurrent jobs of that account (see `_own_account`); `allow_mass_delete`
+    lifts the mass-delete guard (etl.mirror.delete_guard) for this run.
     """
     settings = config.connection(connection)
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
@@ -293,14 +296,16 @@ def sync(
         ensure_current(engine)
         with _own_account(engine, connection, limiters):
             return _sync(config, engine, connection, settings, streams, full=full, reconcile_deletes=reconcile_deletes,
-                         progress=progress, transport=transport, stop=stop, job=job, limiters=limiters)
+                         progress=progress, transport=transport, stop=stop, job=job, limiters=limiters,
+                         allow_mass_delete=allow_mass_delete)
     finally:
         engine.dispose()
 
 
 def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connection, streams: tuple[str, ...], *,
           full: bool, reconcile_deletes: bool, progress: Progress | None, transport: httpx.BaseTransport | None,
-          stop: Any, job: str | None, limiters: dict[str, RateLimiter] | None) -> SyncSummary:
+          stop: Any, job: str | None, limiters: dict[str, RateLimiter] | None,
+          allow_mass_delete: bool = False) -> SyncSummary:
     try:
         if isinstance(settings, ServiceGoConnection):
             plan = _servicego_plan(settings, streams, full, reconcile_deletes, engine, connection)
@@ -316,7 +321,9 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
     run_id = _start_run(engine, connection, "sync", [p.name for p in plan], job)
     ctx = RunContext(engine, client, connection, settings, run_id, frozenset(p.name for p in plan), progress=progress,
                      base_dir=config.base_dir, mirror_url=config.mirror.resolved_url(config.base_dir),
-                     writer_process_min_pages=config.mirror.writer_process_min_pages)
+                     writer_process_min_pages=config.mirror.writer_process_min_pages,
+                     delete_guard=DeleteGuard(config.mirror.mass_delete_share, config.mirror.mass_delete_min_rows,
+                                              allowed=allow_mass_delete))
     if stop is not None:
         ctx.stop = stop
     summary = SyncSummary(run_id, connection, "failed")  # until the streams loop completes
@@ -335,13 +342,18 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
                     planned.run(ctx)
                 except AuthError:
                     raise  # every other stream would be refused the same way
-                except RemoteError as exc:
+                except (Stopped, KeyboardInterrupt):
+                    raise
+                except (RemoteError, MassDeleteRefused) as exc:
                     if isinstance(exc, RateLimitBlocked):
                         _save_block(engine, connection, exc)
                         blocked_budgets.add(exc.budget)
-                    summary.errors[planned.name] = str(exc)
-                    record_error(engine, connection, planned.key, str(exc))
-                    log.error("stream_failed", stream=planned.name, error=str(exc))
+                    _stream_failed(ctx, summary, planned, str(exc))
+                except DesksyncError:
+                    raise  # the mirror or the configuration: every other stream would fail the same way
+                except Exception as exc:  # noqa: BLE001 - one stream's unforeseen error must not stop the others
+                    log.exception("stream_crashed", stream=planned.name)
+                    _stream_failed(ctx, summary, planned, f"internal error: {type(exc).__name__}: {exc}")
                 else:
                     if planned.records_success:
                         record_success(engine, connection, planned.key)
@@ -360,6 +372,14 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
         _finish_run(engine, summary, client, ctx)
         client.close()
     return summary
+
+
+def _stream_failed(ctx: RunContext, summary: SyncSummary, planned: PlannedStream, error: str) -> None:
+    """One stream failed: said in the run's summary and the stream's state; the run goes on."""
+    ctx.failed_streams.add(planned.name)
+    summary.errors[planned.name] = error
+    record_error(ctx.engine, ctx.connection, planned.key, error)
+    get_logger(connection=ctx.connection).error("stream_failed", stream=planned.name, error=error)
 
 
 def _finish_run(engine: sa.Engine, summary: SyncSummary, client: Client, ctx: RunContext) -> None:

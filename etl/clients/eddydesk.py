@@ -13,13 +13,14 @@ Quirks handled here, once:
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from etl.config import EddyDeskConnection
-from etl.errors import MalformedResponse
+from etl.errors import ApiError, MalformedResponse
 from etl.http.ratelimit import RateLimiter
 from etl.http.retry import Backoff
 from etl.http.session import Session, new_http_client
@@ -51,6 +52,28 @@ def parse_error(body: Any) -> tuple[str | None, str, list[dict[str, str]]]:
     first = errors[0]
     message = "; ".join(f"{e.get('title', '')}: {e.get('details', '')}".strip(": ") for e in errors)
     return first.get("code"), message, errors
+
+
+# Seed 003 prints a record's not-found answer as HTTP 404 with
+# {"errors":[{"code":"e-404","title":"Not found","details":"Ticket with id {9} does not exist"}]}
+# ("Post with id {15} in ticket with id {9} does not exist" under a parent); the braces may be
+# the docs' placeholder marks or literal, so both are read.
+_DOES_NOT_EXIST = re.compile(r"with id \{?(\d+)\}? does not exist", re.IGNORECASE)
+
+
+def says_record_missing(exc: ApiError, record_id: int) -> bool:
+    """Whether `exc` is the documented answer that record `record_id` does not exist.
+
+    Only that answer may mark anything deleted. A 404 of the route (a wrong base URL: a web
+    server's page, an unknown method) or one naming another record says nothing about it.
+    """
+    if exc.status != 404:
+        return False
+    for error in exc.details:
+        details = str(error.get("details", "")) if isinstance(error, dict) else ""
+        if any(int(match.group(1)) == record_id for match in _DOES_NOT_EXIST.finditer(details)):
+            return True
+    return False
 
 
 def _as_int(value: Any, what: str, path: str) -> int:

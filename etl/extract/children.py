@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from etl.clients.eddydesk import says_record_missing
 from etl.errors import ApiError
 from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
@@ -39,12 +40,13 @@ def _parents(ctx: RunContext, stream: Stream) -> list[int]:
         return pending(conn, ctx.connection, parent_queue(stream), stream.name)
 
 
-def fetch_all_pages(ctx: RunContext, path: str) -> list[dict[str, Any]] | None:
-    """Every record of a child list; None when the parent no longer exists (404)."""
+def fetch_all_pages(ctx: RunContext, path: str, parent_id: int) -> list[dict[str, Any]] | None:
+    """Every record of a child list; None when the API says the parent does not exist (any other
+    404, such as a wrong base URL's, fails the stream: it proves nothing about the parent)."""
     try:
         first = ctx.helpdesk.list_page(path, {"page": 1})
     except ApiError as exc:
-        if exc.status == 404:
+        if says_record_missing(exc, parent_id):
             return None
         raise
     records = list(first.records)
@@ -60,11 +62,14 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
     writer = ctx.writer(stream)
     keyed_by_parent = parent_column in stream.table.primary_key.columns
     queue = None if stream.parent_query is not None else parent_queue(stream)
+    # a parent stream that failed in this run (a wrong base URL, an outage) makes every absence
+    # suspect: the lists are still read and written, but nothing is marked deleted from them
+    trust_absence = stream.parent not in ctx.failed_streams
     done = 0
 
     def job_for(parent_id: int) -> Any:
         def job(emit: Emit) -> None:
-            emit((parent_id, fetch_all_pages(ctx, stream.path.format(parent_id=parent_id))))
+            emit((parent_id, fetch_all_pages(ctx, stream.path.format(parent_id=parent_id), parent_id)))
 
         return job
 
@@ -78,8 +83,8 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
                     scope = {**stream.scope, parent_column: parent_id}
                     result = writer.upsert(conn, records or [], ctx.run_id, scope=scope)
                     ctx.stats.add(result.stats)
-                    vanished = writer.live_ids(conn, scope) - set(result.seen_ids)
-                    ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, scope)
+                    vanished = writer.live_ids(conn, scope) - set(result.seen_ids) if trust_absence else set()
+                    ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, scope, guard=ctx.delete_guard)
             else:
                 records = [r for _, rs in batch for r in rs or []]
                 owners: list[Mapping[str, Any]] = [{parent_column: pid} for pid, rs in batch for _ in rs or []]
@@ -90,15 +95,17 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
                         table.c.connection == ctx.connection, column.in_(parent_ids), table.c.is_deleted.is_(False)
                     )
                 ).scalars()
-                vanished = set(known) - set(result.seen_ids)
-                ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, stream.scope)
-            if queue is not None:  # option lists are refreshed for all their fields, not queued
+                vanished = set(known) - set(result.seen_ids) if trust_absence else set()
+                ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, stream.scope,
+                                                     guard=ctx.delete_guard)
+            if queue is not None and trust_absence:  # option lists are refreshed for all their fields, not queued;
+                # untrusted lists stay queued, to be read again (and their absences believed) next run
                 done_pending(conn, ctx.connection, queue, stream.name, parent_ids)
         done += len(batch)
         ctx.report(stream.name, done, len(parents))
 
     run_jobs((job_for(p) for p in parents), consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop)
-    if keyed_by_parent:
+    if keyed_by_parent and trust_absence:
         _options_of_gone_fields_deleted(ctx, stream, writer, parents)
 
 
@@ -113,4 +120,5 @@ def _options_of_gone_fields_deleted(ctx: RunContext, stream: Stream, writer: Tab
             column.not_in(parents))).scalars().all()
         for parent_id in gone:
             scope = {**stream.scope, stream.parent_column: parent_id}
-            ctx.stats.deleted += writer.mark_deleted(conn, sorted(writer.live_ids(conn, scope)), ctx.run_id, scope)
+            ctx.stats.deleted += writer.mark_deleted(conn, sorted(writer.live_ids(conn, scope)), ctx.run_id, scope,
+                                                 guard=ctx.delete_guard)

@@ -19,6 +19,7 @@ from etl.diff.columns import Texts, merger
 from etl.diff.eddydesk import OPTIONS, WRITABLE
 from etl.extract.write_process import WriterProcess
 from etl.log import get_logger
+from etl.mirror.delete_guard import DeleteGuard
 from etl.mirror.rows import RowBuilder
 from etl.mirror.write import TableWriter, WriteStats
 from etl.streams.eddydesk import Stream
@@ -40,6 +41,8 @@ class RunContext:
     base_dir: Path = Path(".")
     mirror_url: str = ""  # for a writer process (the engine's own URL hides the password)
     writer_process_min_pages: int | None = None  # scans this long are written by a process of their own
+    delete_guard: DeleteGuard = field(default_factory=DeleteGuard)  # refuses mass deletions (etl.mirror.delete_guard)
+    failed_streams: set[str] = field(default_factory=set)  # streams that failed in this run: their absence proves nothing
     _writer_process: WriterProcess | None = None
 
     @property

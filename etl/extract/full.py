@@ -30,7 +30,7 @@ def run_full(ctx: RunContext, stream: Stream) -> None:
     with ctx.engine.begin() as conn:
         result = writer.upsert(conn, records, ctx.run_id, scope=stream.scope)
         vanished = writer.live_ids(conn, stream.scope) - set(result.seen_ids)
-        deleted = writer.mark_deleted(conn, sorted(vanished), ctx.run_id, stream.scope)
+        deleted = writer.mark_deleted(conn, sorted(vanished), ctx.run_id, stream.scope, guard=ctx.delete_guard)
     ctx.stats.add(result.stats)
     ctx.stats.deleted += deleted
     ctx.report(stream.name, len(records), len(records))

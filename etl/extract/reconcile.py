@@ -1,5 +1,8 @@
 """Find records deleted outright (not soft-deleted): compare every remote id with the mirror.
 
+The children (replies, notes) of every record that is gone are marked deleted with it, whatever
+state the record was in: a soft-deleted ticket keeps them until it is deleted outright.
+
 EddyDesk has no deleted-records feed for hard deletes, so the reconciliation pass walks the
 whole list (by key, like any scan) and collects ids. A record updated during that walk moves
 past the walk's upper bound and looks missing, so candidates are re-checked with a short scan
@@ -36,8 +39,12 @@ def reconcile(ctx: RunContext, stream: Stream) -> int:
     hi = fmt(local_now(ctx.tz))
     seen = _scan_ids(ctx, stream, None, hi)
     writer = ctx.writer(stream)
+    t = writer.table
     with ctx.engine.connect() as conn:
-        candidates = writer.live_ids(conn) - seen
+        # every row, soft-deleted ones too: a record deleted outright after it was soft-deleted
+        # takes its replies and notes with it, and only its absence from both lists says so
+        candidates = set(conn.execute(sa.select(t.c.id).where(t.c.connection == ctx.connection, t.c.id > 0))
+                         .scalars()) - seen
     for _ in range(_RECHECK_ROUNDS):
         if not candidates:
             break
@@ -45,7 +52,7 @@ def reconcile(ctx: RunContext, stream: Stream) -> int:
         candidates -= _scan_ids(ctx, stream, lo, hi)
     gone = sorted(candidates)
     with ctx.engine.begin() as conn:
-        deleted = writer.mark_deleted(conn, gone, ctx.run_id)
+        deleted = writer.mark_deleted(conn, gone, ctx.run_id, guard=ctx.delete_guard)
         for child_name in stream.children:
             child = BY_NAME[child_name]
             assert child.parent_column is not None
@@ -59,7 +66,7 @@ def reconcile(ctx: RunContext, stream: Stream) -> int:
                         )
                     ).scalars()
                 )
-                deleted += child_writer.mark_deleted(conn, ids, ctx.run_id)
+                deleted += child_writer.mark_deleted(conn, ids, ctx.run_id, guard=ctx.delete_guard)
         state = load_state(conn, ctx.connection, f"{stream.name}/reconcile")
         save_state(conn, ctx.connection, f"{stream.name}/reconcile",
                    {**state, "last_reconcile_at_utc": datetime.now(UTC).isoformat()}, success=True)

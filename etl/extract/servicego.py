@@ -42,6 +42,7 @@ from etl.extract.pool import Emit, run_jobs
 from etl.extract.servicego_related import enqueue as enqueue_related
 from etl.extract.write_process import Apply
 from etl.log import get_logger
+from etl.mirror.delete_guard import DeleteGuard
 from etl.mirror.servicego import ObjectSchema, RecordBuilder, fields_of
 from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, TableWriter, UpsertResult, WriteStats
@@ -134,6 +135,7 @@ class ScanSpec:
     obj: ServiceGoObject
     run_id: int
     scan: dict[str, Any]
+    delete_guard: DeleteGuard
 
 
 @dataclass
@@ -214,7 +216,7 @@ def _finish(conn: sa.Connection, spec: ScanSpec, writer: TableWriter, scan: dict
                                     t.c.last_seen_at < datetime.fromisoformat(scan["started_at"]))
         ).scalars())
         enqueue_related(conn, spec.connection, spec.obj, gone)
-        written.stats.deleted += writer.mark_deleted(conn, gone, spec.run_id)
+        written.stats.deleted += writer.mark_deleted(conn, gone, spec.run_id, guard=spec.delete_guard)
         state.pop("rescan", None)
         state["last_full_scan_at"] = datetime.now(UTC).isoformat()
     if scan.get("fields_added"):
@@ -339,7 +341,7 @@ class ObjectSync:
             done += written.records
             ctx.report(f"servicego/{name}", done, written.total)
 
-        spec = ScanSpec(ctx.connection, self.settings, self.obj, ctx.run_id, scan)
+        spec = ScanSpec(ctx.connection, self.settings, self.obj, ctx.run_id, scan, ctx.delete_guard)
         if process is None:
             apply = scan_writer(spec)
 

@@ -130,7 +130,7 @@ class DeletionFinder:
                 *self._live(), self.created >= lo, self.created < hi)).scalars().all()
             gone = sorted(set(ids) - set(result.seen_ids))
             enqueue_related(conn, sync.ctx.connection, sync.obj, gone)
-            deleted = writer.mark_deleted(conn, gone, sync.ctx.run_id)
+            deleted = writer.mark_deleted(conn, gone, sync.ctx.run_id, guard=sync.ctx.delete_guard)
         sync.ctx.stats.add(result.stats)
         return deleted
 
@@ -158,7 +158,7 @@ def full_id_pass(sync: ObjectSync) -> int:
     with sync.ctx.engine.begin() as conn:
         gone = sorted(writer.live_ids(conn) - remote)
         enqueue_related(conn, sync.ctx.connection, sync.obj, gone)
-        return writer.mark_deleted(conn, gone, sync.ctx.run_id)
+        return writer.mark_deleted(conn, gone, sync.ctx.run_id, guard=sync.ctx.delete_guard)
 
 
 def find_deletions(sync: ObjectSync, remote_total: int, full_pass: bool) -> int:

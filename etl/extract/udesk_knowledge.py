@@ -144,7 +144,7 @@ def run_stream(ctx: RunContext, stream: KnowledgeStream) -> None:
         if stream.name == "catalogs":
             refresh_paths(conn, ctx.connection, overrides, [int(r["id"]) for r in records])
         vanished = writer.live_ids(conn) - set(result.seen_ids)
-        deleted = writer.mark_deleted(conn, sorted(vanished), ctx.run_id)
+        deleted = writer.mark_deleted(conn, sorted(vanished), ctx.run_id, guard=ctx.delete_guard)
         if stream.name == "attachments" and settings.download_attachments and result.changed_ids:
             _download(ctx, client, settings, conn, table, [r for r in records if r["id"] in set(result.changed_ids)])
     ctx.stats.add(result.stats)

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from etl.log import get_logger
 from etl.mirror.base import table_of
 from etl.mirror.bulk import converter, inserter, packer, row_packer
+from etl.mirror.delete_guard import DeleteGuard
 from etl.mirror.meta import ChangeLog
 from etl.mirror.normalize import canonical_json, content_hash, strip_secrets
 from etl.mirror.rows import Builder, PackingBuilder
@@ -387,34 +388,43 @@ class TableWriter:
         return result
 
     def mark_deleted(
-        self, conn: sa.Connection, ids: list[Any], run_id: int | None, scope: Mapping[str, Any] | None = None
+        self, conn: sa.Connection, ids: list[Any], run_id: int | None, scope: Mapping[str, Any] | None = None, *,
+        guard: DeleteGuard | None,
     ) -> int:
         """Flag records that vanished remotely; the row and its history stay for reporting.
 
         Negative ids are new local rows waiting for `desksync push` to create them: never
-        remote, so never vanished.
+        remote, so never vanished. `guard` (the run's) refuses a mass deletion before anything
+        is written; None only where the user asked for the deletion.
         """
         scope = scope or {}
         ids = [i for i in ids if not (isinstance(i, int) and i < 0)]
         if not ids:
             return 0
-        now = datetime.now(UTC)
         c = self.table.c
-        flagged: list[Any] = []
+        found: list[Any] = []
         for chunk in _chunks(ids):
-            found = conn.execute(
+            found += conn.execute(
                 sa.select(c.id).where(*self._scope_filter(scope), c.id.in_(chunk), c.is_deleted.is_(False))
             ).scalars().all()
-            if found:
-                conn.execute(
-                    self.table.update()
-                    .where(*self._scope_filter(scope), c.id.in_(found))
-                    .values(is_deleted=True, deleted_at=now, last_run_id=run_id)
-                )
-                flagged.extend(found)
-        if flagged:
-            self._log_changes(conn, scope, [(i, "delete") for i in flagged], run_id, now)
-        return len(flagged)
+        if not found:
+            return 0
+        if guard is not None:
+            guard.check(conn, self.table, self.connection, len(found), scope)
+        now = datetime.now(UTC)
+        for chunk in _chunks(found):
+            conn.execute(
+                self.table.update()
+                .where(*self._scope_filter(scope), c.id.in_(chunk))
+                .values(is_deleted=True, deleted_at=now, last_run_id=run_id)
+            )
+        for child, parent_column in self.child_tables:
+            if "is_deleted" in child.c:  # child rows that say whether their record still exists
+                for chunk in _chunks(found):
+                    conn.execute(child.update().where(child.c.connection == self.connection,
+                                                      child.c[parent_column].in_(chunk)).values(is_deleted=True))
+        self._log_changes(conn, scope, [(i, "delete") for i in found], run_id, now)
+        return len(found)
 
     def live_ids(self, conn: sa.Connection, scope: Mapping[str, Any] | None = None, **where: Any) -> set[Any]:
         c = self.table.c
