@@ -26,8 +26,10 @@ def _snake(name: str) -> str:
     return out
 
 
-def _expected(entry: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
-    kind, value = entry["fieldTypeApiName"], entry["fieldValue"]
+def _expected(entry: dict[str, Any], kind: str, tz: ZoneInfo) -> dict[str, Any]:
+    """The columns of one entry of a field of type `kind` (the simulator's own name for the type,
+    whatever name the wire gives it)."""
+    value = entry["fieldValue"]
     col = _snake(entry["fieldApiName"])
     if value == "":
         main: Any = None
@@ -84,6 +86,8 @@ def assert_servicego_matches(engine: sa.Engine, state: ServiceGoState, connectio
                 entries = state.entries(obj, record_id)
                 assert raw == {"id": record_id, "fieldDataList": entries}, f"{obj} {record_id}: raw differs"
                 for entry in entries:
-                    for column, expected in _expected(entry, tz).items():
+                    field = state.objects[obj].field(entry["fieldApiName"])
+                    assert field is not None
+                    for column, expected in _expected(entry, field.type, tz).items():
                         assert _same(row[column], expected), (
                             f"{obj} {record_id}.{column}: mirror {row[column]!r}, remote {expected!r}")

@@ -44,6 +44,7 @@ from etl.extract.write_process import Apply
 from etl.log import get_logger
 from etl.mirror.delete_guard import DeleteGuard
 from etl.mirror.servicego import ObjectSchema, RecordBuilder, fields_of
+from etl.mirror.servicego_types import CARRYING, is_text, merge_kinds
 from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, TableWriter, UpsertResult, WriteStats
 
@@ -111,7 +112,8 @@ def write_records(conn: sa.Connection, writer: TableWriter, batch: Packed, obj: 
 def _has_unknown_fields(records: list[dict[str, Any]], schema: ObjectSchema) -> bool:
     # every record lists every field of its object: a field added during the scan shows in the
     # first or last record of a page
-    return any(name not in schema.fields for r in (records[0], records[-1]) for name in fields_of(r))
+    return any(name not in schema.fields or (kind in CARRYING and is_text(schema.fields[name].field_type))
+               for r in (records[0], records[-1]) for name, kind in fields_of(r).items())
 
 
 @dataclass
@@ -184,7 +186,7 @@ def scan_writer(spec: ScanSpec) -> Apply:
             if isinstance(packed, list):
                 seen: dict[str, str] = {}
                 for record in packed:
-                    seen.update(fields_of(record))
+                    merge_kinds(seen, fields_of(record))
                 known = len(schema.fields)
                 packing = current(conn, seen)
                 written.fields_added = written.fields_added or len(schema.fields) > known

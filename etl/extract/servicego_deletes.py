@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from etl.clients.servicego import SCROLL, SCROLL_SEARCH, next_scroll_id
 from etl.extract.servicego import MINUTE, ObjectSync, search_args
 from etl.extract.servicego_related import enqueue as enqueue_related
+from etl.mirror.servicego_types import DATE_TIME
 
 LEAF_ROWS = 200
 
@@ -56,7 +57,10 @@ class DeletionFinder:
         self.spent = 0
         self.table = sync.schema.table
         created = sync.schema.fields.get("createTime")
-        self.created = self.table.c[created.column] if created else None
+        # counted by createTime ranges only where the column holds UTC timestamps; a table made
+        # before the type was read right keeps it as text, and is checked by a full id pass
+        usable = created is not None and created.field_type == DATE_TIME
+        self.created = self.table.c[created.column] if created is not None and usable else None
 
     def _live(self) -> list[Any]:
         t = self.table

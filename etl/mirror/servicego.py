@@ -38,6 +38,7 @@ from etl.mirror.base import Base, JSONType, Timestamp, table_of
 from etl.mirror.bulk import Pack, converter
 from etl.mirror.normalize import parse_api_date, to_str
 from etl.mirror.rows import sqlite_timestamp_of
+from etl.mirror.servicego_types import CARRYING, is_text, kind_of
 
 RESERVED = {"connection", "id", "raw", "content_hash", "first_seen_at", "last_seen_at", "remote_updated_at",
             "is_deleted", "deleted_at", "last_run_id"}
@@ -207,12 +208,32 @@ class ObjectSchema:
         self.table.create(conn, checkfirst=True)
         self._ensure_indexes(conn)
         new = [(name, kind) for name, kind in seen.items() if name not in self.fields]
-        if not new:
-            return []
         taken = {c.name for c in self.table.columns} | RESERVED
         ops = Operations(MigrationContext.configure(conn))
         now = datetime.now(UTC)
+        # a field registered as plain text whose entries now carry a sub-object (an employee
+        # field whose first entries were empty, under a type name we could not read)
+        for name, kind in seen.items():
+            known = self.fields.get(name)
+            if known is None or not is_text(known.field_type) or kind not in CARRYING:
+                continue
+            spec = FieldColumn(name, kind, known.column)
+            for col in spec.columns()[1:]:
+                if col.name in taken:
+                    break
+                ops.add_column(self.table.name, col)
+                taken.add(col.name)
+            else:
+                conn.execute(FIELDS.update().where(FIELDS.c.object_name == self.obj, FIELDS.c.field == name)
+                             .values(field_type=kind))
+                self.fields[name] = spec
+                new.append((name, kind))
+        if not new:
+            self.table = self._build()
+            return []
         for name, kind in new:
+            if name in self.fields:
+                continue  # given its sub-object's column above
             column = base = snake(name)
             n = 2
             while any(c in taken for c in (column, *(x.name for x in FieldColumn(name, kind, column).columns()))):
@@ -230,8 +251,9 @@ class ObjectSchema:
 
 
 def fields_of(record: dict[str, Any]) -> dict[str, str]:
-    return {e["fieldApiName"]: str(e.get("fieldTypeApiName") or "") for e in record.get("fieldDataList") or []
-            if isinstance(e, dict) and e.get("fieldApiName")}
+    """The record's fields and the kind of each (etl.mirror.servicego_types: whatever its type is called)."""
+    return {e["fieldApiName"]: kind_of(e["fieldApiName"], str(e.get("fieldTypeApiName") or ""), e)
+            for e in record.get("fieldDataList") or [] if isinstance(e, dict) and e.get("fieldApiName")}
 
 
 def _number(value: Any) -> Decimal | None:

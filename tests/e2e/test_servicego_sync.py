@@ -303,3 +303,40 @@ def test_the_live_rows_indexes_are_added_to_older_tables_and_used(db_url: str,
                 plan = " ".join(str(r[-1]) for r in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {query}")))
                 assert index in plan, plan
     engine.dispose()
+
+
+def test_type_names_the_docs_never_print_are_read_by_their_values(
+        db_url: str, udesk_config: Callable[..., Any]) -> None:
+    """Seed 004 prints four fieldTypeApiName values; the service may spell the others otherwise.
+    With date-times as `field_type_datetime` and employees as `field_type_user`, date-times are
+    still UTC timestamps, employee fields keep their userEmail, and deletions are still found by
+    createTime ranges (they crashed on text dates before)."""
+    from etl.simulators.servicego.store import ServiceGoState
+    from tests.conftest import UDESK_TOKEN
+
+    state = ServiceGoState(Sizes(customers=150, contacts=300, cases=450), seed=4, api_token=UDESK_TOKEN,
+                           type_names={"field_type_date_time": "field_type_datetime",
+                                       "field_type_lookup_user": "field_type_user"})
+    server = ServiceGoServer(state).start()
+    try:
+        config = udesk_config(db_url, {"sg": servicego_settings(server)})
+        engine = open_engine(db_url)
+        with capture_logs() as logs:
+            assert jobs.sync(config, "sg").status == "ok"
+        assert_servicego_matches(engine, state)
+        columns = {c["name"]: c["type"] for c in sa.inspect(engine).get_columns("servicego_case")}
+        assert {"assignee_email", "create_user_email", "update_user_email"} <= set(columns)
+        assert isinstance(columns["create_time"], sa.DateTime) and isinstance(columns["due_time"], sa.DateTime)
+        unknown = [e for e in logs if e["event"] == "servicego_unknown_field_type"]
+        assert sorted(e["field_type"] for e in unknown) == ["field_type_datetime", "field_type_user"]
+        assert {e["field_type"]: e["read_as"] for e in unknown} == {
+            "field_type_datetime": "field_type_date_time", "field_type_user": "field_type_lookup_user"}
+
+        state.random_changes(seed=6, updates=40, creates=10, deletes=12)
+        second = jobs.sync(config, "sg")
+        assert second.status == "ok", second.errors
+        assert second.deleted > 0
+        assert_servicego_matches(engine, state)
+        engine.dispose()
+    finally:
+        server.stop()

@@ -35,7 +35,7 @@ def _values(entry: Entry) -> list[str]:
     if "tagValueList" in entry:
         return [t["tagValue"] for t in entry["tagValueList"]]
     text = str(entry.get("fieldValue") or "")
-    return [v for v in text.split(",") if v] if entry["fieldTypeApiName"].endswith("select") else ([text] if text else [])
+    return [v for v in text.split(",") if v] if "optionNameList" in entry else ([text] if text else [])
 
 
 def _date_key(text: str, kind: str) -> str:
