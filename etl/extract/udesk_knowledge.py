@@ -80,9 +80,10 @@ def entity_values(record: dict[str, Any], connection: str) -> ChildRows:
     rows = {}
     for value in record.get("valueList") or []:
         if isinstance(value, dict) and value.get("id") is not None:
-            value_id = int(value["id"])  # (connection, entity_id, value_id, original_value, synonyms)
+            # (connection, entity_id, value_id, original_value, synonyms, is_deleted)
+            value_id = int(value["id"])
             rows[value_id] = (connection, record["id"], value_id, value.get("originalValue"),
-                              list(value.get("similarValueList") or []))
+                              list(value.get("similarValueList") or []), False)
     return {_VALUES: list(rows.values())}
 
 

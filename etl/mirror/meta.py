@@ -100,6 +100,7 @@ class PushLog(Base):
     """Every write attempt of `desksync push`: what was sent and what the remote answered."""
 
     __tablename__ = "push_log"
+    __table_args__ = (sa.Index("ix_push_log_record", "connection", "table_name", "record_id"),)
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
     connection: Mapped[str] = mapped_column(sa.String(64))

@@ -100,3 +100,6 @@ class KmEntityValue(Base):
     value_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     original_value: Mapped[str | None] = mapped_column(sa.Text)
     synonyms: Mapped[list[Any]] = mapped_column(server_default=sa.text("'[]'"))
+    # its entity was deleted remotely (TableWriter.mark_deleted flags the child rows of a vanished
+    # record that have this column); a value deleted alone is simply no longer listed
+    is_deleted: Mapped[bool] = mapped_column(default=False, server_default=sa.false())

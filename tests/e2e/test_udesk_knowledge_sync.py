@@ -52,3 +52,24 @@ def test_attachments_are_downloaded_when_asked(sqlite_url: str, knowledge_sim: C
     with engine.connect() as conn:
         paths = conn.execute(sa.text("SELECT local_path FROM udesk_knowledge_attachments")).scalars().all()
     assert len(paths) == 4 and all(p and (tmp_path / "files" / "kn").exists() for p in paths)
+
+
+def test_an_entity_deleted_remotely_takes_its_values_with_it(db_url: str, knowledge_sim: Callable[..., KnowledgeServer],
+                                                              udesk_config: Callable[..., Any]) -> None:
+    server = knowledge_sim(Sizes(questions=5, expressions=2, links=2, attachments=0, entities=12))
+    config = udesk_config(db_url, {"kn": knowledge_settings(server)})
+    assert jobs.sync(config, "kn", ("km_entities",)).status == "ok"
+    entity = next(i for i, e in sorted(server.state.entities.items()) if e.get("valueList"))
+    values = len(server.state.entities[entity]["valueList"])
+    del server.state.entities[entity]  # deleted remotely
+    summary = jobs.sync(config, "kn", ("km_entities",))
+    assert summary.status == "ok" and summary.deleted == 1
+    engine = open_engine(db_url)
+    with engine.connect() as conn:
+        flags = conn.execute(sa.text("SELECT is_deleted FROM udesk_km_entity_values WHERE entity_id = :e"),
+                             {"e": entity}).scalars().all()
+        others = conn.execute(sa.text("SELECT count(*) FROM udesk_km_entity_values WHERE entity_id <> :e "
+                                      "AND is_deleted"), {"e": entity}).scalar()
+    assert len(flags) == values and all(flags), "the values and synonyms of a deleted entity are flagged with it"
+    assert others == 0
+    engine.dispose()
