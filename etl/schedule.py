@@ -74,6 +74,34 @@ def consecutive_failures(conn: sa.Connection, job: str) -> int:
     return count
 
 
+def last_started(conn: sa.Connection, job: str) -> datetime | None:
+    """When the job's latest run started, by the history (any outcome: a run that failed was a run)."""
+    started = conn.execute(sa.select(sa.func.max(_RUNS.c.started_at)).where(_RUNS.c.job == job)).scalar()
+    if isinstance(started, str):  # SQLite without the column type's processing (an aggregate)
+        started = datetime.fromisoformat(started)
+    return None if started is None else started if started.tzinfo else started.replace(tzinfo=UTC)
+
+
+def first_run_at(spec: JobConfig, last: datetime | None, now: datetime, grace_seconds: float) -> datetime:
+    """When a job runs first after the scheduler starts: now only if its own history says it is
+    overdue, else at its next time.
+
+    An interval job is overdue when its interval has passed since its last run (or it never ran).
+    A cron job is overdue when one of its times passed less than the misfire grace ago and it has
+    not run since: a scheduler started at 18:42 does not run a "30 3 * * *" job (it creates
+    records remotely, perhaps), but one restarted at 03:32 does.
+    """
+    if spec.cron is None:
+        interval = timedelta(seconds=spec.every_seconds or 0)
+        return now if last is None or last + interval <= now else last + interval
+    trigger = CronTrigger.from_crontab(spec.cron, timezone=UTC)
+    missed = trigger.get_next_fire_time(None, now - timedelta(seconds=grace_seconds))
+    if missed is not None and missed <= now and (last is None or last < missed):
+        return now
+    upcoming = trigger.get_next_fire_time(None, now + timedelta(microseconds=1))
+    return upcoming if upcoming is not None else now
+
+
 def blocked_until(conn: sa.Connection, connection: str) -> datetime | None:
     until = conn.execute(sa.select(sa.func.max(_BLOCKS.c.blocked_until)).where(_BLOCKS.c.connection == connection)).scalar()
     if until is None:
@@ -128,9 +156,13 @@ class Runner:
 
     def build(self, scheduler: BaseScheduler) -> None:
         grace = int(self.config.schedule.misfire_grace_seconds)
+        now = datetime.now(UTC)
+        with self.engine.connect() as conn:
+            first = {name: first_run_at(spec, last_started(conn, name), now, grace) for name, spec in self.jobs.items()}
         for name, spec in self.jobs.items():
             scheduler.add_job(self.run_job, trigger_of(spec), args=[name], id=name, name=name, max_instances=1,
-                              coalesce=True, misfire_grace_time=grace, next_run_time=datetime.now(UTC))
+                              coalesce=True, misfire_grace_time=grace, next_run_time=first[name])
+            self.log.info("job_scheduled", job=name, first_run_at=first[name].isoformat())
         self.scheduler = scheduler
 
     def _delay(self, name: str, until: datetime, reason: str) -> None:

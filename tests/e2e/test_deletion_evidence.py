@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from etl import jobs
-from etl.errors import ApiError
 from etl.clients.eddydesk import says_record_missing
+from etl.errors import ApiError
 from etl.mirror.db import open_engine
 from etl.simulators.eddydesk.data import Sizes
 from etl.simulators.eddydesk.server import SimulatorServer

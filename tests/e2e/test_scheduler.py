@@ -343,3 +343,27 @@ def test_a_scheduled_pipeline_keeps_the_knowledge_migration_current(sqlite_url, 
     assert sum(r.rows_inserted for r in runs) == len(links(sqlite_url, "categories")) + 30, "each record created once"
     assert sum(r.rows_updated for r in runs) == 1, "the renamed article is sent once"
     engine.dispose()
+
+
+def test_at_start_only_overdue_jobs_run(sqlite_url, simulator, make_config, tmp_path):
+    """A cron job whose time is hours away does not run because the scheduler started; one whose
+    time passed a moment ago (within the misfire grace) and has not run since does, once."""
+    server = simulator(Sizes(tickets=20, users=5, organizations=2, kb_articles=2))
+    make_config(sqlite_url, server)
+    now = datetime.now(UTC)
+    far = f"{now.minute} {(now.hour + 12) % 24} * * *"
+    just_missed = f"{now.minute} {now.hour} * * *"
+    config = _config(tmp_path / "desksync.toml", sqlite_url, {"helpdesk": connection_settings(server)},
+                     {"nightly": {"connection": "helpdesk", "streams": ["tickets"], "cron": far},
+                      "missed": {"connection": "helpdesk", "streams": ["users"], "cron": just_missed},
+                      "often": {"connection": "helpdesk", "streams": ["statuses"], "every_seconds": 0.5}},
+                     misfire_grace_seconds=300)
+    proc = _scheduler(config)
+    engine = open_engine(sqlite_url)
+    _wait(lambda: any(r.job == "missed" and r.status == "ok" for r in _runs(engine)), 60, "the missed job", proc)
+    _wait(lambda: sum(r.job == "often" and r.status == "ok" for r in _runs(engine)) >= 4, 60, "four interval runs", proc)
+    _stop(proc)
+    runs = _runs(engine)
+    assert not [r for r in runs if r.job == "nightly"], "a cron job that is not due must not run at start-up"
+    assert sum(r.job == "missed" for r in runs) == 1
+    engine.dispose()
