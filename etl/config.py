@@ -114,6 +114,10 @@ class EddyDeskConnection(_Frozen):
     rate_limit: RateLimitConfig = RateLimitConfig()
     retry: RetryConfig = RetryConfig()
     push: dict[str, EddyDeskPush] = {}  # stream name -> write-back settings (off unless given)
+    # `push` first pulls the tables it would update or delete in, so that a remote edit it has
+    # not seen meets the conflict policy instead of being overwritten; false: push what the
+    # mirror holds (when a pull always runs just before, say)
+    pull_before_push: bool = True
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://acme.eddydesk.com/api/v2")))
 
@@ -200,6 +204,10 @@ class ServiceGoConnection(_Frozen):
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     rate_limit: UdeskRateLimit = UdeskRateLimit()
     retry: RetryConfig = RetryConfig()
+    # `push` first pulls the tables it would update or delete in, so that a remote edit it has
+    # not seen meets the conflict policy instead of being overwritten; false: push what the
+    # mirror holds (when a pull always runs just before, say)
+    pull_before_push: bool = True
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://servicego.udesk.cn/api")))
     _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
@@ -247,6 +255,10 @@ class UdeskKnowledgeConnection(_Frozen):
     retry: RetryConfig = RetryConfig()
     concurrency: Annotated[int, Field(ge=1, le=16)] = 4  # write-back: updates and deletes in flight
     push: dict[str, KnowledgePush] = {}  # stream name -> write-back settings (off unless given)
+    # `push` first pulls the tables it would update or delete in, so that a remote edit it has
+    # not seen meets the conflict policy instead of being overwritten; false: push what the
+    # mirror holds (when a pull always runs just before, say)
+    pull_before_push: bool = True
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://demo.udesk.cn/open_api_v1")))
 

@@ -351,7 +351,7 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
                     _stream_failed(ctx, summary, planned, str(exc))
                 except DesksyncError:
                     raise  # the mirror or the configuration: every other stream would fail the same way
-                except Exception as exc:  # noqa: BLE001 - one stream's unforeseen error must not stop the others
+                except _DATA_BUGS as exc:  # code meeting data it did not foresee: one stream's trouble
                     log.exception("stream_crashed", stream=planned.name)
                     _stream_failed(ctx, summary, planned, f"internal error: {type(exc).__name__}: {exc}")
                 else:
@@ -372,6 +372,11 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
         _finish_run(engine, summary, client, ctx)
         client.close()
     return summary
+
+
+# What code raises on data it did not foresee (a crash of one stream, which must not stop the
+# others); the database's and the machine's errors stop the run, as every stream would meet them.
+_DATA_BUGS = (AttributeError, TypeError, LookupError, ValueError, ArithmeticError)
 
 
 def _stream_failed(ctx: RunContext, summary: SyncSummary, planned: PlannedStream, error: str) -> None:
@@ -501,7 +506,9 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
             ensure_current(engine)
             # a dry run reads only the mirror: it needs no lease
             with nullcontext() if dry_run else _own_account(engine, connection, limiters):
-                if not dry_run:
+                if not dry_run and settings.pull_before_push:
+                    _pull_before_push(config, engine, connection, settings, retry_failed, tables, job, limiters,
+                                      transport)
                     summary.run_id = _start_run(engine, connection, "push", list(tables), job)
 
                 def connect() -> Client:
@@ -520,6 +527,48 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
                      rows_deleted=summary.done("delete"))
         engine.dispose()
     return summary
+
+
+def _pull_streams_for_push(settings: Connection, pushed: list[str]) -> tuple[str, ...]:
+    """The streams whose pull brings the remote's current state of the pushed tables."""
+    if not isinstance(settings, EddyDeskConnection):
+        return tuple(pushed)  # ServiceGo objects and knowledge streams are named as their push tables
+    from etl.diff.eddydesk import OPTIONS
+
+    streams: list[str] = []
+    for name in pushed:
+        if name == OPTIONS:
+            streams += [f"{scope}_{suffix}" for scope in ("ticket", "user", "organization")
+                        for suffix in ("custom_fields", OPTIONS)]
+        elif name in ("ticket_posts", "ticket_comments"):
+            streams += ["tickets", name]  # a reply's edit moves its ticket: the ticket queues its lists
+        else:
+            streams.append(name)
+    return tuple(dict.fromkeys(streams))
+
+
+def _pull_before_push(config: Config, engine: sa.Engine, connection: str, settings: Connection, retry_failed: bool,
+                      tables: tuple[str, ...], job: str | None, limiters: dict[str, RateLimiter] | None,
+                      transport: httpx.BaseTransport | None) -> None:
+    """An incremental pull of the tables a push would update or delete in, first.
+
+    A remote edit made since the last pull is then merged under the table's conflict policy
+    (a conflict to resolve, the remote's value, or ours) before anything is sent: a push never
+    overwrites what it has not seen. Creates alone need no pull. A pull that fails stops the push.
+    """
+    planned = PushSummary(connection, dry_run=True)
+    _push_into(engine, connection, settings, planned, retry_failed, tables, lambda: None)
+    touching = [name for name, outcome in planned.tables.items()
+                if any(w.operation in ("update", "delete") for w in outcome.planned)]
+    if not touching:
+        return
+    streams = _pull_streams_for_push(settings, touching)
+    pulled = _sync(config, engine, connection, settings, streams, full=False, reconcile_deletes=False, progress=None,
+                   transport=transport, stop=None, job=job, limiters=limiters)
+    if pulled.status != "ok":
+        problems = "; ".join(f"{k}: {v}" for k, v in pulled.errors.items())
+        raise DesksyncError(f"the pull before the push failed, so nothing was sent (a push must not overwrite remote "
+                            f"edits it has not seen): {problems}")
 
 
 def _push_into(engine: sa.Engine, connection: str, settings: Connection, summary: PushSummary, retry_failed: bool,

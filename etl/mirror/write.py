@@ -330,12 +330,18 @@ class TableWriter:
         ids = list(packed)
         result.seen_ids = ids
         known: dict[Any, tuple[str, bool]] = {}
+        # rows the user marked for deletion (is_deleted without deleted_at: `desksync push` deletes
+        # them remotely); a pull that still finds the record must not take the mark back
+        marked: list[Any] = []
         c = self.table.c
         for chunk in _chunks(self._ids_it_may_hold(conn, scope, ids)):
-            found = conn.execute(
-                sa.select(c.id, c.content_hash, c.is_deleted).where(*self._scope_filter(scope), c.id.in_(chunk))
-            )
-            known.update((r[0], (r[1], bool(r[2]))) for r in found)
+            found = conn.execute(sa.select(c.id, c.content_hash, c.is_deleted, c.deleted_at.is_(None))
+                                 .where(*self._scope_filter(scope), c.id.in_(chunk)))
+            for record_id, digest, is_deleted, undated in found:
+                if is_deleted and undated and not deleted:
+                    marked.append(record_id)
+                    is_deleted = False  # compared as live: only a change of content rewrites it
+                known[record_id] = (digest, bool(is_deleted))
         if self.merge is not None and known:
             # only rows the pull is about to rewrite can hold local edits it must keep
             rewritten = [i for i, v in packed.items() if i in known and known[i][0] != v[1]]
@@ -368,6 +374,10 @@ class TableWriter:
             conn.execute(
                 self.table.update().where(*self._scope_filter(scope), c.id.in_(chunk)).values(last_seen_at=now)
             )
+        still_marked = [i for i in marked if i in set(changed)]
+        for chunk in _chunks(still_marked):
+            conn.execute(self.table.update().where(*self._scope_filter(scope), c.id.in_(chunk))
+                         .values(is_deleted=True, deleted_at=None))
         if self.child_tables and changed:
             for (table, parent_column), columns, rows in zip(self.child_tables, self._child_columns, kids,
                                                               strict=True):

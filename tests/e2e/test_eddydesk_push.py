@@ -30,9 +30,9 @@ PUSH = {
 
 
 def _setup(url: str, simulator: Callable[..., SimulatorServer], make_config: Callable[..., Any],
-           push: dict[str, Any] | None = None) -> tuple[SimulatorServer, Any, sa.Engine]:
+           push: dict[str, Any] | None = None, pull_before_push: bool = True) -> tuple[SimulatorServer, Any, sa.Engine]:
     server = simulator(Sizes(tickets=40, users=30, organizations=5, kb_categories=2, kb_articles=2))
-    config = make_config(url, server, push=push or PUSH)
+    config = make_config(url, server, push=push or PUSH, pull_before_push=pull_before_push)
     assert jobs.sync(config, "helpdesk").status == "ok"
     server.stats.__init__()
     return server, config, open_engine(url)
@@ -61,7 +61,8 @@ def _writes(server: SimulatorServer) -> dict[str, int]:
 
 def test_local_updates_inserts_and_deletions_arrive_exactly(db_url: str, simulator: Callable[..., SimulatorServer],
                                                             make_config: Callable[..., Any]) -> None:
-    server, config, engine = _setup(db_url, simulator, make_config)
+    # the push's own requests are counted: its pull first is tested on its own
+    server, config, engine = _setup(db_url, simulator, make_config, pull_before_push=False)
     state = server.state
     t1, t2, t3, gone = 3, 4, 5, 6
     staff = state.staff_ids[-1]
@@ -486,4 +487,34 @@ def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_cr
     assert remote["title"] == "Edited meanwhile"
     assert {c["id"]: c["field_value"] for c in remote["custom_fields"]}[TEXT_FIELD] == "set meanwhile"
     _assert_settled(server, config, engine)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("policy", ["remote_wins", "local_wins", "manual"])
+def test_a_push_never_overwrites_a_remote_edit_it_has_not_seen(db_url: str, simulator: Callable[..., SimulatorServer],
+                                                               make_config: Callable[..., Any], policy: str) -> None:
+    """Local edit, then a remote edit of the same field, then a push with no pull between: the push
+    pulls first, so the policy applies as if the pull had been run by hand."""
+    push = {**PUSH, "tickets": {"conflict_policy": policy}}
+    server, config, engine = _setup(db_url, simulator, make_config, push)
+    state = server.state
+    ticket = 9
+    _sql(engine, "UPDATE eddydesk_tickets SET title = 'Local title' WHERE id = :t", t=ticket)
+    state.update_ticket(ticket, title="Remote title")
+    summary = jobs.push(config, "helpdesk")
+    remote = state.tickets.records[ticket]["title"]
+    with engine.connect() as conn:
+        mirrored = conn.execute(sa.text("SELECT title FROM eddydesk_tickets WHERE id = :t"), {"t": ticket}).scalar()
+    conflicts = open_conflicts_of(engine)
+    if policy == "remote_wins":
+        assert (remote, mirrored, conflicts) == ("Remote title", "Remote title", [])
+        assert _writes(server) == {}
+    elif policy == "local_wins":
+        assert (remote, mirrored, conflicts) == ("Local title", "Local title", [])
+        assert _writes(server) == {"PUT tickets": 1}
+    else:
+        assert remote == "Remote title", "the remote edit is not overwritten"
+        assert mirrored == "Local title" and summary.tables["tickets"].skipped_conflicts == 1
+        assert [(c["field"], c["local"], c["remote"]) for c in conflicts] == [("title", "Local title", "Remote title")]
+        assert _writes(server) == {}
     engine.dispose()

@@ -26,9 +26,12 @@ PUSH = {"catalogs": {}, "questions": {"allow_delete": True}, "useful_expressions
 
 
 def _setup(url: str, knowledge_sim: Callable[..., KnowledgeServer], udesk_config: Callable[..., Any],
-           push: dict[str, Any] | None = None) -> tuple[KnowledgeServer, Any, sa.Engine]:
+           push: dict[str, Any] | None = None, pull_before_push: bool = False) -> tuple[KnowledgeServer, Any, sa.Engine]:
+    """These tests count a push's own requests: its pull first is off unless asked for (and tested
+    at the end of this file)."""
     server = knowledge_sim(SIZES)
-    config = udesk_config(url, {"kn": knowledge_settings(server, push=PUSH if push is None else push)})
+    config = udesk_config(url, {"kn": knowledge_settings(server, push=PUSH if push is None else push,
+                                                         pull_before_push=pull_before_push)})
     assert jobs.sync(config, "kn").status == "ok"
     _reset(server)
     return server, config, open_engine(url)
@@ -357,4 +360,21 @@ def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_cr
     assert jobs.push(config, "kn").requests == 0
     assert jobs.sync(config, "kn").status == "ok"
     assert_knowledge_matches(engine, state)
+    engine.dispose()
+
+
+def test_a_push_pulls_first_and_never_overwrites_an_unseen_remote_edit(
+        db_url: str, knowledge_sim: Callable[..., KnowledgeServer], udesk_config: Callable[..., Any]) -> None:
+    server, config, engine = _setup(db_url, knowledge_sim, udesk_config, pull_before_push=True)
+    state = server.state
+    question = _mine(server, "question")[0]
+    _sql(engine, "UPDATE udesk_knowledge_questions SET title = 'Local title' WHERE id = :i", i=question)
+    state.items["question"][question] = {**state.items["question"][question], "title": "Remote title"}
+    summary = jobs.push(config, "kn")
+    assert state.items["question"][question]["title"] == "Remote title", "the remote edit is not overwritten"
+    assert summary.tables["questions"].skipped_conflicts == 1
+    with engine.connect() as conn:
+        conflicts = open_conflicts(conn)
+    assert [(c["field"], c["local"], c["remote"]) for c in conflicts] == [("title", "Local title", "Remote title")]
+    assert not [k for k in _calls(server) if not k.startswith("GET")], "nothing was written"
     engine.dispose()
