@@ -632,7 +632,7 @@ def _push_servicego(engine: sa.Engine, connection: str, settings: ServiceGoConne
 
     from etl.load import servicego as load
 
-    objects = [o for o in settings.objects if o.push is not None and (not tables or o.name in tables)]
+    objects = load.push_order([o for o in settings.objects if o.push is not None and (not tables or o.name in tables)])
     if not objects:
         raise DesksyncError(f"connection {connection!r}: no object has a [push] section (see config/desksync.example.toml)")
     tz = ZoneInfo(settings.timezone)
@@ -640,7 +640,8 @@ def _push_servicego(engine: sa.Engine, connection: str, settings: ServiceGoConne
     def table(obj: Any) -> _PushTable:
         return _PushTable(obj.name, table_name_of(obj.name),
                           lambda conn: load.plan(conn, connection, obj, tz, retry_failed),
-                          lambda client, outcome: load.send(engine, client, connection, obj, outcome))
+                          lambda client, outcome: load.send(engine, client, connection, obj, outcome,
+                                                            referrers=load.referrers_of(obj.name, settings.objects)))
 
     _push_tables(engine, connection, summary, [table(o) for o in objects], connect)
 

@@ -52,10 +52,14 @@ from etl.load.journal import (
     log_done,
     send_concurrently,
 )
+from etl.mirror import eddydesk as m
+from etl.mirror.base import table_of
 from etl.mirror.rows import RowBuilder
 from etl.mirror.write import in_scope
 from etl.streams.eddydesk import BY_NAME
 
+VALUES = {"ticket": table_of(m.TicketCustomFieldValue), "user": table_of(m.UserCustomFieldValue),
+          "organization": table_of(m.OrganizationCustomFieldValue)}
 PREFIX = {"ticket": "custom_fields/", "user": "users/custom_fields/", "organization": "organizations/custom_fields/"}
 BATCH = 100  # "The general limit for adding/updating options is 100 entries per request"
 
@@ -190,9 +194,21 @@ def _send_batch(engine: sa.Engine, client: EddyDeskClient, connection: str, sett
         for write, edit in zip(made, edits, strict=True):
             new_id = int(answers[write.record_id]["id"])
             carry_edits(conn, spec, connection, new_id, edit, field)
+            _follow_in_values(conn, connection, scope, field_id, write.record_id, new_id)
             write.payload = {**write.payload, "id": new_id}
         log_done(conn, connection, t.name, writes)
     outcome.succeeded(to_send)
+
+
+def _follow_in_values(conn: sa.Connection, connection: str, scope: str, field_id: int, placeholder: int,
+                      new_id: int) -> None:
+    """Custom-field values that chose the new option by its placeholder id (a new ticket's, say)
+    now hold its real id: the ticket or user pushed next sends that. In the transaction that
+    writes the option's id back, so that no kill leaves a value naming a placeholder that is gone."""
+    values = VALUES[scope]
+    conn.execute(values.update().where(values.c.connection == connection, values.c.field_id == field_id,
+                                       values.c.value_text == str(placeholder))
+                 .values(value_text=str(new_id), value=new_id))
 
 
 def _all_options(client: EddyDeskClient, path: str) -> list[dict[str, Any]]:

@@ -91,6 +91,7 @@ def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo,
                                  [(fields[c].field, None, v) for c, v in local.items() if v is not None])
             write.payload = {"objectApiName": obj.name, "fieldDataList": [
                 {"fieldApiName": fields[c].field, "fieldValue": v} for c, v in local.items() if v is not None]}
+            write.problem = _placeholder_lookups(fields, local)
             try:  # updates name lookups by external unique field (seed 004)
                 write.upsert_items = [_field_item(conn, connection, obj, fields[c], v)
                                       for c, v in local.items() if v is not None]
@@ -113,7 +114,9 @@ def plan(conn: sa.Connection, connection: str, obj: ServiceGoObject, tz: tzinfo,
             write = PlannedWrite(t.name, record_id, "update",
                                  [(fields[c].field, base[c], local[c]) for c in changed])
             try:
-                items = [_field_item(conn, connection, obj, fields[c], local[c]) for c in changed]
+                write.problem = _placeholder_lookups(fields, {c: local[c] for c in changed})
+                items = [] if write.problem else [_field_item(conn, connection, obj, fields[c], local[c])
+                                                  for c in changed]
             except ValueError as exc:
                 write.problem = str(exc)
                 items = []
@@ -135,7 +138,7 @@ def _patch_raw(raw: dict[str, Any], changes: list[tuple[str, str | None, str | N
 
 
 def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: ServiceGoObject, outcome: PushOutcome,
-         concurrency: int = 4) -> None:
+         concurrency: int = 4, referrers: tuple[tuple[str, str], ...] = ()) -> None:
     """Send the planned writes. Creates go one by one (each records its intent first); updates and
     deletes go several at a time within the rate limit, their results committed in batches: a kill
     loses at most answers to updates and deletes, which are safe to send again."""
@@ -147,6 +150,7 @@ def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: Servi
 
     def created(conn: sa.Connection, write: PlannedWrite, new_id: int) -> None:
         _created(conn, connection, table, obj, write, new_id)
+        _follow_in_lookups(conn, connection, referrers, write.record_id, new_id)
 
     send_creates(engine, connection, outcome, ready, lambda w: _create(engine, client, connection, obj, w), created)
 
@@ -227,6 +231,58 @@ def _created(conn: sa.Connection, connection: str, table: sa.Table, obj: Service
         conn.execute(table.delete().where(*placeholder))
     write.payload = {**write.payload, "id": new_id, "local_id": write.record_id}
     log_done(conn, connection, write.table, [write])
+
+
+def referrers_of(target: str, objects: tuple[ServiceGoObject, ...]) -> tuple[tuple[str, str], ...]:
+    """(object, lookup field) pairs whose push.lookups point at `target`."""
+    return tuple((o.name, name) for o in objects if o.push is not None
+                 for name, lookup in o.push.lookups.items() if lookup.object == target)
+
+
+def push_order(objects: list[ServiceGoObject]) -> list[ServiceGoObject]:
+    """The objects in an order where a lookup's target goes before the objects pointing at it, so
+    that a new record's placeholder is replaced by its id before a new row that points at it is
+    planned (configuration order otherwise; a cycle keeps it)."""
+    names = {o.name for o in objects}
+    placed: list[ServiceGoObject] = []
+    waiting = list(objects)
+    while waiting:
+        ready = [o for o in waiting if all(t.object not in names or t.object == o.name
+                                           or t.object in {p.name for p in placed}
+                                           for t in (o.push.lookups.values() if o.push else ()))]
+        chosen = ready[0] if ready else waiting[0]
+        placed.append(chosen)
+        waiting.remove(chosen)
+    return placed
+
+
+def _follow_in_lookups(conn: sa.Connection, connection: str, referrers: tuple[tuple[str, str], ...],
+                       placeholder: int, new_id: int) -> None:
+    """Rows whose lookup pointed at the new record's placeholder point at its id: in the transaction
+    that writes the id back, so that no kill leaves a lookup pointing at a placeholder that is gone."""
+    for other, field in referrers:
+        if not sa.inspect(conn).has_table(table_name(other)):
+            continue
+        schema = ObjectSchema(other)
+        schema.load(conn)
+        column = schema.fields.get(field)
+        if column is None:
+            continue
+        t = schema.table
+        conn.execute(t.update().where(t.c.connection == connection, t.c[column.column] == str(placeholder))
+                     .values({column.column: str(new_id)}))
+
+
+def _placeholder_lookups(fields: dict[str, FieldColumn], local: dict[str, str | None]) -> str | None:
+    """A problem when a lookup still points at a new row that has no id yet (its create failed, or
+    its object is not pushed first): sent, the placeholder would be refused, or name another record."""
+    for column, text in local.items():
+        f = fields[column]
+        if f.field_type == "field_type_lookup" and text is not None and text.lstrip("-").isdigit() and int(text) < 0:
+            return (f"lookup {f.field} points at new record {text}, which has no id yet (its create failed, or its "
+                    f"object has no push section or is not named in push.lookups.{f.field}); once it is created, "
+                    f"push again with --retry-failed")
+    return None
 
 
 def _applied_many(conn: sa.Connection, connection: str, table: sa.Table, writes: list[PlannedWrite]) -> None:

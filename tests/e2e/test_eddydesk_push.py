@@ -518,3 +518,25 @@ def test_a_push_never_overwrites_a_remote_edit_it_has_not_seen(db_url: str, simu
         assert [(c["field"], c["local"], c["remote"]) for c in conflicts] == [("title", "Local title", "Remote title")]
         assert _writes(server) == {}
     engine.dispose()
+
+
+def test_a_new_ticket_may_choose_an_option_created_in_the_same_push(
+        db_url: str, simulator: Callable[..., SimulatorServer], make_config: Callable[..., Any]) -> None:
+    push = {**PUSH, "custom_field_options": {}}
+    server, config, engine = _setup(db_url, simulator, make_config, push)
+    state = server.state
+    field_id = next(f["id"] for f in state.fields["ticket"] if f["field_type"] == "select")
+    _sql(engine, "INSERT INTO eddydesk_custom_field_options (connection, scope, field_id, id, name_display) "
+                 "VALUES ('helpdesk', 'ticket', :f, -5, 'Brand new choice')", f=field_id)
+    _sql(engine, "INSERT INTO eddydesk_tickets (connection, id, title, priority_id) VALUES ('helpdesk', -1, 'Chooses', 1)")
+    _sql(engine, "INSERT INTO eddydesk_ticket_custom_field_values (connection, ticket_id, field_id, value_text) "
+                 "VALUES ('helpdesk', -1, :f, '-5')", f=field_id)
+    _sql(engine, "INSERT INTO eddydesk_ticket_posts (connection, id, ticket_id, text) "
+                 "VALUES ('helpdesk', -1, -1, '<p>Which one?</p>')")
+    summary = jobs.push(config, "helpdesk")
+    assert summary.failed == 0
+    option = next(o["id"] for o in state.options["ticket"][field_id] if o["name"]["en"] == "Brand new choice")
+    ticket = next(t for t in state.tickets.records.values() if t["title"] == "Chooses")
+    chosen = {c["id"]: c["field_value"] for c in ticket["custom_fields"]}[field_id]
+    assert str(chosen) == str(option), "the ticket was sent with the option's real id, not its placeholder"
+    engine.dispose()

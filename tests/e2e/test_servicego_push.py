@@ -218,3 +218,30 @@ def test_new_rows_are_created_once_and_upserts_match_existing_records(
     assert jobs.push(config, "sg").requests == 0
     assert_servicego_matches(engine, state)
     engine.dispose()
+
+
+def test_a_new_row_may_point_at_a_new_row_of_another_object(
+        db_url: str, servicego_sim: Callable[..., ServiceGoServer], udesk_config: Callable[..., Any]) -> None:
+    """A new contact whose lookup names a customer created in the same push (its placeholder id) is
+    sent with the customer's real id, whichever order the objects are configured in."""
+    server = servicego_sim(Sizes(customers=10, contacts=20, cases=5))
+    objects = [{"name": "contact", "push": {"lookups": LOOKUPS}}, {"name": "customer", "push": {}}, {"name": "case"}]
+    config = udesk_config(db_url, {"sg": servicego_settings(server, objects=objects)})
+    assert jobs.sync(config, "sg").status == "ok"
+    engine = open_engine(db_url)
+    _sql(engine, "INSERT INTO servicego_customer (connection, id, name, sys_organization_no) "
+                 "VALUES ('sg', -1, 'New customer', 'ORG-NEW-1')")
+    _insert_contact(engine, -1, "Works there", "EXT-W-1", organization="-1")
+    _insert_contact(engine, -2, "Points nowhere yet", "EXT-W-2", organization="-7")
+    summary = jobs.push(config, "sg")
+    state = server.state
+    customer = state.find_unique("customer", "sysOrganizationNo", "ORG-NEW-1")
+    contact = state.find_unique("contact", "externalId", "EXT-W-1")
+    assert customer is not None and contact is not None
+    assert state.value("contact", contact, "organization") == str(customer), "sent with the customer's real id"
+    assert state.find_unique("contact", "externalId", "EXT-W-2") is None, "a placeholder is never sent"
+    assert summary.failed == 1
+    with engine.connect() as conn:
+        held = conn.execute(sa.text("SELECT error FROM push_held WHERE record_id = -2")).scalar()
+    assert "lookup organization points at new record -7" in held
+    engine.dispose()
