@@ -44,8 +44,8 @@ class BadRequest(Exception):
 
 
 class NotFound(Exception):
-    def __init__(self, details: str) -> None:
-        self.details = details
+    def __init__(self, details: str, code: str = "e-404", title: str = "Not found") -> None:
+        self.details, self.code, self.title = details, code, title
 
 
 @dataclass
@@ -344,7 +344,7 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
 
     writes = HelpdeskWrites(state)
 
-    def write(method: str, parts: list[str], raw: bytes, content_type: str) -> tuple[str, bytes]:
+    def write(method: str, parts: list[str], raw: bytes, content_type: str, params: Any) -> tuple[str, bytes]:
         if "json" in content_type:
             try:
                 body = orjson.loads(raw or b"{}")
@@ -354,10 +354,10 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
                 raise BadRequest("Request body must be a JSON object")
         else:
             body = parse_form(raw)
-        endpoint, record = dispatch(writes, method, parts, body, NotFound)
+        endpoint, record = dispatch(writes, method, parts, body, NotFound, params)
         if endpoint == "POST tickets" or endpoint == "PUT tickets":
             return endpoint, b'{"data":' + dump_single_ticket(record) + b"}"
-        if endpoint == "DELETE options":
+        if endpoint.startswith("DELETE"):
             return endpoint, orjson.dumps(record)  # the docs' own answer: an "errors" list with s-204
         return endpoint, orjson.dumps({"data": record})
 
@@ -398,20 +398,21 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
         try:
             if request.method != "GET":
                 endpoint, body = write(request.method, parts, await request.body(),
-                                       request.headers.get("content-type", ""))
+                                       request.headers.get("content-type", ""), request.query_params)
                 await answer_late(settings)  # tests: the write is done, its answer is late
             else:
                 endpoint, body = route(parts, request.query_params)
         except Refused as exc:
             stats.count("bad_request", 400)
-            return respond(orjson.dumps({"errors": [{"code": "e-411", "title": "Bad request", "details": d}
-                                                    for d in exc.details]}), 400, headers)
+            return respond(orjson.dumps({"errors": [
+                {"code": "e-411", "title": d[0], "details": d[1]} if isinstance(d, tuple)
+                else {"code": "e-411", "title": "Bad request", "details": d} for d in exc.details]}), 400, headers)
         except BadRequest as exc:
             stats.count("bad_request", 400)
             return respond(_errors("e-411", "Bad request", exc.details), 400, headers)
         except NotFound as exc:
             stats.count("not_found", 404)
-            return respond(_errors("e-404", "Not found", exc.details), 404, headers)
+            return respond(_errors(exc.code, exc.title, exc.details), 404, headers)
         if fault is not None and fault["kind"] == "truncated":
             body = body[: max(1, len(body) // 2)]
         stats.count(endpoint, 200)

@@ -73,11 +73,14 @@ class HelpdeskState:
             data.make_organization(rng, oid, members[oid], members[oid][:1], self.fields["organization"], self.options["organization"])
             for oid in org_names
         )
-        self.tickets.put_many(
-            data.make_ticket(rng, tid, rng.choice(clients), users[rng.randrange(n_staff)], self.fields["ticket"],
-                             self.options["ticket"], staff_ids)
-            for tid in range(1, s.tickets + 1)
-        )
+        tickets = [data.make_ticket(rng, tid, rng.choice(clients), users[rng.randrange(n_staff)], self.fields["ticket"],
+                                    self.options["ticket"], staff_ids) for tid in range(1, s.tickets + 1)]
+        for ticket in tickets:  # some frozen, some in the trash, as a live helpdesk has (seed 003's filters)
+            if ticket["id"] % 17 == 0:
+                ticket.update(freeze=1, freeze_date=ticket["sla_date"])
+            if ticket["id"] % 23 == 0:
+                ticket["deleted"] = 1
+        self.tickets.put_many(tickets)
         cats = data.make_categories(rng, s.kb_categories)
         self.kb_categories.put_many(cats)
         cat_ids = [c["id"] for c in cats]
@@ -170,10 +173,10 @@ class HelpdeskState:
             self._posts.pop(ticket_id, None)
             self._comments.pop(ticket_id, None)
 
-    def add_post(self, ticket_id: int, text: str) -> Record:
+    def add_post(self, ticket_id: int, text: str, user_id: int = 1) -> Record:
         with self.lock:
             posts = list(self.posts(ticket_id))
-            post = {"ticket_id": ticket_id, "id": self._child_id(), "user_id": 1, "text": text,
+            post = {"ticket_id": ticket_id, "id": self._child_id(), "user_id": user_id, "text": text,
                     "date_created": self.now_post(), "date_updated": self.now_post(), "files": []}
             self._posts[ticket_id] = [post, *posts]
             self._touch(self.tickets, ticket_id)
@@ -191,9 +194,9 @@ class HelpdeskState:
             self._posts[ticket_id] = [p for p in self.posts(ticket_id) if p["id"] != post_id]
             self._touch(self.tickets, ticket_id)
 
-    def add_comment(self, ticket_id: int, text: str) -> Record:
+    def add_comment(self, ticket_id: int, text: str, user_id: int = 1) -> Record:
         with self.lock:
-            comment = {"ticket_id": ticket_id, "id": self._child_id(), "user_id": 1, "text": text,
+            comment = {"ticket_id": ticket_id, "id": self._child_id(), "user_id": user_id, "text": text,
                        "date_created": self.now_post(), "visible": "staff", "files": []}
             self._comments[ticket_id] = [comment, *self.comments(ticket_id)]
             self._touch(self.tickets, ticket_id)
@@ -237,6 +240,11 @@ class HelpdeskState:
             self._touch(self.users, user_id)
             return note
 
+    def delete_user_note(self, user_id: int, note_id: int) -> None:
+        with self.lock:
+            self._user_notes[user_id] = [n for n in self.user_notes(user_id) if n["id"] != note_id]
+            self._touch(self.users, user_id)
+
     def update_organization(self, org_id: int, **changes: Any) -> Record:
         with self.lock:
             return self._touch(self.organizations, org_id, **changes)
@@ -263,6 +271,11 @@ class HelpdeskState:
             self._org_notes[org_id] = [note, *self.organization_notes(org_id)]
             self._touch(self.organizations, org_id)
             return note
+
+    def delete_organization_note(self, org_id: int, note_id: int) -> None:
+        with self.lock:
+            self._org_notes[org_id] = [n for n in self.organization_notes(org_id) if n["id"] != note_id]
+            self._touch(self.organizations, org_id)
 
     def update_article(self, article_id: int, **changes: Any) -> Record:
         with self.lock:

@@ -6,15 +6,27 @@ Readings of the docs (also in the README's simulator section):
   comment text are form-encoded — again as the examples send them. Values may come as strings
   ("owner_id": "1" in the update example) and are read as numbers where the docs say number.
 - a create or update answers {"data": record} exactly as the single-record GET would; a DELETE
-  answers {"data": {"id": N}} (the docs' body is cut off).
-- DELETE /tickets/{id} moves the ticket to the trash (deleted = 1, listed with deleted=1), the
-  API's own notion of a deleted ticket; users, organizations, posts and comments are removed.
-- refusals are e-411 "Bad request" errors naming the field, in the docs' words where they give
-  them ("Field {owner_id} with id {5} does not exist", "Organization name {X} already exists");
-  a user e-mail that is taken is refused the same way ("User with email {x} already exists"),
-  since the docs match users by e-mail. All errors of one request are answered together.
-- a ticket's description becomes its first reply; a user_email without user_id finds that user
-  or creates a client, as the docs say.
+  answers HTTP 200 with the docs' body {"errors": [{"code": "s-204", "title": "No content",
+  "details": "Ticket with id {9} successfully deleted"}]} (printed for tickets, replies, notes,
+  users, organizations, options and user and organization notes).
+- DELETE /tickets/{id} moves the ticket to the trash (deleted = 1, listed with deleted=1);
+  `?delete=true` removes it outright ("true – complete removal of the order. Default value is
+  false"). Users, organizations, replies, notes and user/organization notes are removed.
+- refusals are e-411 errors, titled and worded as the docs print them: a missing required field
+  is "Required {name} field" / "Required field {name} is missing or empty" (users), a missing
+  reply text "Required {text} request" / "Required field is missing or empty"; others name the
+  field ("Field {owner_id} with id {5} does not exist", "Organization name {X} already exists",
+  "User with email {x} already exists": the docs match users by e-mail) under "Bad request".
+  All errors of one request are answered together. Missing records are e-404 "Not found" in the
+  docs' words ("Post with id {15} in ticket with id {9} does not exist"); a missing note under a
+  user or organization answers the code the docs print there, "s-204".
+- a ticket's description becomes its first reply, on behalf of the ticket's client unless
+  create_from_user = 0 ("The first response ... on behalf of the employee is 0, on behalf of the
+  user 1, by default 1"); a reply or note's user_id names its owner, else the API user ("if not
+  specified, the owner will be the API user"). Reply text is stored as HTML: plain text comes
+  back wrapped in <p> (the docs send text=Problem with email and answer "<p>Problem with email</p>").
+- freeze_date set on a create or update freezes the ticket (freeze = 1, listed under freeze=1).
+- a user_email without user_id finds that user or creates a client, as the docs say.
 - custom-field options (POST …/custom_fields/{id}/options): more than 100 entries, an entry
   without a name object, an unknown option id, a pid that is no option of the field, or a pid
   that moves an existing option are refused (e-411), the whole request with them. The answer
@@ -38,11 +50,30 @@ Record = dict[str, Any]
 BRACKETS = re.compile(r"^(\w+)((?:\[[^\]]*\])*)$")
 
 
+# A refusal: its details (titled "Bad request"), or (title, details) where the docs print both.
+Problem = str | tuple[str, str]
+
+
 class Refused(Exception):
     """e-411 errors of one request."""
 
-    def __init__(self, details: list[str]) -> None:
+    def __init__(self, details: list[Problem]) -> None:
         self.details = details
+
+
+def required(name: str) -> tuple[str, str]:
+    """A missing required field, as the user-create example prints it."""
+    return f"Required {{{name}}} field", f"Required field {{{name}}} is missing or empty"
+
+
+def deleted(details: str) -> Record:
+    """The docs' answer to a DELETE: HTTP 200 with an s-204 "error"."""
+    return {"errors": [{"code": "s-204", "title": "No content", "details": details}]}
+
+
+def as_html(text: str) -> str:
+    """Reply text as the helpdesk stores it: plain text in a paragraph, HTML as sent."""
+    return text if text.lstrip().startswith("<") else f"<p>{text}</p>"
 
 
 def parse_form(body: bytes) -> Record:
@@ -94,7 +125,7 @@ class HelpdeskWrites:
             raise Refused([f"Field {{options}} holds {len(items)} entries, at most 100 are allowed"])
         options = self.state.options[scope][field_id]
         by_id = {o["id"]: o for o in options}
-        problems = []
+        problems: list[Problem] = []
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("name"), dict) or not item["name"]:
                 problems.append("Field {name} is required")
@@ -135,11 +166,11 @@ class HelpdeskWrites:
         }
 
     # -- checks -------------------------------------------------------------------------------
-    def _reference(self, body: Record, name: str, problems: list[str]) -> None:
+    def _reference(self, body: Record, name: str, problems: list[Problem]) -> None:
         if name in body and str(body[name]) not in self.known[name]:
             problems.append(f"Field {{{name}}} value is incorrect or empty")
 
-    def _user(self, body: Record, name: str, problems: list[str], staff: bool = False) -> Record | None:
+    def _user(self, body: Record, name: str, problems: list[Problem], staff: bool = False) -> Record | None:
         if name not in body or body[name] in (None, ""):
             return None
         uid = _number(body[name])
@@ -151,7 +182,7 @@ class HelpdeskWrites:
         return user
 
     @staticmethod
-    def _date(body: Record, name: str, problems: list[str]) -> None:
+    def _date(body: Record, name: str, problems: list[Problem]) -> None:
         value = body.get(name)
         if value in (None, "", "null"):
             return
@@ -160,7 +191,7 @@ class HelpdeskWrites:
         except ValueError:
             problems.append(f"Field {{{name}}} value is incorrect or empty (date format 01.01.1970 00:00)")
 
-    def _custom_fields(self, scope: str, body: Record, current: list[Record], problems: list[str]) -> list[Record]:
+    def _custom_fields(self, scope: str, body: Record, current: list[Record], problems: list[Problem]) -> list[Record]:
         sent = body.get("custom_fields")
         if sent in (None, ""):
             return current
@@ -190,13 +221,13 @@ class HelpdeskWrites:
         return list(values.values())
 
     @staticmethod
-    def _required(body: Record, names: tuple[str, ...], problems: list[str]) -> None:
+    def _required(body: Record, names: tuple[str, ...], problems: list[Problem]) -> None:
         for name in names:
             if body.get(name) in (None, "", {}, []):
-                problems.append(f"Required field {{{name}}} is missing or empty")
+                problems.append(required(name))
 
     # -- tickets ------------------------------------------------------------------------------
-    def _ticket_changes(self, body: Record, current: Record, problems: list[str]) -> Record:
+    def _ticket_changes(self, body: Record, current: Record, problems: list[Problem]) -> Record:
         for name in ("status_id", "priority_id", "type_id", "department_id"):
             self._reference(body, name, problems)
         owner = self._user(body, "owner_id", problems, staff=True)
@@ -206,7 +237,7 @@ class HelpdeskWrites:
         changes: Record = {}
         if "title" in body:
             if not str(body["title"]).strip():
-                problems.append("Required field {title} is missing or empty")
+                problems.append(required("title"))
             changes["title"] = str(body["title"])
         if "status_id" in body:
             changes["status_id"] = str(body["status_id"])
@@ -226,7 +257,9 @@ class HelpdeskWrites:
             changes["ticket_lock"] = 1 if str(body["ticket_lock"]).lower() in ("1", "true") else 0
         for name in ("sla_date", "freeze_date"):
             if name in body:
-                changes[name] = "null" if body[name] in (None, "") else str(body[name])
+                changes[name] = "null" if body[name] in (None, "", "null") else str(body[name])
+        if "freeze_date" in body:
+            changes["freeze"] = 0 if changes["freeze_date"] == "null" else 1
         for name, key in (("cc", "cc"), ("bcc", "bcc"), ("followers", "followers")):
             if name in body:
                 items = _values(body[name])
@@ -235,7 +268,7 @@ class HelpdeskWrites:
         return changes
 
     def create_ticket(self, body: Record) -> Record:
-        problems: list[str] = []
+        problems: list[Problem] = []
         self._required(body, ("title", "description"), problems)
         changes = self._ticket_changes(body, {}, problems)
         if "user_id" not in changes and body.get("user_email"):
@@ -259,13 +292,15 @@ class HelpdeskWrites:
             "viewed_by_client": 0, "rate": "", "rate_comment": "", "rate_date": "", "jira_issues": [], "pid": 0,
         }
         changes = {**defaults, **changes}
+        on_behalf_of_client = str(body.get("create_from_user", "1")) != "0"
         with self.state.lock:
             ticket = self.state.create_ticket(**changes)
-            self.state.add_post(ticket["id"], str(body["description"]))
+            author = ticket["user_id"] if on_behalf_of_client else admin["id"]
+            self.state.add_post(ticket["id"], as_html(str(body["description"])), user_id=author)
             return self.state.tickets.records[ticket["id"]]
 
     def update_ticket(self, ticket_id: int, body: Record) -> Record:
-        problems: list[str] = []
+        problems: list[Problem] = []
         current = self.state.tickets.records[ticket_id]
         changes = self._ticket_changes(body, current, problems)
         if problems:
@@ -278,7 +313,7 @@ class HelpdeskWrites:
             return any(u["email"].lower() == email.lower() and u["id"] != other_than
                        for u in self.state.users.records.values())
 
-    def _user_changes(self, body: Record, current: Record, problems: list[str], user_id: int | None) -> Record:
+    def _user_changes(self, body: Record, current: Record, problems: list[Problem], user_id: int | None) -> Record:
         self._reference(body, "group_id", problems)
         changes: Record = {}
         for name in ("name", "lastname", "phone", "skype", "website", "status", "language", "user_status"):
@@ -287,7 +322,7 @@ class HelpdeskWrites:
         if "status" in body and changes["status"] not in ("active", "inactive", "disabled", "fired"):
             problems.append("Field {status} value is incorrect")
         if "name" in body and not changes["name"].strip():
-            problems.append("Required field {name} is missing or empty")
+            problems.append(required("name"))
         if "email" in body:
             email = str(body["email"] or "")
             if "@" not in email:
@@ -318,7 +353,7 @@ class HelpdeskWrites:
         return changes
 
     def create_user(self, body: Record) -> Record:
-        problems: list[str] = []
+        problems: list[Problem] = []
         self._required(body, ("name", "email", "group_id", "department", "password"), problems)
         changes = self._user_changes(body, {}, problems, None)
         if problems:
@@ -328,14 +363,14 @@ class HelpdeskWrites:
         return self.state.create_user(**{**defaults, **changes})
 
     def update_user(self, user_id: int, body: Record) -> Record:
-        problems: list[str] = []
+        problems: list[Problem] = []
         changes = self._user_changes(body, self.state.users.records[user_id], problems, user_id)
         if problems:
             raise Refused(problems)
         return self.state.update_user(user_id, **changes)
 
     # -- organizations ------------------------------------------------------------------------
-    def _organization_changes(self, body: Record, current: Record, problems: list[str], org_id: int | None) -> Record:
+    def _organization_changes(self, body: Record, current: Record, problems: list[Problem], org_id: int | None) -> Record:
         changes: Record = {}
         for name in ("name", "domains", "address", "phone", "email", "web"):
             if name in body:
@@ -345,7 +380,7 @@ class HelpdeskWrites:
                 taken = any(o["name"] == changes["name"] and o["id"] != org_id
                             for o in self.state.organizations.records.values())
             if not changes["name"].strip():
-                problems.append("Required field {name} is missing or empty")
+                problems.append(required("name"))
             elif taken:
                 problems.append(f"Organization name {{{changes['name']}}} already exists")
         if "minute_limit" in body:
@@ -357,7 +392,7 @@ class HelpdeskWrites:
         return changes
 
     def create_organization(self, body: Record) -> Record:
-        problems: list[str] = []
+        problems: list[Problem] = []
         self._required(body, ("name",), problems)
         changes = self._organization_changes(body, {}, problems, None)
         if problems:
@@ -365,7 +400,7 @@ class HelpdeskWrites:
         return self.state.create_organization(**changes)
 
     def update_organization(self, org_id: int, body: Record) -> Record:
-        problems: list[str] = []
+        problems: list[Problem] = []
         changes = self._organization_changes(body, self.state.organizations.records[org_id], problems, org_id)
         if problems:
             raise Refused(problems)
@@ -375,14 +410,24 @@ class HelpdeskWrites:
     def child_text(self, body: Record) -> str:
         text = body.get("text")
         if text in (None, ""):
-            raise Refused(["Required field {text} is missing or empty"])
-        return str(text)
+            raise Refused([("Required {text} request", "Required field is missing or empty")])
+        return as_html(str(text))
+
+    def owner(self, body: Record) -> int:
+        """A reply or note's owner: user_id when given (an existing user), else the API user."""
+        if body.get("user_id") in (None, ""):
+            return 1
+        uid = _number(body["user_id"])
+        if uid is None or self.state.users.get(uid) is None:
+            raise Refused([f"Field {{user_id}} with id {{{body['user_id']}}} does not exist"])
+        return uid
 
 
 def dispatch(writes: HelpdeskWrites, method: str, parts: list[str], body: Record,
-             not_found: Callable[[str], Exception]) -> tuple[str, Any]:
+             not_found: Callable[..., Exception], params: Any = None) -> tuple[str, Any]:
     """(endpoint name, answer data) for a write; raises Refused or `not_found(details)`."""
     state = writes.state
+    params = params or {}
     head, n = (parts[0] if parts else ""), len(parts)
     scopes = {"custom_fields": "ticket", "users": "user", "organizations": "organization"}
     at = 1 if head == "custom_fields" else 2
@@ -398,8 +443,7 @@ def dispatch(writes: HelpdeskWrites, method: str, parts: list[str], body: Record
             if not any(o["id"] == option_id for o in options):
                 raise not_found(f"Option with id {{{option_id}}} does not exist")
             options[:] = [o for o in options if o["id"] != option_id]
-            return "DELETE options", {"errors": [{"code": "s-204", "title": "No content",
-                                                  "details": f"Option with id {{{option_id}}} successfully deleted"}]}
+            return "DELETE options", deleted(f"Option with id {{{option_id}}} successfully deleted")
         raise not_found("Unknown API method")
     labels = {"tickets": (state.tickets, "Ticket"), "users": (state.users, "User"),
               "organizations": (state.organizations, "Organization")}
@@ -418,28 +462,62 @@ def dispatch(writes: HelpdeskWrites, method: str, parts: list[str], body: Record
                   "organizations": writes.update_organization}[head]
         return f"PUT {head}", update(record_id, body)
     if n == 2 and method == "DELETE":
-        if head == "tickets":
+        if head == "tickets" and str(params.get("delete", "false")).lower() in ("true", "1"):
+            state.hard_delete_ticket(record_id)
+        elif head == "tickets":
             state.soft_delete_ticket(record_id)
         elif head == "users":
             state.hard_delete_user(record_id)
         else:
             state.hard_delete_organization(record_id)
-        return f"DELETE {head}", {"id": record_id}
+        return f"DELETE {head}", deleted(f"{label} with id {{{record_id}}} successfully deleted")
     if head == "tickets" and n in (3, 4) and parts[2] in ("posts", "comments"):
-        kind = parts[2]
-        listing = state.posts if kind == "posts" else state.comments
-        if n == 3 and method == "POST":
-            add = state.add_post if kind == "posts" else state.add_comment
-            return f"POST {kind}", add(record_id, writes.child_text(body))
-        child_id = _number(parts[3]) if n == 4 else None
-        if child_id is None or not any(c["id"] == child_id for c in listing(record_id)):
-            raise not_found(f"{'Reply' if kind == 'posts' else 'Note'} with id {{{parts[-1]}}} does not exist")
-        if method == "PUT":
-            edit = state.edit_post if kind == "posts" else state.edit_comment
-            edit(record_id, child_id, writes.child_text(body))
-            return f"PUT {kind}", next(c for c in listing(record_id) if c["id"] == child_id)
-        if method == "DELETE":
-            remove = state.delete_post if kind == "posts" else state.delete_comment
-            remove(record_id, child_id)
-            return f"DELETE {kind}", {"id": child_id}
+        return _ticket_child(writes, method, parts, body, record_id, not_found)
+    if head in ("users", "organizations") and n in (3, 4) and parts[2] == "notes":
+        return _note(writes, method, parts, body, record_id, not_found)
+    raise not_found("Unknown API method")
+
+
+def _ticket_child(writes: HelpdeskWrites, method: str, parts: list[str], body: Record, ticket_id: int,
+                  not_found: Callable[..., Exception]) -> tuple[str, Any]:
+    state, kind, n = writes.state, parts[2], len(parts)
+    listing = state.posts if kind == "posts" else state.comments
+    label = "Post" if kind == "posts" else "Comment"
+    if n == 3 and method == "POST":
+        add = state.add_post if kind == "posts" else state.add_comment
+        return f"POST {kind}", add(ticket_id, writes.child_text(body), user_id=writes.owner(body))
+    child_id = _number(parts[3]) if n == 4 else None
+    if child_id is None or not any(c["id"] == child_id for c in listing(ticket_id)):
+        raise not_found(f"{label} with id {{{parts[-1]}}} in ticket with id {{{ticket_id}}} does not exist")
+    if method == "PUT":
+        edit = state.edit_post if kind == "posts" else state.edit_comment
+        edit(ticket_id, child_id, writes.child_text(body))
+        return f"PUT {kind}", next(c for c in listing(ticket_id) if c["id"] == child_id)
+    if method == "DELETE":
+        remove = state.delete_post if kind == "posts" else state.delete_comment
+        remove(ticket_id, child_id)
+        return f"DELETE {kind}", deleted(f"{label} with id {{{child_id}}} in ticket with id {{{ticket_id}}} "
+                                          "successfully deleted")
+    raise not_found("Unknown API method")
+
+
+def _note(writes: HelpdeskWrites, method: str, parts: list[str], body: Record, parent_id: int,
+          not_found: Callable[..., Exception]) -> tuple[str, Any]:
+    """POST …/notes/ and DELETE …/notes/{id} of a user or an organization (seed 003)."""
+    state, n = writes.state, len(parts)
+    users = parts[0] == "users"
+    listing = state.user_notes if users else state.organization_notes
+    if n == 3 and method == "POST":
+        add = state.add_user_note if users else state.add_organization_note
+        return f"POST {parts[0]} notes", add(parent_id, str(body.get("text") or ""))
+    note_id = _number(parts[3]) if n == 4 else None
+    if method == "DELETE" and note_id is not None:
+        if not any(note["id"] == note_id for note in listing(parent_id)):
+            # the code the docs print for this answer
+            owner = "user" if users else "organizations"
+            raise not_found(f"Note with id {{{note_id}}} in {owner} with id {{{parent_id}}} does not exist",
+                            code="s-204", title="No content")
+        remove = state.delete_user_note if users else state.delete_organization_note
+        remove(parent_id, note_id)
+        return f"DELETE {parts[0]} notes", deleted(f"Note with id {{{note_id}}} successfully deleted")
     raise not_found("Unknown API method")
