@@ -201,8 +201,8 @@ def _field(state: Any, obj: str, record_id: int, name: str) -> str:
 def assert_servicego_fed(helpdesk: Any, servicego: Any) -> None:
     state = servicego.state
     customers = {_field(state, "customer", i, "sysOrganizationNo"): i for i in state.records["customer"]}
-    contacts = Counter(_field(state, "contact", i, "externalId") for i in state.records["contact"])
-    by_external = {_field(state, "contact", i, "externalId"): i for i in state.records["contact"]}
+    contacts = Counter(_field(state, "contact", i, "weiyibiaoshi") for i in state.records["contact"])
+    by_external = {_field(state, "contact", i, "weiyibiaoshi"): i for i in state.records["contact"]}
     for oid, org in helpdesk.state.organizations.records.items():
         assert str(oid) in customers and _field(state, "customer", customers[str(oid)], "name") == org["name"]
     assert sum(1 for n in customers if n.isdigit()) == len(helpdesk.state.organizations.records)

@@ -117,6 +117,10 @@ def default_objects() -> dict[str, ObjectDef]:
         FieldDef("tags", "field_type_multi_select", options=TAGS),
         FieldDef("birthday", "field_type_date"),
         FieldDef("calcFormula", "field_type_formular"),
+        # seed 004's search example names it on a contact ("weiyibiaoshi", "unique identifier"): the
+        # documented unique field the shipped pipeline matches contacts by. externalId above is a
+        # field of this simulated account only, as an account's own configured fields are.
+        FieldDef("weiyibiaoshi", "field_type_single_line", unique=True),
     ], filters={1: [], 2: [{"fieldApiName": "tags", "operator": "is_any", "value": "t_vip"}]})
     case = ObjectDef("case", [
         *_system(),

@@ -156,7 +156,7 @@ class ServiceGoState:
                     "coordinate": ""}
         if obj == "contact":
             customers = self.ids["customer"]
-            return {**common, "name": f"Contact {n}", "externalId": f"EXT-{n}",
+            return {**common, "name": f"Contact {n}", "externalId": f"EXT-{n}", "weiyibiaoshi": f"WY-{n}",
                     "youxiang": [f"contact{n}@example.cn"] if rng.random() < 0.9 else [],
                     "dianhua": [f"+86 139{rng.randint(10000000, 99999999)}"],
                     "organization": rng.choice(customers) if customers and rng.random() < 0.9 else None,
