@@ -153,6 +153,7 @@ def status(ctx: click.Context, as_json: bool, check: bool) -> None:
     except DesksyncError as exc:
         _fail(exc)
     problems = [f"job {name}: {p}" for name, info in report.get("jobs", {}).items() for p in info["problems"]]
+    problems += [f"connection {name}: {p}" for name, info in report["connections"].items() for p in info["problems"]]
     if as_json:
         click.echo(json.dumps({**report, "healthy": not problems}, indent=2, default=str))
     else:

@@ -59,11 +59,24 @@ _BLOCKS = table_of(AccountBlock)
 
 
 def _start_run(engine: sa.Engine, connection: str, kind: str, streams: list[str], job: str | None) -> int:
-    """A run's sync_runs row, "running" until `_end_run` (a killed run's row stays so: its history shows it)."""
+    """A run's sync_runs row, "running" until `_end_run`.
+
+    A run starts only under its account's lease (etl.locks), so any other run of the account still
+    "running" belongs to a process that ended without finishing it (killed, or its machine lost):
+    it is marked "abandoned" here, with who ran it. Runs of this very process are left alone.
+    """
+    host, pid = socket.gethostname(), os.getpid()
     with engine.begin() as conn:
+        conn.execute(_RUNS.update().where(
+            _RUNS.c.connection == connection, _RUNS.c.status == "running",
+            sa.not_(sa.and_(_RUNS.c.host == host, _RUNS.c.pid == pid))).values(
+            status="abandoned", finished_at=datetime.now(UTC),
+            error=sa.literal("abandoned: its process (") + sa.func.coalesce(_RUNS.c.host, "?") + sa.literal(", pid ")
+            + sa.func.coalesce(sa.cast(_RUNS.c.pid, sa.String), "?")
+            + sa.literal(") ended without finishing it; the next run resumed from its checkpoint")))
         return int(conn.execute(_RUNS.insert().values(
             connection=connection, kind=kind, started_at=datetime.now(UTC), status="running", streams=streams,
-            job=job, host=socket.gethostname(), pid=os.getpid(),
+            job=job, host=host, pid=pid,
         )).inserted_primary_key[0])  # type: ignore[index]
 
 
@@ -315,10 +328,14 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
             plan = _eddydesk_plan(settings, streams, full, reconcile_deletes, engine, connection)
     except ValueError as exc:
         raise DesksyncError(str(exc)) from None
-    client = _connect(connection, settings, transport, limiters)
     log = get_logger(connection=connection)
     started = time.perf_counter()
     run_id = _start_run(engine, connection, "sync", [p.name for p in plan], job)
+    try:
+        client = _connect(connection, settings, transport, limiters)
+    except DesksyncError as exc:  # a missing variable, say: a failed run in the history, with why
+        _end_run(engine, run_id, "failed", f"run: {exc}")
+        raise
     ctx = RunContext(engine, client, connection, settings, run_id, frozenset(p.name for p in plan), progress=progress,
                      base_dir=config.base_dir, mirror_url=config.mirror.resolved_url(config.base_dir),
                      writer_process_min_pages=config.mirror.writer_process_min_pages,
@@ -416,6 +433,16 @@ def _status_tables(conn: sa.Connection, settings: Connection) -> list[tuple[str,
     return [(s.name, s.table) for s in select_streams(settings.streams)]
 
 
+def _connection_problems(name: str, last_run: Any) -> list[str]:
+    """Health by the connection's latest run, whoever started it (a job, or a command typed by hand):
+    a failed or abandoned last run is a problem until a run succeeds."""
+    if last_run is None or last_run["status"] not in ("failed", "abandoned"):
+        return []
+    started = last_run["started_at"]
+    when = (started if started.tzinfo else started.replace(tzinfo=UTC)).isoformat() if started else "?"
+    return [f"last {last_run['kind']} run {last_run['status']} (started {when}): {last_run['error'] or 'no error recorded'}"]
+
+
 def status(config: Config) -> dict[str, Any]:
     """{"connections": per connection and stream: last success, cursor, rows, deleted rows, last
     error; "jobs": per scheduled job: last run, failures in a row, next run, health problems}."""
@@ -456,6 +483,7 @@ def status(config: Config) -> dict[str, Any]:
                                     .where(HELD.c.connection == name).order_by(HELD.c.table_name, HELD.c.record_id)
                                     ).mappings().all()
                 connections[name] = {
+                    "problems": _connection_problems(name, last_run),
                     "streams": streams_out,
                     "held": [dict(h) for h in held],  # rows a push could not send, with the remote's error
                     "open_conflicts": len(open_conflicts(conn, name)),

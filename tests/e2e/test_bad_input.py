@@ -123,3 +123,45 @@ def test_api_keys_are_stored_only_when_the_configuration_opts_in(sqlite_url, sim
     with open_engine(sqlite_url).connect() as conn:
         stored = dict(conn.execute(sa.text("SELECT id, api_key FROM eddydesk_users")).all())
     assert stored == {uid: u["api_key"] for uid, u in server.state.users.records.items()}
+
+
+def test_one_connections_bad_key_or_missing_variable_does_not_stop_the_others(sqlite_url, simulator, make_config,
+                                                                               tmp_path, monkeypatch):
+    """`sync` of every connection: a 401 on one and a missing variable on another are each reported
+    on a line of their own (`error: <connection>: ...`), the good one still syncs, the exit status is
+    1 (2 when a configuration error was among them, as for any configuration error), and health
+    (`status --check`, no [jobs] table needed) says which connection failed."""
+    server = simulator(TINY)
+    make_config(sqlite_url, server)
+    connections = {"bad_key": connection_settings(server, api_key_env="DESKSYNC_TEST_WRONG"),
+                   "good": connection_settings(server)}
+    path = write_config_file(tmp_path / "c.toml", sqlite_url, connections)
+    monkeypatch.setenv("DESKSYNC_TEST_WRONG", "wrong-key-789")
+    result = CliRunner().invoke(main, ["--config", str(path), "sync"])
+    assert result.exit_code == 1, result.output
+    assert "error: bad_key: " in result.output and "e-401" in result.output and "wrong-key-789" not in result.output
+    assert "good: ok" in result.output
+    check = CliRunner().invoke(main, ["--config", str(path), "status", "--check"])
+    assert check.exit_code == 1
+    assert "UNHEALTHY connection bad_key: last sync run failed" in check.output
+    assert "UNHEALTHY connection good" not in check.output
+
+    connections["missing"] = connection_settings(server, api_key_env="DESKSYNC_TEST_NOT_SET")
+    path = write_config_file(tmp_path / "c2.toml", sqlite_url, connections)
+    monkeypatch.delenv("DESKSYNC_TEST_NOT_SET", raising=False)
+    result = CliRunner().invoke(main, ["--config", str(path), "sync"])
+    assert result.exit_code == 2, result.output
+    assert "error: missing: connections.missing.api_key_env: environment variable DESKSYNC_TEST_NOT_SET" in result.output
+    assert "good: ok" in result.output
+    with open_engine(sqlite_url).connect() as conn:
+        recorded = conn.execute(sa.text("SELECT status, error FROM sync_runs WHERE connection = 'missing'")).one()
+    assert recorded.status == "failed" and "DESKSYNC_TEST_NOT_SET" in recorded.error
+
+
+def test_a_bad_configuration_file_exits_2_with_one_error_line(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[connections.h]\nsystem = "eddydesk"\nbase_url = "not a url"\n')
+    result = CliRunner().invoke(main, ["--config", str(path), "sync"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0].startswith("error: ") and "base_url" in result.output

@@ -85,6 +85,12 @@ def test_sync_killed_twice_then_restarted_is_exact(db_url, simulator, make_confi
         pending = conn.execute(sa.text("SELECT count(*) FROM sync_pending_children")).scalar_one()
     assert duplicated == [], "a ticket was inserted twice"
     assert pending == 0
+    with engine.connect() as conn:
+        runs = conn.execute(sa.text("SELECT pid, status, error FROM sync_runs ORDER BY id")).all()
+    # the two killed runs are marked abandoned by the next start, naming their process
+    assert [(r.pid, r.status) for r in runs] == [(first.pid, "abandoned"), (second.pid, "abandoned"),
+                                                  (third.pid, "ok")]
+    assert all(f"pid {r.pid}" in r.error and "ended without finishing" in r.error for r in runs[:2])
     engine.dispose()
 
 
