@@ -15,8 +15,7 @@ import click
 
 from etl import jobs, log
 from etl.config import Config, load_config
-from etl.errors import ConfigError, DesksyncError
-from etl.extract.pool import Stopped
+from etl.errors import ConfigError, DesksyncError, Stopped
 
 
 def _load(ctx: click.Context) -> Config:

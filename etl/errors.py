@@ -22,6 +22,11 @@ class DesksyncError(Exception):
     """Base of every error desksync raises on purpose."""
 
 
+class Stopped(Exception):  # noqa: N818 - a run being stopped is not an error
+    """The run is stopping (a signal, or an error elsewhere): raised where it waits or works, so
+    that the page in progress commits and the run is recorded as interrupted."""
+
+
 class ConfigError(DesksyncError):
     """The configuration file or environment is wrong; the message names the key."""
 

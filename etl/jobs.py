@@ -26,11 +26,10 @@ from etl.config import (
     UdeskKnowledgeConnection,
 )
 from etl.diff.conflicts import open_conflicts
-from etl.errors import AuthError, DesksyncError, MassDeleteRefused, RateLimitBlocked, RemoteError
+from etl.errors import AuthError, DesksyncError, MassDeleteRefused, RateLimitBlocked, RemoteError, Stopped
 from etl.extract.children import run_children
 from etl.extract.context import Progress, RunContext
 from etl.extract.full import run_full
-from etl.extract.pool import Stopped
 from etl.extract.reconcile import reconcile
 from etl.extract.servicego import ObjectSync, backfill_due, search_args, state_key
 from etl.extract.servicego_deletes import find_deletions
@@ -343,6 +342,8 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
                                               allowed=allow_mass_delete))
     if stop is not None:
         ctx.stop = stop
+    for session in _sessions(client):
+        session.stop = ctx.stop  # a rate-limit wait or a retry's backoff ends at once when the run stops
     summary = SyncSummary(run_id, connection, "failed")  # until the streams loop completes
     blocked_budgets: set[str] = set()
     try:
@@ -394,6 +395,12 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
 # What code raises on data it did not foresee (a crash of one stream, which must not stop the
 # others); the database's and the machine's errors stop the run, as every stream would meet them.
 _DATA_BUGS = (AttributeError, TypeError, LookupError, ValueError, ArithmeticError)
+
+
+def _sessions(client: Any) -> list[Any]:
+    """The client's HTTP sessions (the knowledge client has a second one for KM entities)."""
+    km = getattr(client, "km", None)
+    return [client.session, *([km] if km is not None else [])]
 
 
 def _stream_failed(ctx: RunContext, summary: SyncSummary, planned: PlannedStream, error: str) -> None:
@@ -640,7 +647,7 @@ def _push_tables(engine: sa.Engine, connection: str, summary: PushSummary, table
             table.send(client, outcome)
     finally:
         if client is not None:
-            sessions = [client.session, *([client.km] if getattr(client, "km", None) else [])]
+            sessions = _sessions(client)
             summary.requests = sum(s.metrics.requests for s in sessions)
             summary.rate_limit_wait_seconds = sum(s.rate_limit_wait_seconds for s in sessions)
             client.close()

@@ -37,8 +37,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from etl import jobs
 from etl.config import Config, JobConfig
-from etl.errors import DesksyncError
-from etl.extract.pool import Stopped
+from etl.errors import DesksyncError, Stopped
 from etl.http.ratelimit import RateLimiter
 from etl.locks import AdvisoryLocks, SchedulerFileLock
 from etl.log import get_logger

@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from etl.errors import Stopped
+
 Emit = Callable[[Any], None]
 Job = Callable[[Emit], None]
 
-
-class Stopped(Exception):
-    """Raised inside workers when the run is stopping (an error elsewhere, or a signal)."""
 
 
 _DONE = object()

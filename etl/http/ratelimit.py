@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from etl.errors import RateLimitBlocked
+from etl.errors import RateLimitBlocked, Stopped
 
 
 class RateLimiter:
@@ -101,10 +101,13 @@ class RateLimiter:
                     delay = max(delay, last + self.probe_interval - now)
         return delay
 
-    def acquire(self) -> float:
-        """Wait for a send slot; returns the seconds waited."""
+    def acquire(self, stop: threading.Event | None = None) -> float:
+        """Wait for a send slot; returns the seconds waited. A wait raises Stopped as soon as `stop`
+        is set: a budget's wait can be most of a minute, and a stop must not sit it out."""
         waited = 0.0
         while True:
+            if stop is not None and stop.is_set():
+                raise Stopped()
             with self._lock:
                 now = self._clock()
                 self._check_block(now)
@@ -117,7 +120,10 @@ class RateLimiter:
                     self.waited_seconds += waited
                     return waited
             step = min(delay, 0.1 * self.window)
-            self._sleep(step)
+            if stop is not None:
+                stop.wait(step)
+            else:
+                self._sleep(step)
             waited += step
 
     def release(self, limit: int | None = None, remaining: int | None = None, latency: float = 0.0) -> None:

@@ -16,11 +16,16 @@ from typing import Any
 import httpx
 import orjson
 
-from etl.errors import ApiError, AuthError, MalformedResponse, RemoteError, TransientError
+from etl.errors import ApiError, AuthError, MalformedResponse, RemoteError, Stopped, TransientError
 from etl.http.ratelimit import RateLimiter
 from etl.http.retry import RETRYABLE_EXCEPTIONS, Action, Backoff, classify_status
 from etl.http.transport import StdlibTransport
 from etl.log import get_logger, scrub_text
+
+# A host that refuses every connection (a wrong port, a service down) is given up on this long
+# after its first refusal since an answer: each request's retries would otherwise add up, stream
+# after stream (a closed port took 144 s and 110 retries). Timeouts and 5xx keep their retries.
+REFUSED_GIVE_UP_SECONDS = 15.0
 
 ErrorParser = Callable[[Any], tuple[str | None, str, list[dict[str, str]]]]
 # Some APIs report failures inside HTTP 200 (Udesk: {"code": 400, "message": ...}). An envelope
@@ -81,6 +86,9 @@ class Session:
         self.metrics = SessionMetrics()
         self._sleep = sleep
         self.log = get_logger(system=system)
+        self.stop: threading.Event | None = None  # the run's: waits end as soon as it is set
+        self.refused_give_up_seconds = REFUSED_GIVE_UP_SECONDS
+        self._refused_since: float | None = None  # monotonic time of the first refusal since an answer
 
     def close(self) -> None:
         self.client.close()
@@ -105,7 +113,8 @@ class Session:
         last_problem = ""
         for attempt in range(1, attempts + 1):
             last_problem = ""
-            limiter.acquire()
+            self._check_refusals(path)
+            limiter.acquire(self.stop)
             self.metrics.count(budget)
             started = time.perf_counter()
             try:
@@ -113,8 +122,11 @@ class Session:
             except RETRYABLE_EXCEPTIONS as exc:
                 limiter.cancel()
                 last_problem = f"{type(exc).__name__}: {scrub_text(str(exc)) or 'no detail'}"
+                if isinstance(exc, httpx.ConnectError) and self._refused_since is None:
+                    self._refused_since = time.monotonic()
                 self._before_retry(attempt, attempts, path, last_problem)
                 continue
+            self._refused_since = None  # the host answers
             elapsed = time.perf_counter() - started
             limiter.release(
                 _int_header(http.headers, "X-Rate-Limit"), _int_header(http.headers, "X-Rate-Limit-Remaining"), elapsed
@@ -162,13 +174,25 @@ class Session:
             self.system, f"gave up after {attempts} attempts; last problem: {last_problem}", path=path, attempts=attempts
         )
 
+    def _check_refusals(self, path: str) -> None:
+        """Give up on a host that has refused every connection for refused_give_up_seconds."""
+        since = self._refused_since
+        if since is not None and time.monotonic() - since >= self.refused_give_up_seconds:
+            raise TransientError(self.system, f"the host refuses connections (for {time.monotonic() - since:.0f} s "
+                                 "now): is base_url right, and is the service up?", path=path)
+
     def _before_retry(self, attempt: int, attempts: int, path: str, problem: str) -> None:
         if attempt >= attempts:
             return
         self.metrics.retries += 1
         delay = self.backoff.delay(attempt)
+        if self._refused_since is not None:  # no use waiting past the give-up time
+            delay = min(delay, max(0.0, self._refused_since + self.refused_give_up_seconds - time.monotonic()))
         self.log.warning("request_retry", path=path, attempt=attempt, problem=problem, sleep=round(delay, 3))
-        self._sleep(delay)
+        if self.stop is None:
+            self._sleep(delay)
+        elif self.stop.wait(delay):
+            raise Stopped()
 
     def _error_of(self, text: str) -> tuple[str | None, str, list[dict[str, str]]]:
         try:
