@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+import sqlalchemy as sa
 
 from etl import jobs, log
 from etl.config import Config, load_config
@@ -21,6 +22,10 @@ from etl.errors import ConfigError, DesksyncError, Stopped
 def _load(ctx: click.Context) -> Config:
     try:
         config = load_config(ctx.obj["config_path"])
+    except ConfigError as exc:
+        _fail(exc)
+    try:
+        ctx.obj["mirror_url"] = config.mirror.resolved_url(config.base_dir)
     except ConfigError as exc:
         _fail(exc)
     level = "debug" if ctx.obj["verbose"] else config.log.level
@@ -36,7 +41,22 @@ def _fail(exc: DesksyncError) -> NoReturn:
     sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command: a database error of the mirror ends it with one line naming the file."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except sa.exc.DBAPIError as exc:
+            from etl.mirror.db import mirror_error
+
+            url = (ctx.obj or {}).get("mirror_url")
+            if url is None:
+                raise
+            _fail(mirror_error(sa.engine.make_url(url), exc, "use"))
+
+
+@click.group(cls=_Commands)
 @click.option("--config", "config_path", envvar="DESKSYNC_CONFIG", type=click.Path(dir_okay=False),
               help="Configuration file (default: ./desksync.toml or ./config/desksync.toml).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request (debug level).")

@@ -304,7 +304,7 @@ class MirrorConfig(_Frozen):
                 raise ConfigError(f"mirror.url_env: environment variable {self.url_env} is not set or empty")
             return value
         url = self.url or "sqlite:///desksync.sqlite"
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        if url.startswith("sqlite:///") and not url.startswith(("sqlite:////", "sqlite:///file:")):
             # relative SQLite paths are relative to the config file, not the working directory
             url = "sqlite:///" + str((base_dir / url[len("sqlite:///") :]).resolve())
         return url

@@ -81,6 +81,30 @@ def _alembic_config(engine: sa.Engine) -> AlembicConfig:
     return cfg
 
 
+# SQLite's words for what can be wrong with the file, and what the user can do about it
+_SQLITE_FAULTS = (
+    ("file is not a database", "is not a SQLite database (a corrupt file, or another kind of file): restore it "
+                               "from a backup, or point mirror.url at another file"),
+    ("malformed", "is corrupt (\"database disk image is malformed\"): restore it from a backup, or point "
+                  "mirror.url at another file"),
+    ("readonly", "is read-only: desksync writes to it and, for its write-ahead log, to its directory"),
+    ("unable to open database file", "cannot be opened: does its directory exist, and may desksync write there?"),
+)
+
+
+def mirror_error(url: sa.engine.URL, exc: sa.exc.DBAPIError, doing: str) -> MirrorError:
+    """One line naming the mirror and what is wrong with it (the password of a URL hidden)."""
+    reason = str(exc.orig).strip() or type(exc.orig).__name__
+    if url.get_backend_name() == "sqlite":
+        where = f"the mirror database {url.database or ':memory:'}"
+        advice = next((text for words, text in _SQLITE_FAULTS if words in reason.lower()), None)
+        if advice is not None:
+            return MirrorError(f"{where} {advice} (SQLite: {reason})")
+    else:
+        where = f"the mirror database {url.render_as_string(hide_password=True)}"
+    return MirrorError(f"cannot {doing} {where}: {reason}")
+
+
 def upgrade(engine: sa.Engine) -> str:
     """Run every pending migration; returns the head revision."""
     cfg = _alembic_config(engine)
@@ -88,8 +112,8 @@ def upgrade(engine: sa.Engine) -> str:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
-    except sa.exc.OperationalError as exc:
-        raise MirrorError(f"cannot migrate the mirror database: {exc.orig}") from None
+    except sa.exc.DBAPIError as exc:
+        raise mirror_error(engine.url, exc, "migrate") from None
     return ScriptDirectory.from_config(cfg).get_current_head() or ""
 
 
@@ -99,8 +123,8 @@ def ensure_current(engine: sa.Engine) -> None:
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
-    except sa.exc.OperationalError as exc:
-        raise MirrorError(f"cannot open the mirror database: {exc.orig}") from None
+    except sa.exc.DBAPIError as exc:
+        raise mirror_error(engine.url, exc, "open") from None
     if current != head:
         state = "has no desksync schema" if current is None else f"is at revision {current}, not {head}"
         raise MirrorError(f"the mirror database {state}; run `desksync init` first")

@@ -165,3 +165,41 @@ def test_a_bad_configuration_file_exits_2_with_one_error_line(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines[0].startswith("error: ") and "base_url" in result.output
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["init"], ["sync"], ["status"]])
+def test_a_corrupt_mirror_file_is_named_in_one_line(sqlite_url, simulator, tmp_path, command):
+    server = simulator(TINY)
+    path = tmp_path / "mirror.sqlite"
+    path.write_bytes(b"these are not the pages of a SQLite database" * 200)
+    config = write_config_file(tmp_path / "c.toml", f"sqlite:///{path}", {"helpdesk": connection_settings(server)})
+    line = _one_error_line(CliRunner().invoke(main, ["--config", str(config), *command]))
+    assert str(path) in line and "is not a SQLite database" in line
+
+
+def test_a_mirror_in_a_missing_directory_is_named_in_one_line(simulator, tmp_path):
+    server = simulator(TINY)
+    path = tmp_path / "no" / "such" / "dir" / "mirror.sqlite"
+    config = write_config_file(tmp_path / "c.toml", f"sqlite:///{path}", {"helpdesk": connection_settings(server)})
+    line = _one_error_line(CliRunner().invoke(main, ["--config", str(config), "init"]))
+    assert str(path) in line and "cannot be opened" in line and "directory" in line
+
+
+def test_a_read_only_mirror_is_named_in_one_line(sqlite_url, simulator, make_config, tmp_path, monkeypatch):
+    """Read-only as SQLite's own URI option says it (file permissions do not bind root, who runs CI)."""
+    server = simulator(TINY)
+    make_config(sqlite_url, server)
+    path = sqlite_url.removeprefix("sqlite:///")
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    config = write_config_file(tmp_path / "c.toml", read_only, {"helpdesk": connection_settings(server)})
+    monkeypatch.setenv(API_KEY_ENV, "sim-api-key")
+    line = _one_error_line(CliRunner().invoke(main, ["--config", str(config), "sync"]))
+    assert path in line and "is read-only" in line
