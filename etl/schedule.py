@@ -74,8 +74,10 @@ def consecutive_failures(conn: sa.Connection, job: str) -> int:
 
 
 def last_started(conn: sa.Connection, job: str) -> datetime | None:
-    """When the job's latest run started, by the history (any outcome: a run that failed was a run)."""
-    started = conn.execute(sa.select(sa.func.max(_RUNS.c.started_at)).where(_RUNS.c.job == job)).scalar()
+    """When the job's latest run that finished its work started, by the history: an interrupted,
+    failed or abandoned run leaves the job due (a stopped scheduler's pull is resumed at start)."""
+    started = conn.execute(sa.select(sa.func.max(_RUNS.c.started_at)).where(
+        _RUNS.c.job == job, _RUNS.c.status == "ok")).scalar()
     if isinstance(started, str):  # SQLite without the column type's processing (an aggregate)
         started = datetime.fromisoformat(started)
     return None if started is None else started if started.tzinfo else started.replace(tzinfo=UTC)
