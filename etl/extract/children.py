@@ -9,11 +9,12 @@ its queue entry commit together.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from etl.clients.eddydesk import says_record_missing
+from etl.clients.eddydesk import API_DATE_FORMAT, says_record_missing
 from etl.errors import ApiError
 from etl.extract.context import RunContext
 from etl.extract.pool import Emit, run_jobs
@@ -40,19 +41,40 @@ def _parents(ctx: RunContext, stream: Stream) -> list[int]:
         return pending(conn, ctx.connection, parent_queue(stream), stream.name)
 
 
-def fetch_all_pages(ctx: RunContext, path: str, parent_id: int) -> list[dict[str, Any]] | None:
+def fetch_all_pages(ctx: RunContext, path: str, parent_id: int,
+                    filters: Mapping[str, str] | None = None) -> list[dict[str, Any]] | None:
     """Every record of a child list; None when the API says the parent does not exist (any other
     404, such as a wrong base URL's, fails the stream: it proves nothing about the parent)."""
     try:
-        first = ctx.helpdesk.list_page(path, {"page": 1})
+        first = ctx.helpdesk.list_page(path, {**(filters or {}), "page": 1})
     except ApiError as exc:
         if says_record_missing(exc, parent_id):
             return None
         raise
     records = list(first.records)
     for page in range(2, first.total_pages + 1):
-        records.extend(ctx.helpdesk.list_page(path, {"page": page}).records)
+        records.extend(ctx.helpdesk.list_page(path, {**(filters or {}), "page": page}).records)
     return records
+
+
+def _newest_mirrored(ctx: RunContext, stream: Stream, parents: list[int]) -> dict[int, str]:
+    """A history's newest mirrored entry per parent, as the API's date filter takes it (the
+    account's local time, "2017-12-31 00:00:00"; the filter is inclusive, so it is read again)."""
+    assert stream.parent_column is not None
+    table = stream.table
+    column = table.c[stream.parent_column]
+    newest: dict[int, str] = {}
+    with ctx.engine.connect() as conn:
+        for start in range(0, len(parents), 500):
+            rows = conn.execute(sa.select(column, sa.func.max(table.c.date_created)).where(
+                table.c.connection == ctx.connection, column.in_(parents[start:start + 500])).group_by(column))
+            for parent_id, moment in rows:
+                if isinstance(moment, str):  # SQLite without the column type's processing (an aggregate)
+                    moment = datetime.fromisoformat(moment)
+                if moment is not None:
+                    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                    newest[int(parent_id)] = aware.astimezone(ctx.tz).strftime(API_DATE_FORMAT)
+    return newest
 
 
 def run_children(ctx: RunContext, stream: Stream) -> None:
@@ -64,12 +86,16 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
     queue = None if stream.parent_query is not None else parent_queue(stream)
     # a parent stream that failed in this run (a wrong base URL, an outage) makes every absence
     # suspect: the lists are still read and written, but nothing is marked deleted from them
-    trust_absence = stream.parent not in ctx.failed_streams
+    parent_ok = stream.parent not in ctx.failed_streams
+    trust_absence = parent_ok and stream.history_since is None  # a history's absent entries are older ones
+    since = _newest_mirrored(ctx, stream, parents) if stream.history_since is not None else {}
     done = 0
 
     def job_for(parent_id: int) -> Any:
+        filters = {stream.history_since: since[parent_id]} if stream.history_since and parent_id in since else None
+
         def job(emit: Emit) -> None:
-            emit((parent_id, fetch_all_pages(ctx, stream.path.format(parent_id=parent_id), parent_id)))
+            emit((parent_id, fetch_all_pages(ctx, stream.path.format(parent_id=parent_id), parent_id, filters)))
 
         return job
 
@@ -98,7 +124,7 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
                 vanished = set(known) - set(result.seen_ids) if trust_absence else set()
                 ctx.stats.deleted += writer.mark_deleted(conn, sorted(vanished), ctx.run_id, stream.scope,
                                                      guard=ctx.delete_guard)
-            if queue is not None and trust_absence:  # option lists are refreshed for all their fields, not queued;
+            if queue is not None and parent_ok:  # option lists are refreshed for all their fields, not queued;
                 # untrusted lists stay queued, to be read again (and their absences believed) next run
                 done_pending(conn, ctx.connection, queue, stream.name, parent_ids)
         done += len(batch)

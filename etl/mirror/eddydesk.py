@@ -263,6 +263,19 @@ class UserNote(MirroredRecord, Base):
     file: Mapped[Any | None] = mapped_column(JSONType)
 
 
+class UserStatusChange(MirroredRecord, Base):
+    """One entry of a user's status history (GET /users/{user_id}/statuses_log/): read from the
+    newest one mirrored on, never deleted (a history is appended to)."""
+
+    __tablename__ = "eddydesk_user_status_log"
+    user_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False, info={"meta": True})
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)  # counted per user in the docs' example
+    status_id: Mapped[str | None] = mapped_column(sa.String(64))
+    name: Mapped[dict[str, Any] | None]
+    name_display: Mapped[str | None] = mapped_column(sa.Text, info=display_of("name"))
+    date_created: Mapped[datetime | None]
+
+
 class Organization(InsertableRecord, Base):
     __tablename__ = "eddydesk_organizations"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)

@@ -53,6 +53,9 @@ class Stream:
     child_rows: Callable[[dict[str, Any], str], ChildRows] | None = None
     child_tables: tuple[tuple[sa.Table, str], ...] = ()
     optional: bool = False
+    # child list that is a history: read from its newest mirrored entry on (date_created filter),
+    # and an entry missing from what was read is not gone
+    history_since: str | None = None
 
     @property
     def table(self) -> sa.Table:
@@ -197,13 +200,17 @@ STREAMS: tuple[Stream, ...] = (
         "windowed",
         "users/",
         m.User,
-        children=("user_notes",),
+        children=("user_notes", "user_statuses_log"),
         get_path="users/{id}",
         secret_keys=("api_key",),
         child_rows=user_children,
         child_tables=((table_of(m.UserDepartment), "user_id"), (table_of(m.UserCustomFieldValue), "user_id")),
     ),
     Stream("user_notes", "child", "users/{parent_id}/notes/", m.UserNote, parent="users", parent_column="user_id"),
+    Stream(
+        "user_statuses_log", "child", "users/{parent_id}/statuses_log/", m.UserStatusChange,
+        parent="users", parent_column="user_id", optional=True, history_since="from_date_created",
+    ),
     Stream(
         "tickets",
         "windowed",

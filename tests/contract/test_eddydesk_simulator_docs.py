@@ -147,3 +147,24 @@ def test_user_and_organization_notes_are_added(api: Any) -> None:
     assert org_note["text"] == "org"
     assert http.delete(f"organizations/2/notes/{org_note['id']}").json()["errors"][0]["details"] == (
         f"Note with id {{{org_note['id']}}} successfully deleted")
+
+
+def test_a_users_status_history_is_listed_with_its_filters(api: Any) -> None:
+    """seed 003, "User status history GET /users/{user_id}/statuses_log/{?page,from_date_created,
+    to_date_created,statuses}": {"data": [{"id": 2, "status_id": "on-hold", "name": {"en": "On hold"},
+    "date_created": "2020-11-30 23:28:36"}, ...], "pagination": {...}}; a missing user is "User with id
+    {22} does not exist"."""
+    http, server = api
+    agent = next(u for u in server.state.staff_ids if server.state.status_log(u))
+    listed = http.get(f"users/{agent}/statuses_log/").json()
+    entries = listed["data"]
+    assert set(entries[0]) == {"id", "status_id", "name", "date_created"} and listed["pagination"]["total"] == len(entries)
+    assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), reverse=True), "newest first"
+    newest = entries[0]["date_created"]
+    since = http.get(f"users/{agent}/statuses_log/", params={"from_date_created": newest}).json()["data"]
+    assert [e["id"] for e in since] == [entries[0]["id"]], "the date filters are inclusive"
+    status = entries[0]["status_id"]
+    only = http.get(f"users/{agent}/statuses_log/", params={"statuses": status}).json()["data"]
+    assert only and all(e["status_id"] == status for e in only)
+    missing = http.get("users/999999/statuses_log/")
+    assert missing.status_code == 404 and missing.json()["errors"][0]["details"] == "User with id {999999} does not exist"

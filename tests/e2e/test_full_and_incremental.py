@@ -4,6 +4,7 @@ request count proportional to the changes, not to the dataset."""
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from etl import jobs
 from etl.mirror.db import open_engine
@@ -76,4 +77,38 @@ def test_the_options_of_a_field_deleted_remotely_are_marked_deleted(db_url, simu
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM eddydesk_custom_field_options WHERE id = -1"))
     assert_mirror_matches(engine, state, check_hard_deletes=False)
+    engine.dispose()
+
+
+def test_users_status_history_is_mirrored_from_its_newest_entry_on(db_url, simulator, make_config):
+    """seed 003, GET /users/{user_id}/statuses_log/: an optional stream; a changed user's history is
+    read again from its newest mirrored entry (from_date_created), and entries are never deleted."""
+    server = simulator(Sizes(tickets=10, users=40, organizations=2, kb_categories=1, kb_articles=1))
+    config = make_config(db_url, server, streams=["default", "user_statuses_log"])
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    state = server.state
+    engine = open_engine(db_url)
+
+    def mirrored() -> dict[int, list[tuple[int, str]]]:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT user_id, id, status_id FROM eddydesk_user_status_log "
+                                        "WHERE NOT is_deleted ORDER BY user_id, id DESC")).all()
+        out: dict[int, list[tuple[int, str]]] = {}
+        for user_id, entry_id, status in rows:
+            out.setdefault(user_id, []).append((entry_id, status))
+        return out
+
+    def remote() -> dict[int, list[tuple[int, str]]]:
+        return {u: [(e["id"], e["status_id"]) for e in state.status_log(u)] for u in state.users.records
+                if state.status_log(u)}
+
+    assert mirrored() == remote() and mirrored(), "every staff user's history"
+    agent = state.staff_ids[-1]
+    before = len(state.status_log(agent))
+    state.update_user(agent, user_status="obed")
+    server.stats.__init__()
+    assert jobs.sync(config, "helpdesk").status == "ok"
+    assert mirrored() == remote() and len(mirrored()[agent]) == before + 1
+    asked = [path for path in server.stats.by_endpoint if "statuses_log" in path]
+    assert server.stats.by_endpoint.get("users_statuses_log") == 1, asked
     engine.dispose()

@@ -199,6 +199,17 @@ def list_plain(records: list[Record], per_page: int, params: Any, keyed: bool = 
     return _envelope(items, keyed, _pagination(len(records), per_page, page, total_as_string))
 
 
+def _status_log_wanted(entry: Record, params: Any) -> bool:
+    """The status log's filters (seed 003): from_date_created / to_date_created ("2017-12-31
+    00:00:00", read as inclusive, as the other date filters) and statuses ("online,offline")."""
+    created = entry["date_created"]
+    lo, hi = params.get("from_date_created"), params.get("to_date_created")
+    if lo and created < lo or hi and created > hi:
+        return False
+    statuses = _id_list(params, "statuses")
+    return statuses is None or entry["status_id"] in statuses
+
+
 def _member_in(member: str, wanted: set[str]) -> Callable[[Record], bool]:
     return lambda r: str(r.get(member)) in wanted
 
@@ -336,6 +347,9 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
                     ("users", "notes"): (state.user_notes, False, False),
                     ("organizations", "notes"): (state.organization_notes, False, False),
                 }
+                if n == 3 and (head, child) == ("users", "statuses_log"):
+                    entries = [e for e in state.status_log(rid) if _status_log_wanted(e, params)]
+                    return "users_statuses_log", list_plain(entries, 30, params)
                 if n == 3 and (head, child) in lists:
                     fetch, keyed, as_string = lists[(head, child)]
                     return f"{head}_{child}", list_plain(fetch(rid), 30, params, keyed=keyed, total_as_string=as_string,

@@ -334,6 +334,20 @@ def make_notes(seed: int, kind: str, parent_key: str, parent_id: int, limit: int
     return sorted(notes, key=lambda x: -x["id"])
 
 
+def make_status_log(seed: int, user_id: int, limit: int) -> list[Record]:
+    """A staff user's status history (GET /users/{id}/statuses_log/): ids counted per user,
+    newest first, as in the docs' example ({"id": 2, "status_id": "on-hold", ...}, then id 1)."""
+    rng = child_rng("status_log", user_id, seed)
+    statuses = _REFERENCE["user_statuses"]
+    stamps = sorted(_stamp(rng) for _ in range(rng.randint(0, limit)))
+    entries = []
+    for n, stamp in enumerate(stamps, start=1):
+        status = rng.choice(statuses)
+        entries.append({"id": n, "status_id": status["id"], "name": dict(status["name"]),
+                        "date_created": stamp.strftime(ISO)})
+    return entries[::-1]
+
+
 def make_audit(seed: int, ticket: Record) -> list[Record]:
     rng = child_rng("audit", ticket["id"], seed)
     created = datetime.strptime(ticket["date_created"], ISO)

@@ -45,6 +45,7 @@ class HelpdeskState:
         self._comments: dict[int, list[Record]] = {}
         self._user_notes: dict[int, list[Record]] = {}
         self._org_notes: dict[int, list[Record]] = {}
+        self._status_logs: dict[int, list[Record]] = {}
         self._next_child_id = 10_000_000
         self._generate()
 
@@ -124,6 +125,15 @@ class HelpdeskState:
             if org_id not in self._org_notes:
                 return data.make_notes(self.seed, "org_notes", "organiz_id", org_id, self.sizes.notes_per_parent, org_id * 10)
             return self._org_notes[org_id]
+
+    def status_log(self, user_id: int) -> list[Record]:
+        """A staff user's status changes, newest first (clients have none)."""
+        with self.lock:
+            if user_id not in self._status_logs:
+                user = self.users.records[user_id]
+                staff = user.get("group", {}).get("type") == "staff"
+                return data.make_status_log(self.seed, user_id, 12) if staff else []
+            return self._status_logs[user_id]
 
     def audit(self, ticket_id: int) -> list[Record]:
         ticket = self.tickets.get(ticket_id)
@@ -215,7 +225,16 @@ class HelpdeskState:
 
     def update_user(self, user_id: int, **changes: Any) -> Record:
         with self.lock:
-            return self._touch(self.users, user_id, **changes)
+            before = self.users.records[user_id].get("user_status")
+            user = self._touch(self.users, user_id, **changes)
+            if "user_status" in changes and changes["user_status"] != before:
+                log = list(self.status_log(user_id))
+                status = next((s for s in self.reference["user_statuses"] if s["id"] == changes["user_status"]),
+                              {"id": changes["user_status"], "name": {"en": str(changes["user_status"])}})
+                entry = {"id": max((e["id"] for e in log), default=0) + 1, "status_id": status["id"],
+                         "name": dict(status["name"]), "date_created": self.now()}
+                self._status_logs[user_id] = [entry, *log]
+            return user
 
     def create_user(self, **changes: Any) -> Record:
         with self.lock:
@@ -231,6 +250,7 @@ class HelpdeskState:
         with self.lock:
             self.users.remove(user_id)
             self._user_notes.pop(user_id, None)
+            self._status_logs.pop(user_id, None)
 
     def add_user_note(self, user_id: int, text: str) -> Record:
         with self.lock:
