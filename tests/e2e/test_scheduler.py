@@ -244,6 +244,9 @@ def test_a_failing_job_backs_off_while_the_others_go_on(sqlite_url, simulator, m
         bad = [r for r in runs if r.job == "bad"]
         good = [r for r in runs if r.job == "good"]
         assert all(r.status == "failed" for r in bad[:3]) and all(r.status != "ok" for r in bad)
+        with engine.connect() as conn:
+            errors = conn.execute(sa.text("SELECT error FROM sync_runs WHERE job = 'bad' AND status = 'failed'")).scalars()
+            assert all(error and "e-401" in error for error in errors), "a failed scheduled run records its error"
         # every 0.5 s, unless it backs off: 1 s after the first failure, 2 s after the second, ...
         gaps = [(b.started_at - a.started_at).total_seconds() for a, b in zip(bad, bad[1:], strict=False)]
         assert gaps == sorted(gaps) and gaps[0] >= 0.9 and gaps[1] >= 1.8, gaps
