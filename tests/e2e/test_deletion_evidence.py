@@ -66,16 +66,16 @@ def test_the_documented_not_found_answer_is_told_from_a_route_404() -> None:
     assert not says_record_missing(ApiError("eddydesk", "Not Found", 404, None, "x"), 9)  # a web server's page
 
 
-def test_children_of_a_failed_parent_stream_are_not_marked_deleted(sqlite_url: str,
+def test_children_of_a_failed_parent_stream_are_not_marked_deleted(db_url: str,
                                                                     simulator: Callable[..., SimulatorServer],
                                                                     make_config: Callable[..., Any]) -> None:
     """The field lists fail in this run (a server fault on every try): their options are still
     read, but an option missing from them is not taken for deleted until a run whose fields
     stream succeeded."""
     server = simulator(SIZES)
-    config = make_config(sqlite_url, server)
+    config = make_config(db_url, server)
     assert jobs.sync(config, "helpdesk").status == "ok"
-    engine = open_engine(sqlite_url)
+    engine = open_engine(db_url)
     options = server.state.options["ticket"]
     field_id = min(options)
     option = options[field_id].pop(0)["id"]
