@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
+# setuptools says "Editable installation. Please be careful with folders ... with the same name
+# as your package" on every editable install: information, not a problem (etl/ is the package).
 $(BIN)/.installed: pyproject.toml
+	@echo "installing desksync and its dependencies into $(VENV) (once; about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 .PHONY: demo test bench lint
