@@ -41,8 +41,35 @@ def _fail(exc: DesksyncError) -> NoReturn:
     sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
+_GLOBAL_FLAGS = ("-v", "--verbose")
+_GLOBAL_VALUES = ("--config",)
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """`desksync sync -v --config x.toml` as `desksync -v --config x.toml sync`: the global options
+    are taken wherever they stand (no command has options of the same names)."""
+    front: list[str] = []
+    rest: list[str] = []
+    items = iter(args)
+    for arg in items:
+        if arg == "--":
+            rest += [arg, *items]
+            break
+        if arg in _GLOBAL_FLAGS or any(arg.startswith(f"{name}=") for name in _GLOBAL_VALUES):
+            front.append(arg)
+        elif arg in _GLOBAL_VALUES:
+            front += [arg, next(items, "")]
+        else:
+            rest.append(arg)
+    return front + rest
+
+
 class _Commands(click.Group):
-    """Every command: a database error of the mirror ends it with one line naming the file."""
+    """Global options anywhere on the line; a database error of the mirror, in any command, ends
+    it with one line naming the file."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -56,13 +83,15 @@ class _Commands(click.Group):
             _fail(mirror_error(sa.engine.make_url(url), exc, "use"))
 
 
-@click.group(cls=_Commands)
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="desksync", prog_name="desksync")
 @click.option("--config", "config_path", envvar="DESKSYNC_CONFIG", type=click.Path(dir_okay=False),
               help="Configuration file (default: ./desksync.toml or ./config/desksync.toml).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request (debug level).")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
-    """desksync: mirror EddyDesk (and soon Udesk) into a relational database, incrementally."""
+    """desksync: mirror EddyDesk, Udesk ServiceGo and Udesk knowledge into a relational database,
+    push local edits back, and move records between them."""
     ctx.obj = {"config_path": config_path, "verbose": verbose}
 
 
@@ -187,14 +216,15 @@ def _print_status(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # piped or redirected, a table is never cut to the 80 columns rich assumes off a terminal
+    console = Console() if sys.stdout.isatty() else Console(width=1000)
     for name, info in report["connections"].items():
         table = Table(title=f"connection {name}")
         for column in ("stream", "rows", "deleted", "cursor", "last success", "last error"):
             table.add_column(column)
         for stream, s in info["streams"].items():
             table.add_row(stream, str(s["rows"]), str(s["deleted_rows"]), str(s["cursor"] or "-"),
-                          str(s["last_success_at"] or "-"), (s["last_error"] or "")[:60])
+                          str(s["last_success_at"] or "-"), s["last_error"] or "")
         console.print(table)
         for block in info["blocks"]:
             console.print(f"[red]{block['budget']} budget blocked until {block['blocked_until']}[/red]")
@@ -245,8 +275,8 @@ def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None
         return
     for run in history:
         click.echo(
-            f"{run['id']:>6} {run['job'] or '(by hand)':<20} {run['connection']:<12} {run['started_at']} "
-            f"{run['status']:<11} read {run['records_read']}, +{run['rows_inserted']} ~{run['rows_updated']} "
+            f"{run['id']:>6} {run['job'] or '(by hand)':<20} {run['kind']:<8} {run['connection']:<12} "
+            f"{run['started_at']} {run['status']:<11} read {run['records_read']}, +{run['rows_inserted']} ~{run['rows_updated']} "
             f"-{run['rows_deleted']}, {run['requests']} requests, {run['rate_limit_wait_seconds']:.1f}s waiting"
             + (f"  {run['error']}" if run["error"] else "")
         )
@@ -313,6 +343,23 @@ def pipeline_run(ctx: click.Context, name: str, dry_run: bool, retry_failed: boo
     if not dry_run:
         click.echo(f"{summary.requests} requests")
     sys.exit(1 if summary.held and not dry_run else 0)
+
+
+@pipeline.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def pipeline_list(ctx: click.Context, as_json: bool) -> None:
+    """The configured pipelines: source, target and steps."""
+    config = _load(ctx)
+    listed = {name: {"source": p.source, "target": p.target, "steps": [s.name for s in p.steps]}
+              for name, p in config.pipelines.items()}
+    if as_json:
+        click.echo(json.dumps(listed, indent=2))
+        return
+    if not listed:
+        click.echo("no pipelines configured ([pipelines.NAME] in the configuration)")
+    for name, info in listed.items():
+        click.echo(f"{name}: {info['source']} -> {info['target']} ({', '.join(info['steps'])})")
 
 
 @pipeline.command("status")

@@ -45,6 +45,7 @@ from etl.mirror.base import table_of
 from etl.mirror.db import ensure_current, open_engine, upgrade
 from etl.mirror.delete_guard import DeleteGuard
 from etl.mirror.meta import AccountBlock, SyncRun, SyncState
+from etl.mirror.normalize import iso_utc
 from etl.mirror.servicego import ObjectSchema
 from etl.mirror.servicego import table_name as table_name_of
 from etl.mirror.state import load_state, record_error, record_success, save_state
@@ -446,7 +447,7 @@ def _connection_problems(name: str, last_run: Any) -> list[str]:
     if last_run is None or last_run["status"] not in ("failed", "abandoned"):
         return []
     started = last_run["started_at"]
-    when = (started if started.tzinfo else started.replace(tzinfo=UTC)).isoformat() if started else "?"
+    when = iso_utc(started) if started else "?"
     return [f"last {last_run['kind']} run {last_run['status']} (started {when}): {last_run['error'] or 'no error recorded'}"]
 
 
@@ -480,7 +481,7 @@ def status(config: Config) -> dict[str, Any]:
                         "deleted_rows": int(counts[1] or 0),
                         "cursor": state.get("cursor"),
                         "scan_in_progress": bool(state.get("scan")) or bool(deleted_state and deleted_state.state.get("scan")),
-                        "last_success_at": row.last_success_at.isoformat() if row and row.last_success_at else None,
+                        "last_success_at": iso_utc(row.last_success_at) if row and row.last_success_at else None,
                         "last_error": row.last_error if row else None,
                     }
                 last_run = conn.execute(
@@ -494,9 +495,9 @@ def status(config: Config) -> dict[str, Any]:
                     "streams": streams_out,
                     "held": [dict(h) for h in held],  # rows a push could not send, with the remote's error
                     "open_conflicts": len(open_conflicts(conn, name)),
-                    "last_run": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in last_run.items()} if last_run else None,
+                    "last_run": {k: iso_utc(v) if isinstance(v, datetime) else v for k, v in last_run.items()} if last_run else None,
                     "blocks": [
-                        {"budget": b["budget"], "blocked_until": b["blocked_until"].isoformat(), "reason": b["reason"]}
+                        {"budget": b["budget"], "blocked_until": iso_utc(b["blocked_until"]), "reason": b["reason"]}
                         for b in blocks if b["connection"] == name
                     ],
                 }

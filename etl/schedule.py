@@ -44,6 +44,7 @@ from etl.log import get_logger
 from etl.mirror.base import table_of
 from etl.mirror.db import ensure_current, open_engine
 from etl.mirror.meta import AccountBlock, SyncRun
+from etl.mirror.normalize import iso_utc
 
 _RUNS = table_of(SyncRun)
 _BLOCKS = table_of(AccountBlock)
@@ -286,9 +287,7 @@ def serve(config: Config, every_seconds: float = 300.0) -> None:
 # --- reading the history: `desksync status` and `desksync runs` --------------------------------------
 
 def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return None if value is None else iso_utc(value)  # type: ignore[no-any-return]
 
 
 def next_run(spec: JobConfig, last_started: datetime | None, now: datetime) -> datetime:
@@ -324,7 +323,7 @@ def job_report(conn: sa.Connection, config: Config, specs: dict[str, JobConfig])
                 "requests": last["requests"], "error": last["error"]},
             "last_success_started_at": _iso(last_ok),
             "consecutive_failures": failures,
-            "next_run_at": next_run(spec, last["started_at"] if last else None, now).isoformat(),
+            "next_run_at": iso_utc(next_run(spec, last["started_at"] if last else None, now)),
             "problems": problems,
         }
     return out

@@ -135,6 +135,20 @@ def utc_text(value: Any, tz: tzinfo) -> str | None:
     return _shift(local, iso, tz)
 
 
+def iso_utc(value: Any) -> Any:
+    """A moment as desksync prints it everywhere (text and JSON): UTC ISO 8601 with its offset,
+    "2026-12-04T20:19:39.123456+00:00". Naive datetimes are UTC (the mirror stores UTC); ISO text
+    is read and printed the same way; anything else is returned as it is."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    return value
+
+
 def parse_api_date(value: Any, tz: tzinfo) -> datetime | None:
     """Parse any documented EddyDesk date into an aware UTC datetime; None for empty/"null"."""
     text = utc_text(value, tz)
