@@ -87,6 +87,9 @@ class Session:
         self._sleep = sleep
         self.log = get_logger(system=system)
         self.stop: threading.Event | None = None  # the run's: waits end as soon as it is set
+        self._waits = threading.Lock()
+        self._waited_wall = 0.0  # seconds in which at least one of this session's requests waited
+        self._waited_until = 0.0  # monotonic end of the waits counted so far
         self.refused_give_up_seconds = REFUSED_GIVE_UP_SECONDS
         self._refused_since: float | None = None  # monotonic time of the first refusal since an answer
 
@@ -95,7 +98,20 @@ class Session:
 
     @property
     def rate_limit_wait_seconds(self) -> float:
-        return sum(limiter.waited_seconds for limiter in self.limiters.values())
+        """Wall-clock seconds this session spent waiting on its rate limits: waits of several
+        threads at once count once (eight fetch threads waiting 10 s each are 10 s, not 80),
+        and the limiters' waits for other sessions of the account are not this session's."""
+        return self._waited_wall
+
+    def _waited(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        end = time.monotonic()
+        with self._waits:  # the union of [end - seconds, end] with the waits counted before
+            start = max(end - seconds, self._waited_until)
+            if end > start:
+                self._waited_wall += end - start
+            self._waited_until = max(self._waited_until, end)
 
     def request_json(
         self,
@@ -114,7 +130,7 @@ class Session:
         for attempt in range(1, attempts + 1):
             last_problem = ""
             self._check_refusals(path)
-            limiter.acquire(self.stop)
+            self._waited(limiter.acquire(self.stop))
             self.metrics.count(budget)
             started = time.perf_counter()
             try:
