@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from etl import jobs, log
 from etl.config import Config, load_config
 from etl.errors import ConfigError, DesksyncError, Stopped
+from etl.health import problems_of
 
 
 def _load(ctx: click.Context) -> Config:
@@ -188,21 +189,48 @@ def sync(ctx: click.Context, connection: str | None, streams: tuple[str, ...], f
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any but loopback needs --token-env.")
+@click.option("--port", default=8770, show_default=True, type=int)
+@click.option("--token-env", help="Environment variable holding the token requests must carry (Bearer).")
+@click.pass_context
+def ui(ctx: click.Context, host: str, port: int, token_env: str | None) -> None:
+    """Serve /metrics (Prometheus) and /healthz (the status --check verdict) for monitoring."""
+    import uvicorn
+
+    from etl.console.app import build_app, console_token
+
+    config = _load(ctx)
+    try:
+        app = build_app(config, console_token(host, token_env))
+    except ConfigError as exc:
+        _fail(exc)
+    click.echo(f"desksync console on http://{host}:{port}/metrics and /healthz", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--check", is_flag=True,
               help="Exit 1 when a job failed schedule.max_consecutive_failures times in a row, or its data is "
-                   "older than its max_lag_minutes (for monitoring).")
+                   "older than its max_lag_minutes, or a connection's latest run failed (for monitoring).")
+@click.option("--prometheus", is_flag=True,
+              help="Prometheus text format (for a node-exporter textfile collector; the console serves /metrics).")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, check: bool) -> None:
+def status(ctx: click.Context, as_json: bool, check: bool, prometheus: bool) -> None:
     """Per connection and stream: rows, cursor, last success and error; per scheduled job: last and next run."""
     config = _load(ctx)
     try:
         report = jobs.status(config)
     except DesksyncError as exc:
         _fail(exc)
-    problems = [f"job {name}: {p}" for name, info in report.get("jobs", {}).items() for p in info["problems"]]
-    problems += [f"connection {name}: {p}" for name, info in report["connections"].items() for p in info["problems"]]
-    if as_json:
+    problems = problems_of(report)
+    if prometheus:
+        from etl.metrics import prometheus_text
+
+        pipelines = {name: jobs.pipeline_status(config, name) for name in config.pipelines}
+        click.echo(prometheus_text(report, pipelines).decode(), nl=False)
+    elif as_json:
         click.echo(json.dumps({**report, "healthy": not problems}, indent=2, default=str))
     else:
         _print_status(report)

@@ -1,0 +1,1 @@
+"""The console for the people who run desksync: served over HTTP by `desksync ui`."""
