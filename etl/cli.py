@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,24 +109,6 @@ def init(ctx: click.Context) -> None:
     click.echo(f"mirror schema is at revision {head}")
 
 
-def _progress_printer() -> tuple[Any, Any]:
-    """A live progress display on a terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
-        return None, None
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:>9,.0f} records"),
-                        TimeElapsedColumn(), transient=False)
-    tasks: dict[str, Any] = {}
-
-    def update(stream: str, done: int, total: int | None) -> None:
-        if stream not in tasks:
-            tasks[stream] = progress.add_task(stream, total=total)
-        progress.update(tasks[stream], completed=done, total=total)
-
-    return progress, update
-
-
 def run_sync(config: Config, connection: str, streams: tuple[str, ...], full: bool, reconcile: bool,
              allow_mass_delete: bool = False) -> jobs.SyncSummary:
     stop = threading.Event()
@@ -135,15 +118,15 @@ def run_sync(config: Config, connection: str, streams: tuple[str, ...], full: bo
         stop.set()
 
     previous = signal.signal(signal.SIGTERM, on_signal)
-    progress, update = _progress_printer()
+    from etl.progress import progress_display  # rich's display, for a terminal only
+
+    display = progress_display()
     try:
-        if progress:
-            progress.start()
-        return jobs.sync(config, connection, streams, full=full, reconcile_deletes=reconcile, progress=update, stop=stop,
-                         allow_mass_delete=allow_mass_delete)
+        with display or contextlib.nullcontext():
+            return jobs.sync(config, connection, streams, full=full, reconcile_deletes=reconcile,
+                             progress=display.update if display else None, stop=stop,
+                             allow_mass_delete=allow_mass_delete, waiting=display.waiting if display else None)
     finally:
-        if progress:
-            progress.stop()
         signal.signal(signal.SIGTERM, previous)
 
 

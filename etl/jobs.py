@@ -296,6 +296,7 @@ def sync(
     job: str | None = None,
     limiters: dict[str, RateLimiter] | None = None,
     allow_mass_delete: bool = False,
+    waiting: Callable[[float], None] | None = None,
 ) -> SyncSummary:
     """Pull one connection's streams into the mirror; one sync_runs row records the run.
 
@@ -310,7 +311,7 @@ def sync(
         with _own_account(engine, connection, limiters):
             return _sync(config, engine, connection, settings, streams, full=full, reconcile_deletes=reconcile_deletes,
                          progress=progress, transport=transport, stop=stop, job=job, limiters=limiters,
-                         allow_mass_delete=allow_mass_delete)
+                         allow_mass_delete=allow_mass_delete, waiting=waiting)
     finally:
         engine.dispose()
 
@@ -318,7 +319,7 @@ def sync(
 def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connection, streams: tuple[str, ...], *,
           full: bool, reconcile_deletes: bool, progress: Progress | None, transport: httpx.BaseTransport | None,
           stop: Any, job: str | None, limiters: dict[str, RateLimiter] | None,
-          allow_mass_delete: bool = False) -> SyncSummary:
+          allow_mass_delete: bool = False, waiting: Callable[[float], None] | None = None) -> SyncSummary:
     try:
         if isinstance(settings, ServiceGoConnection):
             plan = _servicego_plan(settings, streams, full, reconcile_deletes, engine, connection)
@@ -345,6 +346,7 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
         ctx.stop = stop
     for session in _sessions(client):
         session.stop = ctx.stop  # a rate-limit wait or a retry's backoff ends at once when the run stops
+        session.on_wait = waiting
     summary = SyncSummary(run_id, connection, "failed")  # until the streams loop completes
     blocked_budgets: set[str] = set()
     try:

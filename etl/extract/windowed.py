@@ -130,6 +130,7 @@ class WindowScan:
         self.key = state_key(stream, variant)
         self.outcome = ScanOutcome()
         self.pages = 0  # the window's pages when planned: big scans go through the run's writer process
+        self.expected: int | None = None  # the window's records when planned (a resumed scan does not know)
         self.log = get_logger(connection=ctx.connection, stream=self.key)
 
     # -- planning ------------------------------------------------------------------------------
@@ -137,6 +138,7 @@ class WindowScan:
         client, path = self.ctx.helpdesk, self.stream.path
         first = client.list_page(path, _params(self.variant, lo, hi))
         self.pages = first.total_pages
+        self.expected = first.total  # the window's records, for a progress display
         self.ctx.writer_process(self.pages, __name__)  # a new one starts up while the slices are probed
         count = min(self.ctx.helpdesk_settings.concurrency, first.total_pages // 2)
         if count <= 1:
@@ -233,7 +235,7 @@ class WindowScan:
             ctx.stats.add(written.stats)
             self.outcome.seen_ids.update(written.seen_ids)
             self.outcome.records += written.records
-            ctx.report(self.key, self.outcome.records, None)
+            ctx.report(self.key, self.outcome.records, self.expected)
 
         jobs = [job_for(i, s) for i, s in enumerate(slices) if not s.done]
         writer = ctx.writer_process(self.pages, __name__) if jobs else None

@@ -101,7 +101,7 @@ class RateLimiter:
                     delay = max(delay, last + self.probe_interval - now)
         return delay
 
-    def acquire(self, stop: threading.Event | None = None) -> float:
+    def acquire(self, stop: threading.Event | None = None, on_wait: Callable[[float], None] | None = None) -> float:
         """Wait for a send slot; returns the seconds waited. A wait raises Stopped as soon as `stop`
         is set: a budget's wait can be most of a minute, and a stop must not sit it out."""
         waited = 0.0
@@ -120,6 +120,8 @@ class RateLimiter:
                     self.waited_seconds += waited
                     return waited
             step = min(delay, 0.1 * self.window)
+            if on_wait is not None and delay >= 0.5:
+                on_wait(delay)  # a progress display says so (a short wait is not worth a word)
             if stop is not None:
                 stop.wait(step)
             else:

@@ -87,6 +87,7 @@ class Session:
         self._sleep = sleep
         self.log = get_logger(system=system)
         self.stop: threading.Event | None = None  # the run's: waits end as soon as it is set
+        self.on_wait: Callable[[float], None] | None = None  # told the seconds of each rate-limit wait ahead
         self._waits = threading.Lock()
         self._waited_wall = 0.0  # seconds in which at least one of this session's requests waited
         self._waited_until = 0.0  # monotonic end of the waits counted so far
@@ -130,7 +131,7 @@ class Session:
         for attempt in range(1, attempts + 1):
             last_problem = ""
             self._check_refusals(path)
-            self._waited(limiter.acquire(self.stop))
+            self._waited(limiter.acquire(self.stop, self.on_wait))
             self.metrics.count(budget)
             started = time.perf_counter()
             try:

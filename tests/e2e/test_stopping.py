@@ -96,3 +96,40 @@ def test_a_host_that_refuses_connections_is_given_up_on_quickly(sqlite_url: str,
     assert all("refuses connections" in e or "ConnectError" in e for e in summary.errors.values()), summary.errors
     assert took < REFUSED_GIVE_UP_SECONDS + 5, f"gave up after {took:.1f} s ({summary.retries} retries)"
     assert summary.retries < 15
+
+
+def test_a_terminal_shows_bars_with_totals_and_the_rate_limit_wait(sqlite_url: str,
+                                                                  simulator: Callable[..., SimulatorServer],
+                                                                  make_config: Callable[..., Any],
+                                                                  tmp_path: Path) -> None:
+    """Under a pseudo-terminal: each stream's bar with done/total, and a "waiting for the rate limit
+    (N s)" line while the budget is spent (ServiceGo's last 85 s of a sync showed no movement)."""
+    import pty
+    import select
+
+    server = simulator(Sizes(tickets=100, users=20, organizations=2, kb_articles=2))
+    make_config(sqlite_url, server)
+    config = write_config_file(tmp_path / "c.toml", sqlite_url,
+                               {"helpdesk": connection_settings(server, rate_limit=SLOW_BUDGET)})
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), "sync"], cwd=ROOT,
+                            env={**ENV, "COLUMNS": "160", "TERM": "xterm"}, stdin=follower, stdout=follower,
+                            stderr=follower, close_fds=True)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 90
+    try:
+        while b"waiting for the rate limit (" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if ready:
+                try:
+                    seen += os.read(leader, 65536)
+                except OSError:
+                    break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        os.close(leader)
+    screen = seen.decode(errors="replace")
+    assert "waiting for the rate limit (" in screen, screen[-2000:]
+    assert "departments" in screen and "/" in screen.split("departments", 1)[1][:200], "a bar with done/total"
