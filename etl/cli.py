@@ -176,19 +176,21 @@ def sync(ctx: click.Context, connection: str | None, streams: tuple[str, ...], f
               help="Address to listen on; any but loopback needs --token-env.")
 @click.option("--port", default=8770, show_default=True, type=int)
 @click.option("--token-env", help="Environment variable holding the token requests must carry (Bearer).")
+@click.option("--allow-actions", is_flag=True, help="Let the console resolve conflicts and retry held rows.")
 @click.pass_context
-def ui(ctx: click.Context, host: str, port: int, token_env: str | None) -> None:
-    """Serve /metrics (Prometheus) and /healthz (the status --check verdict) for monitoring."""
+def ui(ctx: click.Context, host: str, port: int, token_env: str | None, allow_actions: bool) -> None:
+    """The console: overview, runs, rate budget, conflicts, held rows, changes; /metrics and /healthz."""
     import uvicorn
 
     from etl.console.app import build_app, console_token
 
     config = _load(ctx)
     try:
-        app = build_app(config, console_token(host, token_env))
+        app = build_app(config, console_token(host, token_env), allow_actions=allow_actions)
     except ConfigError as exc:
         _fail(exc)
-    click.echo(f"desksync console on http://{host}:{port}/metrics and /healthz", err=True)
+    click.echo(f"desksync console on http://{host}:{port}/ ({'actions allowed' if allow_actions else 'read-only'}); "
+               "/metrics and /healthz for monitoring", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

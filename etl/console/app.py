@@ -1,30 +1,43 @@
-"""`desksync ui`: monitoring endpoints on the ASGI stack the simulators already use (Starlette,
-uvicorn), read-only.
+"""`desksync ui`: the console, on the ASGI stack the simulators already use (Starlette, uvicorn,
+Jinja2 templates in etl/console/templates; charts are server-side SVG, etl/console/charts.py).
 
-- /metrics: Prometheus text format (etl.metrics), every request reading the mirror afresh;
-- /healthz: 200 "ok" or 503 with the problems, the verdict of `status --check`.
+Pages: / (overview: every connection and stream, freshness against the jobs' max_lag_minutes,
+unhealthy first), /runs (history with charts, by job and kind) and /runs/{id}, /budget
+(requests a minute against each account's limit, waits, blocks), /conflicts (base, local,
+remote; resolve), /held (held rows and pipeline records; retry), /changes (the change log).
+Monitoring: /metrics (Prometheus text format, etl.metrics) and /healthz (the `status --check`
+verdict: 200 "ok" or 503 with the problems); every request reads the mirror afresh.
 
-Bound to 127.0.0.1 unless told otherwise; on any other address every request must carry the
-token named by `token_env` (`Authorization: Bearer …`), which is read from the environment and
-never printed.
+Read-only unless started with allow_actions (`desksync ui --allow-actions`): resolving a conflict
+and retrying held rows are POSTs, refused with 403 otherwise. Bound to 127.0.0.1 unless told
+otherwise; on any other address every request must carry the token named by `token_env`
+(`Authorization: Bearer …`, or `?token=` for a browser's first page, kept in a cookie), read
+from the environment and never printed.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
+import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from etl import jobs
 from etl.config import Config
-from etl.errors import ConfigError
+from etl.console import queries
+from etl.console.charts import Bar, bar_chart
+from etl.errors import ConfigError, DesksyncError
 from etl.health import problems_of
+from etl.mirror.db import ensure_current, open_engine
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -43,32 +56,177 @@ def console_token(host: str, token_env: str | None) -> str | None:
     return token
 
 
-def build_app(config: Config, token: str | None = None) -> Starlette:
+_TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                                autoescape=True, undefined=jinja2.StrictUndefined)
+BUDGET_HOURS = 3
+
+
+def _lag_text(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def overview(config: Config, report: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """Every connection and stream with its freshness against the jobs' max_lag_minutes; the
+    unhealthy ones first."""
+    out = []
+    for name, info in report["connections"].items():
+        lags = [j.max_lag_minutes for j in config.jobs.values() if j.connection == name and j.max_lag_minutes]
+        max_lag = min(lags) * 60 if lags else None
+        streams = []
+        for stream, s in info["streams"].items():
+            last = s["last_success_at"]
+            lag = (now - datetime.fromisoformat(last)).total_seconds() if last else None
+            stale = max_lag is not None and (lag is None or lag > max_lag)
+            streams.append({**s, "name": stream, "lag": _lag_text(lag), "max_lag": _lag_text(max_lag),
+                            "unhealthy": bool(s["last_error"]) or stale})
+        streams.sort(key=lambda s: not s["unhealthy"])
+        out.append({"name": name, "streams": streams,
+                    "unhealthy": bool(info["problems"]) or any(s["unhealthy"] for s in streams)})
+    out.sort(key=lambda c: not c["unhealthy"])
+    return out
+
+
+def build_app(config: Config, token: str | None = None, allow_actions: bool = False) -> Starlette:
+    url = config.mirror.resolved_url(config.base_dir)
+
     def authorized(request: Request) -> bool:
         if token is None:
             return True
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                 or request.query_params.get("token") or request.cookies.get("desksync_token") or "")
         return hmac.compare_digest(given.encode(), token.encode())
 
     def report() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         pipelines = {name: jobs.pipeline_status(config, name) for name in config.pipelines}
         return jobs.status(config), pipelines
 
+    def read(what: Any) -> Any:
+        engine = open_engine(url)
+        try:
+            ensure_current(engine)
+            with engine.connect() as conn:
+                return what(conn)
+        finally:
+            engine.dispose()
+
+    def page(request: Request, template: str, title: str, **context: Any) -> Response:
+        html = _TEMPLATES.get_template(template).render(title=title, page=request.url.path, actions=allow_actions,
+                                                       **context)
+        response = HTMLResponse(html)
+        if token is not None and request.query_params.get("token"):
+            response.set_cookie("desksync_token", token, httponly=True, samesite="strict")
+        return response
+
+    def guarded(handler: Any, action: bool = False) -> Any:
+        async def endpoint(request: Request) -> Response:
+            if not authorized(request):
+                return PlainTextResponse("token required\n", status_code=401)
+            if action and not allow_actions:
+                return PlainTextResponse("read-only console: start it with --allow-actions to act\n", status_code=403)
+            return await handler(request)  # type: ignore[no-any-return]
+
+        return endpoint
+
+    async def home(request: Request) -> Response:
+        status, _ = await run_in_threadpool(report)
+        return page(request, "overview.html", "Overview", problems=problems_of(status),
+                    connections=overview(config, status, datetime.now(UTC)))
+
+    async def runs(request: Request) -> Response:
+        job, kind = request.query_params.get("job") or None, request.query_params.get("kind") or None
+        history = await run_in_threadpool(read, lambda conn: queries.runs(conn, job, kind))
+
+        def bars(key: str) -> list[Bar]:
+            return [Bar(f"run {r['id']} ({r['status']})", float(r[key] or 0), r["status"] in ("failed", "abandoned"))
+                    for r in history]
+
+        return page(request, "runs.html", "Runs", runs=history, job=job, kind=kind, jobs=sorted(config.jobs),
+                    duration_chart=bar_chart("Duration per run", bars("seconds"), " s"),
+                    records_chart=bar_chart("Records read per run", bars("records_read")),
+                    requests_chart=bar_chart("Requests per run", bars("requests")))
+
+    async def one_run(request: Request) -> Response:
+        found = await run_in_threadpool(read, lambda conn: queries.run(conn, int(request.path_params["run_id"])))
+        if found is None:
+            return PlainTextResponse("no such run\n", status_code=404)
+        return page(request, "run.html", f"Run {found['id']}", run=found)
+
+    async def budget(request: Request) -> Response:
+        now = datetime.now(UTC)
+
+        def accounts(conn: Any) -> list[dict[str, Any]]:
+            blocks = queries.blocks(conn)
+            out = []
+            for name, settings in config.connections.items():
+                minutes = queries.requests_per_minute(conn, name, BUDGET_HOURS, now)
+                limit = settings.rate_limit.per_minute
+                waited = sum(r["rate_limit_wait_seconds"] or 0 for r in queries.runs(conn, limit=1000)
+                             if r["connection"] == name and r["started_at"] >= minutes[0][0])
+                chart = bar_chart(f"{name}: requests a minute", [Bar(m, v) for m, v in minutes], limit=limit)
+                out.append({"name": name, "chart": chart, "limit": limit, "waited": waited,
+                            "blocks": [b for b in blocks if b["connection"] == name and b["blocked_until"] > now.isoformat()]})
+            return out
+
+        return page(request, "budget.html", "Rate budget", hours=BUDGET_HOURS,
+                    accounts=await run_in_threadpool(read, accounts))
+
+    async def conflicts(request: Request) -> Response:
+        return page(request, "conflicts.html", "Conflicts", conflicts=await run_in_threadpool(read, queries.conflicts))
+
+    async def resolve(request: Request) -> Response:
+        # a plain form post: parsed here rather than through python-multipart for one field
+        take = parse_qs((await request.body()).decode()).get("take", [""])[0]
+        if take not in ("local", "remote"):
+            return PlainTextResponse("take local or remote\n", status_code=400)
+        try:
+            await run_in_threadpool(jobs.resolve, config, int(request.path_params["conflict_id"]), str(take))
+        except DesksyncError as exc:
+            return PlainTextResponse(f"error: {exc}\n", status_code=400)
+        return RedirectResponse("/conflicts", status_code=303)
+
+    async def held(request: Request, message: str | None = None) -> Response:
+        rows = await run_in_threadpool(read, queries.held)
+        pipeline_held = await run_in_threadpool(read, queries.held_pipeline_records)
+        return page(request, "held.html", "Held rows", held=rows, pipeline_held=pipeline_held, message=message,
+                    held_connections=sorted({r["connection"] for r in rows}))
+
+    async def retry(request: Request) -> Response:
+        connection = request.path_params["connection"]
+        try:
+            pushed = await run_in_threadpool(lambda: jobs.push(config, connection, retry_failed=True))
+        except DesksyncError as exc:
+            return await held(request, f"error: {exc}")
+        return await held(request, f"{connection}: sent {sum(o.sent for o in pushed.tables.values())}, "
+                                   f"{pushed.failed} still held")
+
+    async def changes(request: Request) -> Response:
+        return page(request, "changes.html", "Changes", changes=await run_in_threadpool(read, queries.changes))
+
     async def metrics(request: Request) -> Response:
-        if not authorized(request):
-            return PlainTextResponse("token required\n", status_code=401)
         from etl.metrics import prometheus_text
 
         status, pipelines = await run_in_threadpool(report)
         return Response(prometheus_text(status, pipelines), media_type=PROMETHEUS_TEXT)
 
     async def healthz(request: Request) -> Response:
-        if not authorized(request):
-            return PlainTextResponse("token required\n", status_code=401)
         status, _ = await run_in_threadpool(report)
         problems = problems_of(status)
         if problems:
             return PlainTextResponse("".join(f"UNHEALTHY {p}\n" for p in problems), status_code=503)
         return PlainTextResponse("ok\n")
 
-    return Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz)])
+    return Starlette(routes=[
+        Route("/", guarded(home)),
+        Route("/runs", guarded(runs)),
+        Route("/runs/{run_id:int}", guarded(one_run)),
+        Route("/budget", guarded(budget)),
+        Route("/conflicts", guarded(conflicts)),
+        Route("/conflicts/{conflict_id:int}/resolve", guarded(resolve, action=True), methods=["POST"]),
+        Route("/held", guarded(held)),
+        Route("/held/{connection}/retry", guarded(retry, action=True), methods=["POST"]),
+        Route("/changes", guarded(changes)),
+        Route("/metrics", guarded(metrics)),
+        Route("/healthz", guarded(healthz)),
+    ])
