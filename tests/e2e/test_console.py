@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from etl import jobs
 from etl.config import parse_config
 from etl.console.app import build_app
+from etl.errors import AuthError
 from etl.mirror.db import open_engine
 from etl.simulators.eddydesk.data import Sizes
 from etl.simulators.http_server import AppServer
@@ -68,7 +69,7 @@ def test_the_console_shows_the_mirror_and_settles_a_conflict(sqlite_url: str, si
         conn.execute(sa.text("UPDATE eddydesk_tickets SET title = 'Local title' WHERE id = 8"))
     server.state.update_ticket(8, title="Remote title")
     assert jobs.sync(config, "helpdesk").status == "ok"  # meets the local edit: a conflict (manual)
-    with pytest.raises(Exception):
+    with pytest.raises(AuthError):
         jobs.sync(config, "broken")
     shots = _shots(tmp_path)
 
