@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import sqlalchemy as sa
@@ -443,6 +444,19 @@ def _status_tables(conn: sa.Connection, settings: Connection) -> list[tuple[str,
     return [(s.name, s.table) for s in select_streams(settings.streams)]
 
 
+def _cursor_utc(cursor: Any, timezone: str) -> Any:
+    """A cursor as every moment is printed (UTC ISO 8601): cursors are kept as the APIs take them,
+    in the account's zone ("2017-01-13 12:36:58", ServiceGo's to the minute)."""
+    if not isinstance(cursor, str):
+        return cursor
+    for form in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"):
+        try:
+            return iso_utc(datetime.strptime(cursor, form).replace(tzinfo=ZoneInfo(timezone)))
+        except ValueError:
+            continue
+    return iso_utc(cursor)
+
+
 def _connection_problems(name: str, last_run: Any) -> list[str]:
     """Health by the connection's latest run, whoever started it (a job, or a command typed by hand):
     a failed or abandoned last run is a problem until a run succeeds."""
@@ -481,7 +495,8 @@ def status(config: Config) -> dict[str, Any]:
                     streams_out[stream_name] = {
                         "rows": int(counts[0] or 0),
                         "deleted_rows": int(counts[1] or 0),
-                        "cursor": state.get("cursor"),
+                        "cursor": _cursor_utc(state.get("cursor"), settings.timezone),
+                        "cursor_as_sent": state.get("cursor"),  # the API's own text, in the account's zone
                         "scan_in_progress": bool(state.get("scan")) or bool(deleted_state and deleted_state.state.get("scan")),
                         "last_success_at": iso_utc(row.last_success_at) if row and row.last_success_at else None,
                         "last_error": row.last_error if row else None,

@@ -81,7 +81,7 @@ def test_status_and_runs_print_whole_lines_and_one_time_format(sqlite_url, simul
     def collect(node: object) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                if isinstance(value, str) and (key.endswith("_at") or key.endswith("_until")):
+                if isinstance(value, str) and (key.endswith("_at") or key.endswith("_until") or key == "cursor"):
                     moments.append(value)
                 collect(value)
         elif isinstance(node, list):
