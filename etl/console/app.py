@@ -74,13 +74,16 @@ def overview(config: Config, report: dict[str, Any], now: datetime) -> list[dict
     for name, info in report["connections"].items():
         lags = [j.max_lag_minutes for j in config.jobs.values() if j.connection == name and j.max_lag_minutes]
         max_lag = min(lags) * 60 if lags else None
+        # a failed or abandoned latest run leaves every stream it did not bring up to date behind
+        failed_at = info["last_run"]["started_at"] if info["problems"] and info["last_run"] else None
         streams = []
         for stream, s in info["streams"].items():
             last = s["last_success_at"]
             lag = (now - datetime.fromisoformat(last)).total_seconds() if last else None
             stale = max_lag is not None and (lag is None or lag > max_lag)
+            behind = failed_at is not None and (last is None or datetime.fromisoformat(last) < datetime.fromisoformat(failed_at))
             streams.append({**s, "name": stream, "lag": _lag_text(lag), "max_lag": _lag_text(max_lag),
-                            "unhealthy": bool(s["last_error"]) or stale})
+                            "unhealthy": bool(s["last_error"]) or stale or behind})
         streams.sort(key=lambda s: not s["unhealthy"])
         out.append({"name": name, "streams": streams,
                     "unhealthy": bool(info["problems"]) or any(s["unhealthy"] for s in streams)})

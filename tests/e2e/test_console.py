@@ -81,6 +81,9 @@ def test_the_console_shows_the_mirror_and_settles_a_conflict(sqlite_url: str, si
         assert page.locator("#verdict").inner_text() == "UNHEALTHY"
         headings = page.locator("h2").all_inner_texts()
         assert headings[0].startswith("broken") and "unhealthy" in headings[0], "the unhealthy connection first"
+        broken = page.locator("#connection-broken + table tr.stream")
+        assert broken.count() > 0 and broken.count() == page.locator("#connection-broken + table tr.stream.unhealthy").count()
+        assert page.locator("#connection-helpdesk + table tr.stream.unhealthy").count() == 0
         streams = jobs.status(config)["connections"]["helpdesk"]["streams"]
         listed = page.locator("#connection-helpdesk + table tr.stream").evaluate_all(
             "rows => rows.map(r => r.dataset.stream)")
