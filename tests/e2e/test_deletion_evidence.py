@@ -34,13 +34,19 @@ def _change_log_deletes(engine: sa.Engine) -> int:
         return conn.execute(sa.text("SELECT count(*) FROM change_log WHERE operation = 'delete'")).scalar_one()
 
 
-def test_a_wrong_base_path_marks_nothing_deleted(db_url: str, simulator: Callable[..., SimulatorServer],
-                                                 make_config: Callable[..., Any]) -> None:
+def _synced(db_url: str, simulator: Callable[..., SimulatorServer], make_config: Callable[..., Any]
+            ) -> tuple[SimulatorServer, Any, sa.Engine, tuple[dict[str, int], int]]:
+    """A helpdesk mirrored once, and its deleted rows and change-log deletes so far."""
     server = simulator(SIZES)
     config = make_config(db_url, server)
     assert jobs.sync(config, "helpdesk").status == "ok"
     engine = open_engine(db_url)
-    before, logged = _deleted_rows(engine), _change_log_deletes(engine)
+    return server, config, engine, (_deleted_rows(engine), _change_log_deletes(engine))
+
+
+def test_a_wrong_base_path_marks_nothing_deleted(db_url: str, simulator: Callable[..., SimulatorServer],
+                                                 make_config: Callable[..., Any]) -> None:
+    server, config, engine, (before, logged) = _synced(db_url, simulator, make_config)
     assert server.url.endswith("/api/v2")
     wrong = make_config(db_url, server, init=False, base_url=server.url[: -len("/api/v2")] + "/api/v1")
     for reconcile in (False, True):
@@ -92,11 +98,7 @@ def test_children_of_a_failed_parent_stream_are_not_marked_deleted(db_url: str,
 def test_a_run_that_would_delete_a_large_share_stops_unless_allowed(db_url: str,
                                                                      simulator: Callable[..., SimulatorServer],
                                                                      make_config: Callable[..., Any]) -> None:
-    server = simulator(SIZES)
-    config = make_config(db_url, server)
-    assert jobs.sync(config, "helpdesk").status == "ok"
-    engine = open_engine(db_url)
-    before, logged = _deleted_rows(engine), _change_log_deletes(engine)
+    server, config, engine, (before, logged) = _synced(db_url, simulator, make_config)
     state = server.state
     live = sorted(i for i, t in state.tickets.records.items() if not t.get("deleted"))
     for ticket in live[: len(live) // 2]:  # half the tickets gone outright: more than 10 % and 10 rows
