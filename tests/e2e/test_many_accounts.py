@@ -1,0 +1,64 @@
+"""Several EddyDesk accounts at once, from one multi-account simulator (etl.simulators.eddydesk.
+accounts) under a scaled-down rate limit, synced by one scheduler process: accounts run side by
+side, one account's runs never overlap, no request is refused, every mirror ends exact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from etl import jobs
+from etl.config import parse_config
+from etl.mirror.db import open_engine
+from etl.simulators.eddydesk.accounts import AccountsServer
+from etl.simulators.eddydesk.data import Sizes
+from etl.simulators.eddydesk.limits import Limits
+from etl.simulators.eddydesk.store import HelpdeskState
+from tests.e2e.test_scheduler import _assert_no_overlaps, _config, _runs, _stop, _wait
+from tests.mirror_check import assert_mirror_matches
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNTS = 4
+# 60 requests a one-second "minute" (20 for the knowledge base): every account is paced, on any machine
+LIMITS = Limits(per_minute=60, knowledge_base_per_minute=20, minute_seconds=1.0)
+
+
+def test_accounts_sync_side_by_side_within_their_own_budgets(sqlite_url: str, tmp_path: Path) -> None:
+    states = [HelpdeskState(Sizes(tickets=90, users=20, organizations=3, kb_categories=2, kb_articles=6), seed=n,
+                            admin_email=f"admin{n}@example.com", admin_api_key=f"key-{n}") for n in range(ACCOUNTS)]
+    server = AccountsServer(states, LIMITS).start()
+    env = dict(os.environ)
+    connections: dict[str, Any] = {}
+    for n, state in enumerate(states):
+        env[f"DESKSYNC_TEST_KEY_{n}"] = state.admin_api_key
+        connections[f"acct{n}"] = {
+            "system": "eddydesk", "base_url": server.url, "email": state.admin_email,
+            "api_key_env": f"DESKSYNC_TEST_KEY_{n}", "timezone": "Europe/Riga", "lookback_seconds": 2,
+            "retry": {"attempts": 4, "backoff_seconds": 0.01, "max_backoff_seconds": 0.05},
+            "rate_limit": {"per_minute": 60, "knowledge_base_per_minute": 20, "window_seconds": 1.0}}
+    jobs.init(parse_config({"mirror": {"url": sqlite_url}, "connections": connections}, base_dir=tmp_path))
+    config = _config(tmp_path / "desksync.toml", sqlite_url, connections,
+                     {f"pull{n}": {"connection": f"acct{n}", "every_seconds": 2} for n in range(ACCOUNTS)})
+    engine = open_engine(sqlite_url)
+    proc = subprocess.Popen([sys.executable, "scheduler.py", "--config", str(config)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: all(sum(r.connection == f"acct{n}" and r.status == "ok" for r in _runs(engine)) >= 2
+                          for n in range(ACCOUNTS)), 180, "two good runs of every account", proc)
+    finally:
+        _stop(proc)
+        server.server.should_exit = True
+    runs = [r for r in _runs(engine) if r.status != "interrupted"]
+    assert all(r.status == "ok" for r in runs), [(r.connection, r.status) for r in runs]
+    _assert_no_overlaps(runs, key=lambda r: r.connection)  # one account: one run at a time
+    first = {n: next(r for r in runs if r.connection == f"acct{n}") for n in range(ACCOUNTS)}
+    side_by_side = sum(1 for a in range(ACCOUNTS) for b in range(a + 1, ACCOUNTS)
+                       if first[a].started_at < first[b].finished_at and first[b].started_at < first[a].finished_at)
+    assert side_by_side > 0, "the accounts' backfills ran at the same time, not one after another"
+    for n, state in enumerate(states):
+        assert server.limits(state.admin_email).rejections == 0, f"acct{n} was refused"
+        assert_mirror_matches(engine, state, connection=f"acct{n}")
+    engine.dispose()
