@@ -388,6 +388,10 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
         summary.status = "failed"
         summary.errors["run"] = str(exc)
         raise
+    except Exception as exc:  # a database error, say: the run's row says what ended it
+        summary.status = "failed"
+        summary.errors["run"] = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         summary.seconds = time.perf_counter() - started
         ctx.close()

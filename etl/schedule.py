@@ -227,6 +227,9 @@ class Runner:
         except DesksyncError as exc:
             failed = True
             log.error("job_failed", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a job's unforeseen error backs it off, as any failure does
+            failed = True
+            log.exception("job_failed", error=f"{type(exc).__name__}: {exc}")
         with self.engine.connect() as conn:
             until = blocked_until(conn, spec.connection)
             failures = consecutive_failures(conn, name) if failed else 0

@@ -43,7 +43,7 @@ from etl.extract.servicego_related import enqueue as enqueue_related
 from etl.extract.write_process import Apply
 from etl.log import get_logger
 from etl.mirror.delete_guard import DeleteGuard
-from etl.mirror.servicego import ObjectSchema, RecordBuilder, fields_of
+from etl.mirror.servicego import SCHEMA_LOCK, ObjectSchema, RecordBuilder, fields_of
 from etl.mirror.servicego_types import CARRYING, is_text, merge_kinds
 from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, TableWriter, UpsertResult, WriteStats
@@ -266,14 +266,24 @@ class ObjectSync:
     def probe(self) -> ScrollPage:
         """One record and the total: shows the object's current fields (every record lists them all)."""
         page = self.client.scroll_search(self.obj.name, 0, page_size=1, **search_args(self.obj))
-        with self.ctx.engine.begin() as conn:
-            self.schema.load(conn)
-            had_fields = bool(self.schema.fields)
-            new = self.schema.ensure(conn, fields_of(page.records[0]) if page.records else {})
-            if new and had_fields:
-                state = load_state(conn, self.ctx.connection, self.key)
-                save_state(conn, self.ctx.connection, self.key, {**state, "rescan": True})
-                self.log.info("servicego_fields_added", fields=new, rescan=True)
+        seen = fields_of(page.records[0]) if page.records else {}
+        for attempt in (1, 2):
+            try:
+                with SCHEMA_LOCK, self.ctx.engine.begin() as conn:
+                    self.schema.load(conn)
+                    had_fields = bool(self.schema.fields)
+                    new = self.schema.ensure(conn, seen)
+                    if new and had_fields:
+                        state = load_state(conn, self.ctx.connection, self.key)
+                        save_state(conn, self.ctx.connection, self.key, {**state, "rescan": True})
+                        self.log.info("servicego_fields_added", fields=new, rescan=True)
+                return page
+            except sa.exc.DBAPIError:
+                # another process (another account of the system) changed the schema between our
+                # look and our change: look again, once
+                if attempt == 2:
+                    raise
+                self.log.info("servicego_schema_changed_meanwhile", object=self.obj.name)
         return page
 
     def run(self, full: bool) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
@@ -203,7 +204,15 @@ class ObjectSchema:
         self.table = self._build()
 
     def ensure(self, conn: sa.Connection, seen: dict[str, str]) -> list[str]:
-        """Create the table and add columns for fields not seen before; returns the new fields."""
+        """Create the table and add columns for fields not seen before; returns the new fields.
+
+        Accounts of one system share the object's table (rows carry their connection), so two
+        may reach here at once: on PostgreSQL the object's schema changes take a transaction-level
+        advisory lock; in one process `SCHEMA_LOCK` serialises them; elsewhere the caller retries
+        a change that lost the race (etl.extract.servicego.ObjectSync.probe).
+        """
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": schema_lock_key(self.obj)})
         self.load(conn)
         self.table.create(conn, checkfirst=True)
         self._ensure_indexes(conn)
@@ -248,6 +257,16 @@ class ObjectSchema:
         self.table = self._build()
         self._ensure_indexes(conn)
         return [name for name, _ in new]
+
+
+# held around a schema change and its commit by every thread of a process (see ObjectSchema.ensure)
+SCHEMA_LOCK = threading.RLock()
+
+
+def schema_lock_key(obj: str) -> int:
+    """A stable signed 64-bit key for the object's schema changes (pg_advisory_xact_lock)."""
+    digest = hashlib.blake2b(f"desksync:servicego_schema:{obj}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def fields_of(record: dict[str, Any]) -> dict[str, str]:

@@ -1,10 +1,12 @@
-"""Several EddyDesk accounts at once, from one multi-account simulator (etl.simulators.eddydesk.
-accounts) under a scaled-down rate limit, synced by one scheduler process: accounts run side by
-side, one account's runs never overlap, no request is refused, every mirror ends exact."""
+"""Several accounts at once (four EddyDesk, two ServiceGo), each system's from one multi-account
+simulator (etl.simulators.accounts) under a scaled-down rate limit, synced by one scheduler
+process: accounts run side by side, one account's runs never overlap, no request is refused,
+every mirror ends exact."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +19,12 @@ from etl.simulators.eddydesk.accounts import AccountsServer
 from etl.simulators.eddydesk.data import Sizes
 from etl.simulators.eddydesk.limits import Limits
 from etl.simulators.eddydesk.store import HelpdeskState
-from tests.e2e.test_scheduler import _assert_no_overlaps, _config, _runs, _stop, _wait
+from etl.simulators.servicego.server import ServiceGoAccountsServer
+from etl.simulators.servicego.store import ServiceGoState
+from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+from tests.e2e.test_scheduler import _assert_no_overlaps, _config, _runs, _wait
 from tests.mirror_check import assert_mirror_matches
+from tests.servicego_check import assert_servicego_matches
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS = 4
@@ -39,18 +45,36 @@ def test_accounts_sync_side_by_side_within_their_own_budgets(sqlite_url: str, tm
             "api_key_env": f"DESKSYNC_TEST_KEY_{n}", "timezone": "Europe/Riga", "lookback_seconds": 2,
             "retry": {"attempts": 4, "backoff_seconds": 0.01, "max_backoff_seconds": 0.05},
             "rate_limit": {"per_minute": 60, "knowledge_base_per_minute": 20, "window_seconds": 1.0}}
+    # and two ServiceGo accounts from one ServiceGo simulator, at 60 requests a one-second minute
+    udesk = [ServiceGoState(ServiceGoSizes(customers=60, contacts=120, cases=120), seed=n, email=f"sg{n}@udesk.cn",
+                            api_token=f"{n}21b368d7f5f597867f525971f28ff7") for n in range(2)]
+    servicego = ServiceGoAccountsServer(udesk, per_minute=60, minute_seconds=1.0).start()
+    for n, state in enumerate(udesk):
+        env[f"DESKSYNC_TEST_SG_TOKEN_{n}"] = state.api_token
+        connections[f"sg{n}"] = {
+            "system": "servicego", "base_url": servicego.url, "email": state.email,
+            "api_token_env": f"DESKSYNC_TEST_SG_TOKEN_{n}", "objects": [{"name": "customer"}, {"name": "contact"},
+                                                                        {"name": "case"}],
+            "retry": {"attempts": 4, "backoff_seconds": 0.01, "max_backoff_seconds": 0.05},
+            "rate_limit": {"per_minute": 60, "window_seconds": 1.0}}
+    names = [*(f"acct{n}" for n in range(ACCOUNTS)), "sg0", "sg1"]
     jobs.init(parse_config({"mirror": {"url": sqlite_url}, "connections": connections}, base_dir=tmp_path))
     config = _config(tmp_path / "desksync.toml", sqlite_url, connections,
-                     {f"pull{n}": {"connection": f"acct{n}", "every_seconds": 2} for n in range(ACCOUNTS)})
+                     {f"pull_{name}": {"connection": name, "every_seconds": 2} for name in names})
     engine = open_engine(sqlite_url)
-    proc = subprocess.Popen([sys.executable, "scheduler.py", "--config", str(config)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # six accounts log a lot: to a file, not a pipe nobody reads until the end (a full pipe stops the process)
+    log = tmp_path / "scheduler.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "scheduler.py", "--config", str(config)], cwd=ROOT, env=env,
+                                stdout=sink, stderr=sink)
     try:
-        _wait(lambda: all(sum(r.connection == f"acct{n}" and r.status == "ok" for r in _runs(engine)) >= 2
-                          for n in range(ACCOUNTS)), 180, "two good runs of every account", proc)
+        _wait(lambda: all(sum(r.connection == name and r.status == "ok" for r in _runs(engine)) >= 2
+                          for name in names), 180, "two good runs of every account", proc)
     finally:
-        _stop(proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
         server.server.should_exit = True
+        servicego.server.should_exit = True
     runs = [r for r in _runs(engine) if r.status != "interrupted"]
     assert all(r.status == "ok" for r in runs), [(r.connection, r.status) for r in runs]
     _assert_no_overlaps(runs, key=lambda r: r.connection)  # one account: one run at a time
@@ -61,4 +85,8 @@ def test_accounts_sync_side_by_side_within_their_own_budgets(sqlite_url: str, tm
     for n, state in enumerate(states):
         assert server.limits(state.admin_email).rejections == 0, f"acct{n} was refused"
         assert_mirror_matches(engine, state, connection=f"acct{n}")
+    for n, sg_state in enumerate(udesk):
+        stats = servicego.stats(sg_state.email)
+        assert stats.get("rate_limited", 0) == 0 and stats["refused"] == 0, f"sg{n}: {stats}"
+        assert_servicego_matches(engine, sg_state, connection=f"sg{n}")
     engine.dispose()

@@ -369,3 +369,24 @@ def test_one_objects_crash_does_not_stop_the_others(sqlite_url: str, servicego_s
         counts = {o: conn.execute(sa.text(f"SELECT count(*) FROM servicego_{o}")).scalar() for o in ("customer", "case")}
     assert counts == {"customer": 30, "case": 50}, "the objects after the crashed one were synced"
     engine.dispose()
+
+
+def test_a_run_ended_by_an_unforeseen_error_records_it(sqlite_url: str, servicego_sim: Callable[..., ServiceGoServer],
+                                                       udesk_config: Callable[..., Any], monkeypatch: Any) -> None:
+    """An error that stops the run (a database's, say) is the run's recorded error, not NULL."""
+    import pytest
+
+    from etl import jobs as jobs_module
+
+    server = servicego_sim(Sizes(customers=5, contacts=5, cases=5))
+    config = udesk_config(sqlite_url, {"sg": servicego_settings(server)})
+
+    def database_gone(*_: Any, **__: Any) -> int:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(jobs_module, "find_deletions", database_gone)
+    with pytest.raises(RuntimeError):
+        jobs.sync(config, "sg")
+    with open_engine(sqlite_url).connect() as conn:
+        status, error = conn.execute(sa.text("SELECT status, error FROM sync_runs")).one()
+    assert status == "failed" and error == "run: RuntimeError: the database went away"

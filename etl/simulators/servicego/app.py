@@ -259,6 +259,7 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
             stats["refused"] += 1
             return respond(_envelope(401, f"authentication failed: {exc}"), 401)
         if not limit.admit():
+            stats["rate_limited"] = stats.get("rate_limited", 0) + 1
             return respond(_envelope(429, "too many requests"), 429)
         if settings["latency"]:
             await asyncio.sleep(settings["latency"])

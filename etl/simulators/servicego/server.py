@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
+from etl.simulators.accounts import AccountsApp, signed_email
 from etl.simulators.http_server import AppServer
 from etl.simulators.servicego.app import build_app
 from etl.simulators.servicego.store import ServiceGoState
@@ -28,3 +31,19 @@ class ServiceGoServer(AppServer):
     def start(self) -> ServiceGoServer:
         super().start()
         return self
+
+
+class ServiceGoAccountsServer(AppServer):
+    """Many ServiceGo accounts on one loopback port (etl.simulators.accounts), told apart by the
+    administrator e-mail each signed request carries; each its own data, token and budget."""
+
+    def __init__(self, states: list[ServiceGoState], latency: float = 0.0, per_minute: int | None = None,
+                 port: int = 0, minute_seconds: float = 60.0) -> None:
+        self.states = {s.email: s for s in states}
+        self.account_apps = {s.email: build_app(s, latency, per_minute, minute_seconds) for s in states}
+        refused = orjson.dumps({"code": 401, "message": "authentication failed: unknown administrator email",
+                                "visible": False})
+        super().__init__(AccountsApp(self.account_apps, signed_email, refused), "/api", port, "servicego-accounts")
+
+    def stats(self, email: str) -> dict[str, Any]:
+        return self.account_apps[email].state.stats  # type: ignore[no-any-return]
