@@ -511,8 +511,13 @@ def status(config: Config) -> dict[str, Any]:
                 held = conn.execute(sa.select(HELD.c.table_name, HELD.c.record_id, HELD.c.operation, HELD.c.error)
                                     .where(HELD.c.connection == name).order_by(HELD.c.table_name, HELD.c.record_id)
                                     ).mappings().all()
+                by_status = conn.execute(sa.select(_RUNS.c.status, sa.func.count(), sa.func.sum(_RUNS.c.requests)).where(
+                    _RUNS.c.connection == name).group_by(_RUNS.c.status)).all()
                 connections[name] = {
                     "problems": _connection_problems(name, last_run),
+                    # every run of the connection so far, by outcome: how many, and their requests
+                    "runs_by_status": {status: {"runs": int(count), "requests": int(requests or 0)}
+                                       for status, count, requests in by_status},
                     "streams": streams_out,
                     "held": [dict(h) for h in held],  # rows a push could not send, with the remote's error
                     "open_conflicts": len(open_conflicts(conn, name)),

@@ -56,6 +56,9 @@ class _ReportCollector(Collector):
         held = GaugeMetricFamily("desksync_held_rows", "Rows a push could not send (the remote's error kept)",
                                  labels=conn_labels)
         conflicts = GaugeMetricFamily("desksync_open_conflicts", "Conflicts waiting for a choice", labels=conn_labels)
+        runs_total = GaugeMetricFamily("desksync_runs", "Runs so far, by outcome", labels=["connection", "status"])
+        run_requests = GaugeMetricFamily("desksync_run_requests", "Requests of the runs so far, by their outcome",
+                                         labels=["connection", "status"])
         blocked = GaugeMetricFamily("desksync_rate_limit_blocked_until_timestamp_seconds",
                                     "An account's rate-limit block, until when (Unix time)",
                                     labels=["connection", "budget"])
@@ -77,13 +80,17 @@ class _ReportCollector(Collector):
                     duration.add_metric([name], finished - started)
                 requests.add_metric([name], float(run["requests"] or 0))
                 waits.add_metric([name], float(run["rate_limit_wait_seconds"] or 0))
+            for status, counted in info["runs_by_status"].items():
+                runs_total.add_metric([name, status], float(counted["runs"]))
+                run_requests.add_metric([name, status], float(counted["requests"]))
             held.add_metric([name], float(len(info["held"])))
             conflicts.add_metric([name], float(info["open_conflicts"]))
             for block in info["blocks"]:
                 until = _seconds(block["blocked_until"])
                 if until is not None and until > now:
                     blocked.add_metric([name, block["budget"]], until)
-        yield from (rows, deleted, success, fresh, failing, run_ok, duration, requests, waits, held, conflicts, blocked)
+        yield from (rows, deleted, success, fresh, failing, run_ok, duration, requests, waits, runs_total, run_requests,
+                    held, conflicts, blocked)
         job_labels = ["job", "connection"]
         failures = GaugeMetricFamily("desksync_job_consecutive_failures", "Failed runs in a row", labels=job_labels)
         job_success = GaugeMetricFamily("desksync_job_last_success_timestamp_seconds",

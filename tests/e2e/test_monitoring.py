@@ -57,6 +57,10 @@ def test_metrics_and_healthz_say_what_status_says(sqlite_url: str, simulator: An
             assert samples[("desksync_stream_failing", labels)] == (1.0 if s["last_error"] else 0.0)
         assert samples[("desksync_held_rows", (("connection", name),))] == len(info["held"])
         assert samples[("desksync_open_conflicts", (("connection", name),))] == info["open_conflicts"]
+        for status, counted in info["runs_by_status"].items():
+            labels = (("connection", name), ("status", status))
+            assert samples[("desksync_runs", labels)] == counted["runs"]
+            assert samples[("desksync_run_requests", labels)] == counted["requests"]
         run = info["last_run"]
         assert samples[("desksync_last_run_requests", (("connection", name),))] == run["requests"]
         key = ("desksync_last_run_success", (("connection", name), ("kind", run["kind"]), ("status", run["status"])))
