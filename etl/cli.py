@@ -213,8 +213,7 @@ def status(ctx: click.Context, as_json: bool, check: bool, prometheus: bool) -> 
     if prometheus:
         from etl.metrics import prometheus_text
 
-        pipelines = {name: jobs.pipeline_status(config, name) for name in config.pipelines}
-        click.echo(prometheus_text(report, pipelines).decode(), nl=False)
+        click.echo(prometheus_text(report, jobs.pipelines_status(config)).decode(), nl=False)
     elif as_json:
         click.echo(json.dumps({**report, "healthy": not problems}, indent=2, default=str))
     else:

@@ -461,7 +461,7 @@ def _cursor_utc(cursor: Any, timezone: str) -> Any:
     return iso_utc(cursor)
 
 
-def _connection_problems(name: str, last_run: Any) -> list[str]:
+def _connection_problems(last_run: Any) -> list[str]:
     """Health by the connection's latest run, whoever started it (a job, or a command typed by hand):
     a failed or abandoned last run is a problem until a run succeeds."""
     if last_run is None or last_run["status"] not in ("failed", "abandoned"):
@@ -514,7 +514,7 @@ def status(config: Config) -> dict[str, Any]:
                 by_status = conn.execute(sa.select(_RUNS.c.status, sa.func.count(), sa.func.sum(_RUNS.c.requests)).where(
                     _RUNS.c.connection == name).group_by(_RUNS.c.status)).all()
                 connections[name] = {
-                    "problems": _connection_problems(name, last_run),
+                    "problems": _connection_problems(last_run),
                     # every run of the connection so far, by outcome: how many, and their requests
                     "runs_by_status": {status: {"runs": int(count), "requests": int(requests or 0)}
                                        for status, count, requests in by_status},
@@ -568,9 +568,10 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
             ensure_current(engine)
             # a dry run reads only the mirror: it needs no lease
             with nullcontext() if dry_run else _own_account(engine, connection, limiters):
-                if not dry_run and settings.pull_before_push:
-                    _pull_before_push(config, engine, connection, settings, retry_failed, tables, job, limiters,
-                                      transport)
+                if not dry_run:
+                    if settings.pull_before_push:
+                        _pull_before_push(config, engine, connection, settings, retry_failed, tables, job, limiters,
+                                          transport)
                     summary.run_id = _start_run(engine, connection, "push", list(tables), job)
 
                 def connect() -> Client:
@@ -852,6 +853,11 @@ def pipeline_status(config: Config, name: str) -> dict[str, Any]:
             "held": {r["source_id"]: r["error"] for r in mine if r["error"] is not None},
         }
     return out
+
+
+def pipelines_status(config: Config) -> dict[str, dict[str, Any]]:
+    """`pipeline_status` of every configured pipeline (for metrics)."""
+    return {name: pipeline_status(config, name) for name in config.pipelines}
 
 
 def resolve(config: Config, conflict_id: int, take: str) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -92,7 +92,7 @@ def overview(config: Config, report: dict[str, Any], now: datetime) -> list[dict
 
 
 def build_app(config: Config, token: str | None = None, allow_actions: bool = False) -> Starlette:
-    url = config.mirror.resolved_url(config.base_dir)
+    engine = open_engine(config.mirror.resolved_url(config.base_dir))  # the app's, for its pages' reads
 
     def authorized(request: Request) -> bool:
         if token is None:
@@ -101,18 +101,10 @@ def build_app(config: Config, token: str | None = None, allow_actions: bool = Fa
                  or request.query_params.get("token") or request.cookies.get("desksync_token") or "")
         return hmac.compare_digest(given.encode(), token.encode())
 
-    def report() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        pipelines = {name: jobs.pipeline_status(config, name) for name in config.pipelines}
-        return jobs.status(config), pipelines
-
     def read(what: Any) -> Any:
-        engine = open_engine(url)
-        try:
-            ensure_current(engine)
-            with engine.connect() as conn:
-                return what(conn)
-        finally:
-            engine.dispose()
+        ensure_current(engine)
+        with engine.connect() as conn:
+            return what(conn)
 
     def page(request: Request, template: str, title: str, **context: Any) -> Response:
         html = _TEMPLATES.get_template(template).render(title=title, page=request.url.path, actions=allow_actions,
@@ -133,7 +125,7 @@ def build_app(config: Config, token: str | None = None, allow_actions: bool = Fa
         return endpoint
 
     async def home(request: Request) -> Response:
-        status, _ = await run_in_threadpool(report)
+        status = await run_in_threadpool(jobs.status, config)
         return page(request, "overview.html", "Overview", problems=problems_of(status),
                     connections=overview(config, status, datetime.now(UTC)))
 
@@ -160,16 +152,15 @@ def build_app(config: Config, token: str | None = None, allow_actions: bool = Fa
         now = datetime.now(UTC)
 
         def accounts(conn: Any) -> list[dict[str, Any]]:
-            blocks = queries.blocks(conn)
+            blocks = [b for b in queries.blocks(conn) if datetime.fromisoformat(b["blocked_until"]) > now]
             out = []
             for name, settings in config.connections.items():
                 minutes = queries.requests_per_minute(conn, name, BUDGET_HOURS, now)
                 limit = settings.rate_limit.per_minute
-                waited = sum(r["rate_limit_wait_seconds"] or 0 for r in queries.runs(conn, limit=1000)
-                             if r["connection"] == name and r["started_at"] >= minutes[0][0])
                 chart = bar_chart(f"{name}: requests a minute", [Bar(m, v) for m, v in minutes], limit=limit)
-                out.append({"name": name, "chart": chart, "limit": limit, "waited": waited,
-                            "blocks": [b for b in blocks if b["connection"] == name and b["blocked_until"] > now.isoformat()]})
+                out.append({"name": name, "chart": chart, "limit": limit,
+                            "waited": queries.rate_limit_waits(conn, name, now - timedelta(hours=BUDGET_HOURS)),
+                            "blocks": [b for b in blocks if b["connection"] == name]})
             return out
 
         return page(request, "budget.html", "Rate budget", hours=BUDGET_HOURS,
@@ -210,12 +201,12 @@ def build_app(config: Config, token: str | None = None, allow_actions: bool = Fa
     async def metrics(request: Request) -> Response:
         from etl.metrics import prometheus_text
 
-        status, pipelines = await run_in_threadpool(report)
+        status = await run_in_threadpool(jobs.status, config)
+        pipelines = await run_in_threadpool(jobs.pipelines_status, config)
         return Response(prometheus_text(status, pipelines), media_type=PROMETHEUS_TEXT)
 
     async def healthz(request: Request) -> Response:
-        status, _ = await run_in_threadpool(report)
-        problems = problems_of(status)
+        problems = problems_of(await run_in_threadpool(jobs.status, config))
         if problems:
             return PlainTextResponse("".join(f"UNHEALTHY {p}\n" for p in problems), status_code=503)
         return PlainTextResponse("ok\n")

@@ -70,6 +70,12 @@ def requests_per_minute(conn: sa.Connection, connection: str, hours: float, now:
     return [(iso_utc(m), v) for m, v in sorted(minutes.items())]
 
 
+def rate_limit_waits(conn: sa.Connection, connection: str, since: datetime) -> float:
+    """Seconds the connection's runs since `since` waited on their rate limits (wall-clock, each run's)."""
+    return float(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(RUNS.c.rate_limit_wait_seconds), 0)).where(
+        RUNS.c.connection == connection, RUNS.c.started_at >= since)).scalar() or 0)
+
+
 def blocks(conn: sa.Connection) -> list[dict[str, Any]]:
     return [{**dict(r), "blocked_until": iso_utc(r["blocked_until"])}
             for r in conn.execute(sa.select(BLOCKS).order_by(BLOCKS.c.blocked_until.desc())).mappings()]

@@ -148,9 +148,12 @@ def send(engine: sa.Engine, client: ServiceGoClient, connection: str, obj: Servi
     table = schema.table
     ready = hold_unsendable(engine, connection, outcome)
 
+    with engine.connect() as conn:
+        pointing = _lookup_columns(conn, referrers)  # once a push: the schema does not change during it
+
     def created(conn: sa.Connection, write: PlannedWrite, new_id: int) -> None:
         _created(conn, connection, table, obj, write, new_id)
-        _follow_in_lookups(conn, connection, referrers, write.record_id, new_id)
+        _follow_in_lookups(conn, connection, pointing, write.record_id, new_id)
 
     send_creates(engine, connection, outcome, ready, lambda w: _create(engine, client, connection, obj, w), created)
 
@@ -256,21 +259,27 @@ def push_order(objects: list[ServiceGoObject]) -> list[ServiceGoObject]:
     return placed
 
 
-def _follow_in_lookups(conn: sa.Connection, connection: str, referrers: tuple[tuple[str, str], ...],
-                       placeholder: int, new_id: int) -> None:
-    """Rows whose lookup pointed at the new record's placeholder point at its id: in the transaction
-    that writes the id back, so that no kill leaves a lookup pointing at a placeholder that is gone."""
+def _lookup_columns(conn: sa.Connection, referrers: tuple[tuple[str, str], ...]) -> list[tuple[sa.Table, str]]:
+    """The mirrored (table, column) of each (object, lookup field) pair that exists."""
+    found = []
     for other, field in referrers:
         if not sa.inspect(conn).has_table(table_name(other)):
             continue
         schema = ObjectSchema(other)
         schema.load(conn)
         column = schema.fields.get(field)
-        if column is None:
-            continue
-        t = schema.table
-        conn.execute(t.update().where(t.c.connection == connection, t.c[column.column] == str(placeholder))
-                     .values({column.column: str(new_id)}))
+        if column is not None:
+            found.append((schema.table, column.column))
+    return found
+
+
+def _follow_in_lookups(conn: sa.Connection, connection: str, pointing: list[tuple[sa.Table, str]],
+                       placeholder: int, new_id: int) -> None:
+    """Rows whose lookup pointed at the new record's placeholder point at its id: in the transaction
+    that writes the id back, so that no kill leaves a lookup pointing at a placeholder that is gone."""
+    for t, column in pointing:
+        conn.execute(t.update().where(t.c.connection == connection, t.c[column] == str(placeholder))
+                     .values({column: str(new_id)}))
 
 
 def _placeholder_lookups(fields: dict[str, FieldColumn], local: dict[str, str | None]) -> str | None:

@@ -374,7 +374,8 @@ class TableWriter:
             conn.execute(
                 self.table.update().where(*self._scope_filter(scope), c.id.in_(chunk)).values(last_seen_at=now)
             )
-        still_marked = [i for i in marked if i in set(changed)]
+        rewritten_now = set(changed)
+        still_marked = [i for i in marked if i in rewritten_now]
         for chunk in _chunks(still_marked):
             conn.execute(self.table.update().where(*self._scope_filter(scope), c.id.in_(chunk))
                          .values(is_deleted=True, deleted_at=None))

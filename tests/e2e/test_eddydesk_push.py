@@ -107,6 +107,9 @@ def test_local_updates_inserts_and_deletions_arrive_exactly(db_url: str, simulat
 
     summary = jobs.push(config, "helpdesk")
     assert summary.failed == 0
+    with engine.connect() as conn:  # recorded as a run of kind push (no pull first here: pull_before_push off)
+        kinds = conn.execute(sa.text("SELECT kind, status FROM sync_runs WHERE id = :r"), {"r": summary.run_id}).all()
+    assert kinds == [("push", "ok")]
     tickets = state.tickets.records
     assert tickets[t1]["title"] == f"Edited {t1}" and tickets[t1]["status_id"] == "closed"
     assert tickets[t3]["owner_id"] == staff and tickets[t3]["sla_date"] == "01.03.2026 10:30"
