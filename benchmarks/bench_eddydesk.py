@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from simulator_process import ROOT, machine_reference, start_simulator  # noqa: E402
+from simulator_process import machine_reference, run_sampled, start_simulator  # noqa: E402
 
 
 def start_eddydesk(tickets: int, latency: float, rate_limit: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -57,12 +57,19 @@ def child(args: argparse.Namespace) -> None:
     if args.push:
         push_tickets(config, url, args.push)
         return
+    from etl.extract.context import writer_process_pays
+    from etl.extract.write_process import WriterProcess
+    from etl.memory import cap_malloc_arenas
+
+    cap_malloc_arenas()  # as the CLI does
+    # as `desksync sync` does: forked before the mirror opens, where fetching may outrun one process
+    forked = WriterProcess() if writer_process_pays(config.connection("bench"), 50) else None
     stop = threading.Event()
     if args.seconds:
         threading.Timer(args.seconds, stop.set).start()
     started, cpu = time.perf_counter(), time.process_time()
     try:
-        summary = jobs.sync(config, "bench", tuple(args.streams.split(",")), stop=stop)
+        summary = jobs.sync(config, "bench", tuple(args.streams.split(",")), stop=stop, forked_writer=forked)
         status = summary.status
     except Exception as exc:  # the Stopped raised at the time limit ends the measured window
         if type(exc).__name__ != "Stopped":
@@ -81,7 +88,9 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"status": status, "seconds": elapsed, "tickets": rows,
                       "requests": summary.requests if summary else runs[0] if runs else None,
                       "peak_mb": peak_mb, "writer_peak_mb": writer.ru_maxrss / 1024,
-                      "cpu_s": cpu, "writer_cpu_s": writer.ru_utime + writer.ru_stime}))
+                      "cpu_s": cpu, "writer_cpu_s": writer.ru_utime + writer.ru_stime,
+                      # blocks of 512 bytes both processes wrote: the database, its write-ahead log
+                      "written_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_oublock + writer.ru_oublock) / 2048}))
 
 
 def push_tickets(config: Any, url: str, count: int) -> None:
@@ -106,13 +115,13 @@ def push_tickets(config: Any, url: str, count: int) -> None:
 def measure(base: str, streams: str, per_minute: int, seconds: float = 0, concurrency: int = 8,
             push: int = 0) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
+        out, peak = run_sampled(
             [sys.executable, __file__, "--child", "--base", base, "--db", f"{tmp}/bench.sqlite", "--streams", streams,
              "--per-minute", str(per_minute), "--seconds", str(seconds), "--concurrency", str(concurrency),
-             "--push", str(push)],
-            cwd=ROOT, capture_output=True, text=True, check=True,
-        )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+             "--push", str(push)])
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    result["run_peak_mb"] = peak  # every process of the run together (PSS: shared pages count once)
+    return result
 
 
 def fast(tickets: int) -> dict[str, float]:
@@ -176,7 +185,7 @@ def main() -> None:
             r = fast(n)
             print(f"fast   {n:>7,} tickets into SQLite, no latency, no limit: {r['tickets_per_s']:>8,.0f} tickets/s  "
                   f"{r['requests_per_s']:>6,.0f} requests/s  {r['requests']:,} requests  "
-                  f"peak {r['peak_mb']:.0f} MB + writer {r['writer_peak_mb']:.0f} MB  ({r['seconds']:.1f} s)",
+                  f"run peak {r['run_peak_mb']:.0f} MB, {r['written_mb']:,.0f} MB written  ({r['seconds']:.1f} s)",
                   flush=True)
     if args.only in (None, "budget"):
         r = budget(args.budget_seconds)

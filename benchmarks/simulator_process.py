@@ -37,6 +37,47 @@ def start_simulator(*options: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("simulator did not start")
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                todo.extend(int(child) for child in children.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def tree_pss_mb(pid: int) -> float:
+    """The proportional set size of `pid` and its descendants, in MB: pages two processes share
+    (a forked writer's imports) count once in the sum, not once in each."""
+    total_kb = 0
+    for member in _tree(pid):
+        try:
+            with open(f"/proc/{member}/smaps_rollup") as rollup:
+                total_kb += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            continue
+    return total_kb / 1024
+
+
+def run_sampled(command: list[str], every: float = 0.1) -> tuple[str, float]:
+    """Run `command` to its end; its stdout, and the peak of its process tree's summed PSS
+    (sampled every `every` seconds, from outside, so the measured processes do no extra work)."""
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, tree_pss_mb(proc.pid))
+        time.sleep(every)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, command, out, err)
+    return out, peak
+
+
 def machine_reference() -> str:
     """The CPU time of a fixed pure-Python loop, printed beside a benchmark's figures.
 

@@ -18,7 +18,10 @@ import sqlalchemy as sa
 from etl import jobs, log
 from etl.config import Config, load_config
 from etl.errors import ConfigError, DesksyncError, Stopped
+from etl.extract.context import writer_process_pays
+from etl.extract.write_process import WriterProcess
 from etl.health import problems_of
+from etl.memory import cap_malloc_arenas
 
 
 def _load(ctx: click.Context) -> Config:
@@ -94,6 +97,7 @@ class _Commands(click.Group):
 def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """desksync: mirror EddyDesk, Udesk ServiceGo and Udesk knowledge into a relational database,
     push local edits back, and move records between them."""
+    cap_malloc_arenas()
     ctx.obj = {"config_path": config_path, "verbose": verbose}
 
 
@@ -120,12 +124,16 @@ def run_sync(config: Config, connection: str, streams: tuple[str, ...], full: bo
     previous = signal.signal(signal.SIGTERM, on_signal)
     from etl.progress import progress_display  # rich's display, for a terminal only
 
+    # forked now, while this process has neither the mirror open nor other threads (see write_process)
+    pays = writer_process_pays(config.connection(connection), config.mirror.writer_process_min_pages)
+    forked_writer = WriterProcess() if pays else None
     display = progress_display()
     try:
         with display or contextlib.nullcontext():
             return jobs.sync(config, connection, streams, full=full, reconcile_deletes=reconcile,
                              progress=display.update if display else None, stop=stop,
-                             allow_mass_delete=allow_mass_delete, waiting=display.waiting if display else None)
+                             allow_mass_delete=allow_mass_delete, waiting=display.waiting if display else None,
+                             forked_writer=forked_writer)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -32,12 +32,13 @@ from etl.extract.children import run_children
 from etl.extract.context import Progress, RunContext
 from etl.extract.full import run_full
 from etl.extract.reconcile import reconcile
-from etl.extract.servicego import ObjectSync, backfill_due, search_args, state_key
+from etl.extract.servicego import ObjectSync, search_args, state_key
 from etl.extract.servicego_deletes import find_deletions
 from etl.extract.servicego_related import refresh as refresh_related
 from etl.extract.udesk_knowledge import run_stream as run_knowledge_stream
 from etl.extract.udesk_knowledge import select_streams as select_knowledge_streams
 from etl.extract.windowed import run_windowed
+from etl.extract.write_process import WriterProcess
 from etl.http.ratelimit import RateLimiter
 from etl.load.journal import HELD, release
 from etl.locks import account_lease
@@ -298,12 +299,15 @@ def sync(
     limiters: dict[str, RateLimiter] | None = None,
     allow_mass_delete: bool = False,
     waiting: Callable[[float], None] | None = None,
+    forked_writer: WriterProcess | None = None,
 ) -> SyncSummary:
     """Pull one connection's streams into the mirror; one sync_runs row records the run.
 
     `job` names the scheduled job that asked (run history); `limiters` shares an account's rate
     budgets between concurrent jobs of that account (see `_own_account`); `allow_mass_delete`
-    lifts the mass-delete guard (etl.mirror.delete_guard) for this run.
+    lifts the mass-delete guard (etl.mirror.delete_guard) for this run; `forked_writer` writes the
+    run's long scans (forked before this process opened the mirror, see etl.extract.write_process;
+    the run closes it).
     """
     settings = config.connection(connection)
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
@@ -312,15 +316,18 @@ def sync(
         with _own_account(engine, connection, limiters):
             return _sync(config, engine, connection, settings, streams, full=full, reconcile_deletes=reconcile_deletes,
                          progress=progress, transport=transport, stop=stop, job=job, limiters=limiters,
-                         allow_mass_delete=allow_mass_delete, waiting=waiting)
+                         allow_mass_delete=allow_mass_delete, waiting=waiting, forked_writer=forked_writer)
     finally:
         engine.dispose()
+        if forked_writer is not None:
+            forked_writer.close()
 
 
 def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connection, streams: tuple[str, ...], *,
           full: bool, reconcile_deletes: bool, progress: Progress | None, transport: httpx.BaseTransport | None,
           stop: Any, job: str | None, limiters: dict[str, RateLimiter] | None,
-          allow_mass_delete: bool = False, waiting: Callable[[float], None] | None = None) -> SyncSummary:
+          allow_mass_delete: bool = False, waiting: Callable[[float], None] | None = None,
+          forked_writer: WriterProcess | None = None) -> SyncSummary:
     try:
         if isinstance(settings, ServiceGoConnection):
             plan = _servicego_plan(settings, streams, full, reconcile_deletes, engine, connection)
@@ -340,7 +347,7 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
         raise
     ctx = RunContext(engine, client, connection, settings, run_id, frozenset(p.name for p in plan), progress=progress,
                      base_dir=config.base_dir, mirror_url=config.mirror.resolved_url(config.base_dir),
-                     writer_process_min_pages=config.mirror.writer_process_min_pages,
+                     writer_process_min_pages=config.mirror.writer_process_min_pages, forked_writer=forked_writer,
                      delete_guard=DeleteGuard(config.mirror.mass_delete_share, config.mirror.mass_delete_min_rows,
                                               allowed=allow_mass_delete))
     if stop is not None:
@@ -352,8 +359,6 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
     blocked_budgets: set[str] = set()
     try:
         _check_blocks(engine, connection, client)
-        if isinstance(settings, ServiceGoConnection) and backfill_due(engine, connection, [p.name for p in plan], full):
-            ctx.start_writer_process("etl.extract.servicego")
         with _long_lived_objects_frozen():
             for planned in plan:
                 if planned.budget in blocked_budgets:

@@ -41,6 +41,7 @@ from etl.errors import DesksyncError, Stopped
 from etl.http.ratelimit import RateLimiter
 from etl.locks import AdvisoryLocks, SchedulerFileLock
 from etl.log import get_logger
+from etl.memory import cap_malloc_arenas
 from etl.mirror.base import table_of
 from etl.mirror.db import ensure_current, open_engine
 from etl.mirror.meta import AccountBlock, SyncRun
@@ -276,6 +277,7 @@ def run_forever(config: Config, job_specs: dict[str, JobConfig], stop: threading
 def serve(config: Config, every_seconds: float = 300.0) -> None:
     """`desksync schedule` and scheduler.py: the configured jobs (or a pull of every connection)
     until SIGINT or SIGTERM."""
+    cap_malloc_arenas()
     specs = dict(config.jobs) or default_jobs(config, every_seconds)
     stop = threading.Event()
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from etl.clients.eddydesk import EddyDeskClient
 from etl.clients.servicego import ServiceGoClient
 from etl.clients.udesk_km import KnowledgeClient
-from etl.config import EddyDeskConnection, ServiceGoConnection, UdeskKnowledgeConnection
+from etl.config import Connection, EddyDeskConnection, ServiceGoConnection, UdeskKnowledgeConnection
 from etl.diff.columns import Texts, merger
 from etl.diff.eddydesk import OPTIONS, WRITABLE
 from etl.extract.write_process import WriterProcess
@@ -23,6 +23,10 @@ from etl.mirror.delete_guard import DeleteGuard
 from etl.mirror.rows import RowBuilder
 from etl.mirror.write import TableWriter, WriteStats
 from etl.streams.eddydesk import Stream
+
+# Requests a second up to which one process fetches and writes a scan as fast as a budget allows
+# (pages of 30 to 100 records; README, Benchmarks).
+_IN_PROCESS_REQUESTS_PER_SECOND = 20
 
 Progress = Callable[[str, int, int | None], None]  # stream, records done, total if known
 
@@ -40,10 +44,10 @@ class RunContext:
     progress: Progress | None = None
     base_dir: Path = Path(".")
     mirror_url: str = ""  # for a writer process (the engine's own URL hides the password)
-    writer_process_min_pages: int | None = None  # scans this long are written by a process of their own
+    writer_process_min_pages: int | None = None  # scans this long go to `forked_writer`, if there is one
     delete_guard: DeleteGuard = field(default_factory=DeleteGuard)  # refuses mass deletions (etl.mirror.delete_guard)
     failed_streams: set[str] = field(default_factory=set)  # streams that failed in this run: their absence proves nothing
-    _writer_process: WriterProcess | None = None
+    forked_writer: WriterProcess | None = None  # forked before the mirror opened (see write_process); the run closes it
 
     @property
     def helpdesk(self) -> EddyDeskClient:
@@ -67,38 +71,34 @@ class RunContext:
     def writer(self, stream: Stream) -> TableWriter:
         return helpdesk_writer(stream, self.helpdesk_settings, self.connection)
 
-    def start_writer_process(self, module: str) -> None:
-        """Start the run's writer process ahead of its first long scan (its start takes about a
-        second of CPU, better spent while the run plans than when the first pages wait)."""
-        if self.writer_process_min_pages is not None:
-            self._running_writer(module)
-
-    def writer_process(self, pages: int, module: str) -> WriterProcess | None:
-        """The run's writer process for a scan of `pages` pages, or None when the scan is short.
-
-        Started at the first long scan (importing `module` meanwhile), then shared by the
-        run's next scans; one that failed or was stopped is replaced.
-        """
+    def writer_process(self, pages: int) -> WriterProcess | None:
+        """The run's writer process for a scan of `pages` pages, or None: this process writes it.
+        One that failed or was stopped is not replaced: the run's next scans are written here."""
         least = self.writer_process_min_pages
-        if least is None or pages < least:
+        if self.forked_writer is None or least is None or pages < least or not self.forked_writer.usable:
             return None
-        return self._running_writer(module)
-
-    def _running_writer(self, module: str) -> WriterProcess:
-        if self._writer_process is None or not self._writer_process.usable:
-            self._writer_process = WriterProcess(module)
-            self.log.info("writer_process_started")
-        return self._writer_process
+        return self.forked_writer
 
     def close(self) -> None:
         """Let the writer process (if any) exit."""
-        if self._writer_process is not None:
-            self._writer_process.close()
-            self._writer_process = None
+        if self.forked_writer is not None:
+            self.forked_writer.close()
+            self.forked_writer = None
 
     def report(self, stream: str, done: int, total: int | None = None) -> None:
         if self.progress:
             self.progress(stream, done, total)
+
+
+def writer_process_pays(settings: Connection, min_pages: int | None) -> bool:
+    """Whether a run of this connection is worth forking a writer process for.
+
+    A second process pays only where fetching outruns writing in one process: long scans
+    (`min_pages`, None: never) on a budget of more than `_IN_PROCESS_REQUESTS_PER_SECOND` (the
+    documented limits are 5 and 1 a second: one process keeps up with those many times over).
+    """
+    budget = settings.rate_limit
+    return min_pages is not None and budget.per_minute / budget.window_seconds >= _IN_PROCESS_REQUESTS_PER_SECOND
 
 
 def helpdesk_writer(stream: Stream, settings: EddyDeskConnection, connection: str,

@@ -228,20 +228,6 @@ def _finish(conn: sa.Connection, spec: ScanSpec, writer: TableWriter, scan: dict
     save_state(conn, spec.connection, state_key(spec.obj.name), state, success=True)
 
 
-def backfill_due(engine: sa.Engine, connection: str, objects: list[str], full: bool) -> bool:
-    """Whether one of `objects` will be scanned whole (first run, --full, a field added, or such a
-    scan to resume): the run's writer process can start while the objects are probed."""
-    if full:
-        return bool(objects)
-    with engine.connect() as conn:
-        for name in objects:
-            state = load_state(conn, connection, state_key(name))
-            scan = state.get("scan") or {}
-            if state.get("cursor") is None or state.get("rescan") or scan.get("mode") == "full":
-                return True
-    return False
-
-
 class ObjectSync:
     """One object of one connection: schema upkeep, scans, state."""
 
@@ -316,7 +302,7 @@ class ObjectSync:
         first = client.scroll_search(name, int(scan["scroll_id"]), **args)
         pages = math.ceil(first.total / client.page_size)
         packing = [self.writer()]  # replaced when the writer reports fields added during the scan
-        process = ctx.writer_process(pages, __name__)
+        process = ctx.writer_process(pages)
         writer_packs = _WRITER_PACKS_EVERY if process is not None and dialect.name == "sqlite" else 0
 
         def result(page: ScrollPage, number: int, scroll_id: int, last: bool) -> ScrollPageResult:

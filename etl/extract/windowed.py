@@ -31,7 +31,7 @@ from etl.streams.eddydesk import BY_NAME, Stream, Variant, children_queue
 
 ORDER = "date_updated{asc}"
 _DRAIN_ATTEMPTS = 3
-_PROCESS_BATCH = 64  # pages per batch sent to a writer process
+_PROCESS_BATCH = 16  # pages per batch sent to a writer process
 
 
 def state_key(stream: Stream, variant: Variant) -> str:
@@ -139,7 +139,6 @@ class WindowScan:
         first = client.list_page(path, _params(self.variant, lo, hi))
         self.pages = first.total_pages
         self.expected = first.total  # the window's records, for a progress display
-        self.ctx.writer_process(self.pages, __name__)  # a new one starts up while the slices are probed
         count = min(self.ctx.helpdesk_settings.concurrency, first.total_pages // 2)
         if count <= 1:
             return [Slice(lo, hi)], first
@@ -238,7 +237,7 @@ class WindowScan:
             ctx.report(self.key, self.outcome.records, self.expected)
 
         jobs = [job_for(i, s) for i, s in enumerate(slices) if not s.done]
-        writer = ctx.writer_process(self.pages, __name__) if jobs else None
+        writer = ctx.writer_process(self.pages) if jobs else None
         if writer is not None:
             self.log.info("scan_through_writer_process", pages=self.pages)
         scope: contextlib.AbstractContextManager[WriterProcess | None] = (

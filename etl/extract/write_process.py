@@ -14,13 +14,17 @@ unchanged record is only touched). Ctrl-C reaches the whole process group: the w
 ignores it and lets the fetching process decide (it stops fetching and lets the writer finish
 the batches it already has).
 
-One process serves a whole run, scan after scan (RunContext.writer_process): it is started
-when the first long scan knows it is long (its first page gives the page count) and imports
-while the fetching process plans. Its start costs about a second of CPU, paid once per run
-instead of once per stream or object. The protocol on its stdin and stdout: length-prefixed
-pickles. Per scan, the set-up (the factory's name and its picklable spec, the mirror URL,
-logging), then one message per batch, then None (commit now, the scan is over); each batch is
-answered by ("ok", answer) or ("error", exception). The end of its stdin lets it exit.
+One process serves a whole run, scan after scan (RunContext.writer_process). It is forked by
+`desksync sync` before the run opens the mirror, when the connection's budget lets fetching
+outrun one process (etl.extract.context.writer_process_pays): it starts at once with every
+module imported, and the pages neither side writes to stay shared, so the run pays its
+imports once (README, Benchmarks). The scheduler, whose runs share one process with their
+threads and connections, never forks one: its runs write in-process. The writer drops what it
+inherited (other descriptors, the standard streams' objects) and opens its own engine. The
+protocol on its pipes: length-prefixed pickles. Per scan, the set-up (the factory's name and
+its picklable spec, the mirror URL, logging), then one message per batch, then None (commit
+now, the scan is over); each batch is answered by ("ok", answer) or ("error", exception). The
+end of its input lets it exit.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ import struct
 import subprocess
 import sys
 import threading
+import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import IO, Any, NoReturn
@@ -54,7 +60,7 @@ _HEADER = struct.Struct("!Q")
 # queue) take rows in random order: every commit rewrites about all of their pages, so commits
 # that are too frequent make the writing quadratic (100,000 tickets in transactions of 64 pages:
 # 1.1 GB written for a 220 MB database).
-_GROUP = 4
+_GROUP = 16
 _IDLE_COMMIT = 0.2  # seconds without a next batch: the writer commits what it has applied
 _CACHE_MB = 16  # SQLite page cache of the writer's connection
 _IN_FLIGHT = _GROUP + 2  # batches sent and not yet answered (answers come after their commit)
@@ -108,17 +114,88 @@ def _loadable(exc: BaseException) -> BaseException:
         return MirrorError(f"{type(exc).__name__}: {exc}")
 
 
+class _Forked:
+    """The writer's process id, seen as much of subprocess.Popen as the fetching side uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: gone all the same
+                pid, status = self.pid, 255 << 8
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("writer process", timeout or 0)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def _fork_writer() -> tuple[_Forked, IO[bytes], IO[bytes]]:
+    """Fork the writer; the fetching side's ends of its two pipes."""
+    to_writer, from_fetcher = os.pipe()
+    to_fetcher, from_writer = os.pipe()
+    # What lives now stays shared with the writer only if neither side writes to its pages: the
+    # cycle collector, which marks every object it walks, is kept off it on both sides.
+    gc.collect()
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:  # the writer: it never returns into the caller's code
+        code = 1
+        try:
+            _become_writer(keep=(to_writer, from_writer))
+            _serve(_Inbox(os.fdopen(to_writer, "rb", buffering=0)), os.fdopen(from_writer, "wb"))
+            code = 0
+        except BaseException:  # noqa: BLE001 - said where the run's own errors go, then the exit status tells
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(to_writer)
+    os.close(from_writer)
+    return _Forked(pid), os.fdopen(from_fetcher, "wb"), os.fdopen(to_fetcher, "rb", buffering=0)
+
+
+def _become_writer(keep: tuple[int, ...]) -> None:
+    """Drop what the fork copied from the fetching process and the writer must not use: other
+    descriptors (the mirror's connections, sockets, other processes' pipes, whose ends it would
+    otherwise keep open), the standard streams' objects (a lock another thread held at the fork
+    stays held in this copy) and Ctrl-C (the fetching process decides, see the top)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - the writer's for its life
+    sys.stdout = sys.stderr = os.fdopen(os.dup(2), "w", buffering=1)
+
+
 class WriterProcess:
     """The fetching side: sends batches, hands each answer to its callback, in order, once the
     batch is committed."""
 
-    def __init__(self, module: str) -> None:
-        """Start a writer that imports `module` (where the first factory is) while it waits."""
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "etl.extract.write_process", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._to, self._from = self._proc.stdin, self._proc.stdout
+    def __init__(self) -> None:
+        """Fork a writer, which waits for its first scan. Only where this process has no SQLite
+        mirror open (SQLite's locks and shared-memory index are per process: a fork would
+        copy this process's without holding them) and no other thread (one could hold a lock
+        the writer needs)."""
+        self._proc, self._to, self._from = _fork_writer()
         self._waiting: deque[Answered] = deque()
         self._ended = False  # the writer said it failed, or vanished, or was closed
 
@@ -134,7 +211,7 @@ class WriterProcess:
     @contextlib.contextmanager
     def scan(self, factory: str, spec: Any, mirror_url: str) -> Iterator[WriterProcess]:
         """`begin`, then `finish` when the block ends. After an error or a stop the writer still
-        commits what was fetched (it is good), then exits: the next scan gets a new one."""
+        commits what was fetched (it is good), then exits: the run's next scans are written in-process."""
         self.begin(factory, spec, mirror_url)
         try:
             yield self
@@ -250,21 +327,15 @@ class _Inbox:
         return pickle.loads(data)
 
 
-def _child() -> None:
-    """The writer: scan after scan, read the set-up, then apply batches until None; exit at the
-    end of its stdin.
+def _serve(inbox: _Inbox, outbox: IO[bytes]) -> None:
+    """The writer: scan after scan, read the set-up, then apply batches until None; return at the
+    end of its input.
 
     Up to `_GROUP` batches share a transaction; it commits early when no next batch is waiting
     (a slow fetch, the scan's end), and each batch is answered after its commit. A fetching
     process that dies leaves the open transaction uncommitted: its batches' positions roll back
     with their rows, and a restarted run fetches them again.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    importlib.import_module(sys.argv[1])  # while the fetching process plans the scan
-    inbox = _Inbox(os.fdopen(os.dup(0), "rb", buffering=0))
-    # the protocol owns stdout: anything else printed goes to stderr
-    outbox = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
     from etl.mirror.db import open_engine
 
     engine: sa.Engine | None = None
@@ -344,6 +415,3 @@ def _serve_scan(inbox: _Inbox, outbox: IO[bytes], conn: sa.Connection, apply: Ap
             _send(outbox, ("error", _loadable(exc)))
         return False
 
-
-if __name__ == "__main__":
-    _child()

@@ -1,6 +1,8 @@
-"""Long scans are written by a process of their own (etl/extract/write_process.py), one per run:
-the mirror ends exactly as with the in-process writer, the writer's errors reach the run, and a
-writer whose fetching process dies exits instead of lingering."""
+"""Long scans are written by a process of their own (etl/extract/write_process.py), one per run,
+forked where the run has its process to itself: the mirror ends exactly as with the in-process
+writer, the writer's errors reach the run, a writer whose fetching process dies exits instead of
+lingering, and the scheduler (whose runs share a process) and a budget the documented limits set
+write in-process."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from structlog.testing import capture_logs
 
 from etl import jobs, log
 from etl.config import parse_config
+from etl.extract.context import writer_process_pays
+from etl.extract.write_process import WriterProcess
 from etl.mirror.db import open_engine
 from etl.simulators.eddydesk.data import Sizes
 from tests.conftest import API_KEY_ENV, connection_settings
@@ -35,19 +39,19 @@ def test_a_scan_written_by_a_writer_process_mirrors_exactly(db_url, simulator, m
     log.configure("info", json=True)  # the start is an info event; the suite logs warnings only
     try:
         with capture_logs() as logs:
-            first = jobs.sync(config, "helpdesk")
+            first = jobs.sync(config, "helpdesk", forked_writer=WriterProcess())
     finally:
         log.configure("warning", json=True)
     assert first.status == "ok", first.errors
+    # one process serves the run's scans, one after the other
     through = [e for e in logs if e["event"] == "scan_through_writer_process"]
     assert {e["stream"] for e in through} >= {"tickets", "users"}, through
-    # one process serves the run's scans, one after the other (its start costs about a second of CPU)
-    assert len([e for e in logs if e["event"] == "writer_process_started"]) == 1
     engine = open_engine(db_url)
     assert_mirror_matches(engine, server.state)
 
     server.state.random_changes(seed=5, updates=30, creates=10, soft_deletes=5)
-    second = jobs.sync(config, "helpdesk", full=True)  # a full scan again: every page through the writer
+    engine.dispose()  # a writer is forked only while this process has the mirror closed
+    second = jobs.sync(config, "helpdesk", full=True, forked_writer=WriterProcess())  # every page through the writer
     assert second.status == "ok", second.errors
     assert_mirror_matches(engine, server.state, check_hard_deletes=False)
     with engine.connect() as conn:
@@ -66,9 +70,10 @@ def test_an_error_in_the_writer_process_reaches_the_run_with_its_message(sqlite_
     engine = open_engine(sqlite_url)
     with engine.begin() as conn:  # a mirror broken behind desksync's back
         conn.execute(sa.text("ALTER TABLE eddydesk_ticket_tags RENAME TO tags_elsewhere"))
+    engine.dispose()
     # as in process: a database error stops the run (it is not one stream's remote trouble)
     with pytest.raises(Exception, match="no such table: eddydesk_ticket_tags"):
-        jobs.sync(config, "helpdesk", streams=("tickets",))
+        jobs.sync(config, "helpdesk", streams=("tickets",), forked_writer=WriterProcess())
     with engine.connect() as conn:
         tickets = conn.execute(sa.text("SELECT count(*) FROM eddydesk_tickets")).scalar_one()
         status = conn.execute(sa.text("SELECT status FROM sync_runs ORDER BY id DESC")).scalar()
@@ -93,10 +98,12 @@ def test_a_pull_through_a_writer_process_keeps_unpushed_local_edits(sqlite_url, 
         conn.execute(sa.text("INSERT INTO eddydesk_ticket_custom_field_values (connection, ticket_id, field_id, "
                              "value_text) VALUES ('helpdesk', :t, :f, 'local value')"), {"t": ticket, "f": field})
     server.state.update_ticket(ticket, status_id="process", priority_id=3)
+    engine.dispose()
     log.configure("info", json=True)
     try:
         with capture_logs() as logs:
-            assert jobs.sync(config, "helpdesk", streams=("tickets",), full=True).status == "ok"
+            writer = WriterProcess()
+            assert jobs.sync(config, "helpdesk", streams=("tickets",), full=True, forked_writer=writer).status == "ok"
     finally:
         log.configure("warning", json=True)
     assert any(e["event"] == "scan_through_writer_process" for e in logs)
@@ -111,6 +118,7 @@ def test_a_pull_through_a_writer_process_keeps_unpushed_local_edits(sqlite_url, 
 
 
 def _writers_of(pid: int) -> list[int]:
+    """The processes `pid` forked (its writer is the only one)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -118,11 +126,9 @@ def _writers_of(pid: int) -> list[int]:
         try:
             with open(f"/proc/{entry}/stat") as stat:
                 parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as cmd:
-                command = cmd.read()
         except OSError:
             continue
-        if parent == pid and b"etl.extract.write_process" in command:
+        if parent == pid:
             found.append(int(entry))
     return found
 
@@ -160,3 +166,14 @@ def test_a_writer_exits_when_its_fetching_process_is_killed(sqlite_url, simulato
         time.sleep(0.05)
     assert not any(_running(w) for w in writers), "the writer outlived its fetching process"
     engine.dispose()
+
+
+def test_a_writer_process_is_forked_only_where_fetching_can_outrun_one_process(sqlite_url, simulator, tmp_path):
+    """At the documented limits (300 and 60 requests a minute) one process keeps up: no writer."""
+    server = simulator(Sizes(tickets=30, users=2, organizations=1, kb_articles=1))
+    documented = _config(sqlite_url, server, tmp_path, min_pages=2, rate_limit={"per_minute": 300})
+    unlimited = _config(sqlite_url, server, tmp_path, min_pages=2)
+    never = _config(sqlite_url, server, tmp_path, min_pages=None)
+    assert not writer_process_pays(documented.connection("helpdesk"), 2)
+    assert writer_process_pays(unlimited.connection("helpdesk"), unlimited.mirror.writer_process_min_pages)
+    assert not writer_process_pays(never.connection("helpdesk"), never.mirror.writer_process_min_pages)
