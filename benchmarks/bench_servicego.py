@@ -9,8 +9,8 @@
 2. 1 % of the records change remotely (updates, creates and deletes);
 3. the incremental sync: its requests, compared with the backfill's;
 4. 10,000 local edits pushed back (PUT /v1/data, one request per record).
-The simulator runs in its own process; each sync runs in a fresh child process so its peak
-memory (ru_maxrss) is its own, and its writer process's is reported beside it.
+The simulator runs in its own process; each sync runs in a fresh child process, whose peak memory
+with its writer's is sampled from outside (summed PSS: pages the two share count once).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from simulator_process import ROOT, machine_reference, start_simulator  # noqa: E402
+from simulator_process import machine_reference, run_sampled, start_simulator  # noqa: E402
 
 TOKEN = "221b368d7f5f597867f525971f28ff75"
 
@@ -65,9 +64,15 @@ def child(args: argparse.Namespace) -> None:
         print(json.dumps({"seconds": elapsed, "ok": outcome.ok, "failed": outcome.failed, "requests": pushed.requests,
                           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         return
+    from etl.extract.context import writer_process_pays
+    from etl.extract.write_process import WriterProcess
+    from etl.memory import cap_malloc_arenas
+
+    cap_malloc_arenas()  # as the CLI does, and as it does, the writer is forked before the mirror opens
+    forked = WriterProcess() if writer_process_pays(config.connection("bench"), 50) else None
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
-    summary = jobs.sync(config, "bench")
+    summary = jobs.sync(config, "bench", forked_writer=forked)
     elapsed = time.perf_counter() - started
     cpu = _cpu_seconds()
     with open_engine(url).connect() as conn:
@@ -88,9 +93,10 @@ def _cpu_seconds() -> tuple[float, float]:
 
 
 def measure(base: str, db: str, push: int = 0) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--child", "--base", base, "--db", db, "--push", str(push)],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    out, peak = run_sampled([sys.executable, __file__, "--child", "--base", base, "--db", db, "--push", str(push)])
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    result["run_peak_mb"] = peak  # every process of the run together (PSS: shared pages count once)
+    return result
 
 
 def main() -> None:
@@ -132,18 +138,17 @@ def main() -> None:
     rates = ", ".join(f"{r['records'] / r['seconds']:,.0f}" for r in runs)
     print(f"ServiceGo backfill: {backfill['records']:,} records in {backfill['seconds']:.1f} s = {rate:,.0f} records/s "
           f"(median of {len(runs)}: {rates}), {backfill['requests']:,} requests, CPU {backfill['main_cpu']:.1f} s + "
-          f"writer {backfill['writer_cpu']:.1f} s, peak {backfill['peak_mb']:.0f} MB + writer "
-          f"{backfill['writer_peak_mb']:.0f} MB")
+          f"writer {backfill['writer_cpu']:.1f} s, run peak {backfill['run_peak_mb']:.0f} MB")
     share = incremental["requests"] / backfill["requests"]
     print(f"incremental after {changed:,} records changed (1 %): {incremental['requests']:,} requests "
           f"({share:.1%} of the backfill's), {incremental['updated']} updated in {incremental['seconds']:.1f} s, "
-          f"peak {incremental['peak_mb']:.0f} MB")
+          f"run peak {incremental['run_peak_mb']:.0f} MB")
     print(f"incremental after {changed // 10} creates and {changed // 10} deletes: {with_deletes['requests']:,} requests "
           f"({with_deletes['requests'] / backfill['requests']:.1%}), {with_deletes['inserted']} inserted, "
           f"{with_deletes['deleted']} deleted in {with_deletes['seconds']:.1f} s")
     print(f"push of {edits:,} locally updated records: {pushed['ok']:,} sent in {pushed['seconds']:.1f} s = "
           f"{pushed['ok'] / pushed['seconds']:,.0f} records/s, {pushed['requests']:,} requests, "
-          f"peak {pushed['peak_mb']:.0f} MB")
+          f"run peak {pushed['run_peak_mb']:.0f} MB")
     print(machine_reference(), "(after)")
 
 

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,13 @@ class Stats:
     requests: int = 0
     by_endpoint: dict[str, int] = field(default_factory=dict)
     by_status: dict[int, int] = field(default_factory=dict)
+    # requests each budget admitted, by wall-clock second: a benchmark reads a budget's use over any span
+    admitted: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def admit(self, budget: str) -> None:
+        second = int(time.time())
+        per_second = self.admitted.setdefault(budget, {})
+        per_second[second] = per_second.get(second, 0) + 1
 
     def count(self, endpoint: str, status: int) -> None:
         self.requests += 1
@@ -407,6 +415,7 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
         if not allowed:
             stats.count("rate_limited", 429)
             return respond(_errors("e-429", "Too many requests", "Rate limit exceeded, access is blocked"), 429, headers)
+        stats.admit(budget)
         if settings["latency"]:
             await asyncio.sleep(settings["latency"])
         try:
@@ -437,6 +446,8 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
             "requests": stats.requests, "by_endpoint": stats.by_endpoint,
             "by_status": {str(k): v for k, v in stats.by_status.items()},
             "rate_limit_rejections": limits.rejections, "blocks": limits.blocks,
+            "admitted_per_second": {budget: {str(k): v for k, v in seconds.items()}
+                                    for budget, seconds in stats.admitted.items()},
         }), 200)
 
     async def sim_control(request: Request) -> Response:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 from collections import OrderedDict
 from datetime import datetime
 from typing import Any
@@ -261,6 +262,10 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
         if not limit.admit():
             stats["rate_limited"] = stats.get("rate_limited", 0) + 1
             return respond(_envelope(429, "too many requests"), 429)
+        # requests admitted by wall-clock second: a benchmark reads the budget's use over any span
+        second = str(int(time.time()))
+        admitted = stats.setdefault("admitted_per_second", {})
+        admitted[second] = admitted.get(second, 0) + 1
         if settings["latency"]:
             await asyncio.sleep(settings["latency"])
         answer_late = 0.0

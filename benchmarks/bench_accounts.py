@@ -1,0 +1,322 @@
+"""Many accounts at once: one scheduler keeps N EddyDesk and a few ServiceGo accounts fresh.
+
+    python benchmarks/bench_accounts.py                          # 50 EddyDesk + 3 ServiceGo, 5 minutes
+    python benchmarks/bench_accounts.py --accounts 10            # the same with 10
+    python benchmarks/bench_accounts.py --accounts 10,50         # both, one after the other
+    python benchmarks/bench_accounts.py --seconds 120 --latency 0.4 --mirror postgresql
+
+Every EddyDesk account is served at the documented 300 requests a minute (60 for its knowledge
+base) and every ServiceGo account at 60 a minute, each answer 400 ms late, by the multi-account
+simulators (etl.simulators.accounts) in one process of their own. Each account has its own data:
+a backfill of about 750 requests (2.5 minutes of its budget), then a pull every minute.
+`desksync schedule` runs every account's pull job for the fixed real time, then is stopped.
+
+Printed per account: the share of its budget its backfill used (requests the simulator admitted
+between the backfill's start and end, over what the budget allows in that time), rejections, and
+the largest freshness lag once backfilled (how old the newest finished pull's start was, at
+worst); then the total peak memory of every desksync process together (summed PSS, sampled from
+outside every second) and the CPU they used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from simulator_process import ROOT, _tree, free_port, machine_reference, tree_pss_mb  # noqa: E402
+
+EDDYDESK_PER_MINUTE = 300
+SERVICEGO_PER_MINUTE = 60
+CADENCE_SECONDS = 60
+MAX_LAG_MINUTES = 2  # a pull a minute, plus a run's own length
+
+
+def eddydesk_email(n: int) -> str:
+    return f"admin{n}@example.com"
+
+
+def servicego_email(n: int) -> str:
+    return f"sg{n}@udesk.cn"
+
+
+def servicego_token(n: int) -> str:
+    return f"{n:02d}1b368d7f5f597867f525971f28ff7"
+
+
+def serve(accounts: int, servicego: int, latency: float, eddydesk_port: int, servicego_port: int) -> None:
+    """The simulators (runs in its own process until killed)."""
+    from etl.simulators.eddydesk.accounts import AccountsServer
+    from etl.simulators.eddydesk.data import Sizes
+    from etl.simulators.eddydesk.limits import Limits
+    from etl.simulators.eddydesk.store import HelpdeskState
+    from etl.simulators.servicego.server import ServiceGoAccountsServer
+    from etl.simulators.servicego.store import ServiceGoState
+    from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+
+    states = [HelpdeskState(Sizes(tickets=300, users=100, organizations=10, kb_categories=2, kb_articles=10), seed=n,
+                            admin_email=eddydesk_email(n), admin_api_key=f"key-{n}") for n in range(accounts)]
+    limits = Limits(per_minute=EDDYDESK_PER_MINUTE, knowledge_base_per_minute=60)
+    AccountsServer(states, limits, latency, port=eddydesk_port).start()
+    udesk = [ServiceGoState(ServiceGoSizes(customers=1_000, contacts=2_500, cases=2_500), seed=n,
+                            email=servicego_email(n), api_token=servicego_token(n)) for n in range(servicego)]
+    ServiceGoAccountsServer(udesk, latency, per_minute=SERVICEGO_PER_MINUTE, port=servicego_port).start()
+    print("ready", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def write_config(path: Path, mirror_url: str, accounts: int, servicego: int, eddydesk: str, udesk: str) -> dict[str, str]:
+    """The config file of the scheduler; returns the environment with every account's key."""
+    env = dict(os.environ)
+    lines = ['[mirror]', f'url = "{mirror_url}"', '', '[log]', 'level = "warning"', 'json = true', '']
+    for n in range(accounts):
+        env[f"BENCH_KEY_{n}"] = f"key-{n}"
+        lines += [f'[connections.acct{n}]', 'system = "eddydesk"', f'base_url = "{eddydesk}/api/v2"',
+                  f'email = "{eddydesk_email(n)}"', f'api_key_env = "BENCH_KEY_{n}"', 'timezone = "Europe/Riga"', '',
+                  f'[jobs.pull_acct{n}]', f'connection = "acct{n}"', f'every_seconds = {CADENCE_SECONDS}',
+                  f'max_lag_minutes = {MAX_LAG_MINUTES}', '']
+    for n in range(servicego):
+        env[f"BENCH_SG_TOKEN_{n}"] = servicego_token(n)
+        lines += [f'[connections.sg{n}]', 'system = "servicego"', f'base_url = "{udesk}/api"',
+                  f'email = "{servicego_email(n)}"', f'api_token_env = "BENCH_SG_TOKEN_{n}"',
+                  'objects = [{name = "customer"}, {name = "contact"}, {name = "case"}]', '',
+                  f'[jobs.pull_sg{n}]', f'connection = "sg{n}"', f'every_seconds = {CADENCE_SECONDS}',
+                  f'max_lag_minutes = {MAX_LAG_MINUTES}', '']
+    path.write_text("\n".join(lines))
+    return env
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    connection: str
+    status: str
+    started: float  # epoch seconds
+    finished: float | None
+    requests: int
+
+
+def runs_of(mirror_url: str) -> list[Run]:
+    import sqlalchemy as sa
+
+    from etl.mirror.db import open_engine
+
+    def epoch(value: Any) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+    engine = open_engine(mirror_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT connection, status, started_at, finished_at, requests FROM sync_runs "
+                                    "WHERE kind = 'sync' ORDER BY id")).all()
+    engine.dispose()
+    return [Run(r[0], r[1], epoch(r[2]) or 0.0, epoch(r[3]), r[4] or 0) for r in rows]
+
+
+def budget_share(admitted: dict[str, int], start: float, end: float, per_minute: int) -> float | None:
+    """Requests admitted in the budget's minutes that lie wholly between `start` and `end`, over
+    what those minutes allow (the simulators' budgets are calendar minutes, as a fixed-window
+    limit's are: a backfill's partial first and last minutes say nothing of its pace); None when
+    no minute lies wholly inside."""
+    first, last = math.ceil(start / 60), math.floor(end / 60)  # minute numbers
+    if last <= first:
+        return None
+    used = sum(count for second, count in admitted.items() if first * 60 <= int(second) < last * 60)
+    return used / (per_minute * (last - first))
+
+
+def worst_lag(runs: list[Run], until: float) -> float | None:
+    """The largest age, in minutes, of the newest finished pull's start (as `status --check` reads
+    it), from the end of the first pull after the backfill to `until`; None before that pull ends."""
+    done = sorted((r for r in runs if r.status == "ok" and r.finished is not None), key=lambda r: r.finished or 0.0)
+    if len(done) < 2:
+        return None
+    worst, newest = 0.0, done[1].started
+    for run in done[2:]:
+        worst = max(worst, (run.finished or 0.0) - newest)
+        newest = max(newest, run.started)
+    return max(worst, until - newest) / 60
+
+
+def account_stats(eddydesk: str, udesk: str, accounts: int, servicego: int) -> dict[str, dict[str, Any]]:
+    stats: dict[str, dict[str, Any]] = {}
+    with httpx.Client(timeout=30) as client:
+        for n in range(accounts):
+            auth = base64.b64encode(f"{eddydesk_email(n)}:key-{n}".encode()).decode()
+            body = client.get(f"{eddydesk}/_sim/stats", headers={"Authorization": f"Basic {auth}"}).json()
+            stats[f"acct{n}"] = {"admitted": body["admitted_per_second"].get("main", {}),
+                                 "rejections": body["rate_limit_rejections"], "per_minute": EDDYDESK_PER_MINUTE}
+        for n in range(servicego):
+            body = client.get(f"{udesk}/_sim/stats", params={"email": servicego_email(n)}).json()
+            stats[f"sg{n}"] = {"admitted": body.get("admitted_per_second", {}), "rejections": body.get("rate_limited", 0),
+                               "per_minute": SERVICEGO_PER_MINUTE}
+    return stats
+
+
+def measure(accounts: int, servicego: int, seconds: float, latency: float, mirror: str) -> dict[str, Any]:
+    eddydesk_port, servicego_port = free_port(), free_port()
+    eddydesk, udesk = f"http://127.0.0.1:{eddydesk_port}", f"http://127.0.0.1:{servicego_port}"
+    simulators = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--accounts", str(accounts), "--servicego", str(servicego),
+         "--latency", str(latency), "--ports", f"{eddydesk_port},{servicego_port}"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert simulators.stdout is not None
+    scheduler: subprocess.Popen[bytes] | None = None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            if simulators.stdout.readline().strip() != "ready":
+                raise RuntimeError("the simulators did not start")
+            mirror_url = f"sqlite:///{tmp}/mirror.sqlite" if mirror == "sqlite" else fresh_postgres_database(mirror)
+            config = Path(tmp) / "desksync.toml"
+            env = write_config(config, mirror_url, accounts, servicego, eddydesk, udesk)
+            init = subprocess.run([sys.executable, "-m", "etl.cli", "--config", str(config), "init"], cwd=ROOT,
+                                  env=env, capture_output=True, text=True)
+            if init.returncode:
+                raise RuntimeError(f"desksync init failed: {init.stderr}")
+            log = Path(tmp) / "scheduler.log"
+            with log.open("wb") as sink:
+                scheduler = subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), "schedule"],
+                                             cwd=ROOT, env=env, stdout=sink, stderr=sink)
+            started = time.time()
+            peak, cpu = 0.0, 0.0
+            while time.time() - started < seconds and scheduler.poll() is None:
+                peak = max(peak, tree_pss_mb(scheduler.pid))
+                cpu = max(cpu, cpu_seconds(_tree(scheduler.pid)))
+                time.sleep(1.0)
+            ended = time.time()
+            cpu = max(cpu, cpu_seconds(_tree(scheduler.pid)))
+            scheduler.send_signal(signal.SIGTERM)
+            if scheduler.wait(timeout=120) != 0:
+                raise RuntimeError(f"the scheduler failed:\n{log.read_text()[-3000:]}")
+            stats = account_stats(eddydesk, udesk, accounts, servicego)
+        finally:
+            if scheduler is not None and scheduler.poll() is None:
+                scheduler.kill()
+            simulators.kill()
+        runs = runs_of(mirror_url)
+        errors = [line for line in log.read_text().splitlines() if '"level": "error"' in line]
+    return summarise(stats, runs, started, ended, peak, cpu, errors)
+
+
+def fresh_postgres_database(url: str) -> str:
+    import sqlalchemy as sa
+
+    name = f"bench_accounts_{os.getpid()}"
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return str(sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False))
+
+
+def summarise(stats: dict[str, dict[str, Any]], runs: list[Run], started: float, ended: float, peak: float,
+              cpu: float, errors: list[str]) -> dict[str, Any]:
+    per_account: dict[str, dict[str, Any]] = {}
+    for name, account in stats.items():
+        mine = [r for r in runs if r.connection == name]
+        first = next((r for r in mine if r.status == "ok"), None)
+        backfill_end = first.finished if first and first.finished else ended
+        backfill_start = mine[0].started if mine else started
+        overlaps = sum(1 for a, b in zip(mine, mine[1:], strict=False) if a.finished is None or b.started < a.finished)
+        per_account[name] = {
+            "backfilled": first is not None,
+            "backfill_minutes": (backfill_end - backfill_start) / 60,
+            "budget_share": budget_share(account["admitted"], backfill_start, backfill_end, account["per_minute"]),
+            "rejections": account["rejections"],
+            "incremental_runs": max(0, sum(r.status == "ok" for r in mine) - 1),
+            "worst_lag_minutes": worst_lag(mine, ended),
+            "failed_runs": sum(r.status not in ("ok", "interrupted") for r in mine),
+            "overlaps": overlaps,
+        }
+    return {"accounts": per_account, "peak_mb": peak, "cpu_s": cpu, "seconds": ended - started, "errors": errors}
+
+
+def report(label: str, result: dict[str, Any], verbose: bool) -> None:
+    accounts = result["accounts"]
+    if verbose:
+        for name, a in accounts.items():
+            lag = "-" if a["worst_lag_minutes"] is None else f"{a['worst_lag_minutes']:.2f} min"
+            share = "-" if a["budget_share"] is None else f"{a['budget_share']:.1%}"
+            print(f"  {name:>7}: backfill {a['backfill_minutes']:.2f} min at {share} of its budget, "
+                  f"{a['rejections']} rejections, {a['incremental_runs']} pulls after it, worst lag {lag}, "
+                  f"{a['failed_runs']} failed runs, {a['overlaps']} overlaps")
+    for system, prefix in (("EddyDesk", "acct"), ("ServiceGo", "sg")):
+        group = [a for name, a in accounts.items() if name.startswith(prefix)]
+        if not group:
+            continue
+        shares = [a["budget_share"] for a in group if a["budget_share"] is not None]
+        lags = [a["worst_lag_minutes"] for a in group if a["worst_lag_minutes"] is not None]
+        share = (f"min {min(shares):.1%}, median {statistics.median(shares):.1%} ({len(shares)} accounts with a "
+                 f"whole minute of backfill)") if shares else "- (no account's backfill spanned a whole minute)"
+        print(f"{label} {system} ({len(group)} accounts): budget used during backfill {share}; backfilled {sum(a['backfilled'] for a in group)}/{len(group)} "
+              f"in {max(a['backfill_minutes'] for a in group):.2f} min at most; "
+              f"{sum(a['rejections'] for a in group)} rejections; worst freshness lag "
+              f"{max(lags) if lags else float('nan'):.2f} min (max_lag_minutes {MAX_LAG_MINUTES}); "
+              f"{sum(a['failed_runs'] for a in group)} failed runs, {sum(a['overlaps'] for a in group)} overlaps")
+    print(f"{label} total peak memory of the desksync processes {result['peak_mb']:.0f} MB (summed PSS); "
+          f"CPU {result['cpu_s']:.0f} s in {result['seconds']:.0f} s = {result['cpu_s'] / result['seconds']:.0%} "
+          f"of one core; {len(result['errors'])} error lines logged", flush=True)
+    for line in result["errors"][:5]:
+        print("  ", line[:300])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", default="50", help="EddyDesk accounts; several runs: 10,50")
+    parser.add_argument("--servicego", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--latency", type=float, default=0.4)
+    parser.add_argument("--mirror", default="sqlite", help="sqlite, or a PostgreSQL server URL")
+    parser.add_argument("--verbose", action="store_true", help="a line per account")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ports", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        eddydesk_port, servicego_port = (int(p) for p in args.ports.split(","))
+        serve(int(args.accounts), args.servicego, args.latency, eddydesk_port, servicego_port)
+        return
+    print(machine_reference(), "(before)", flush=True)
+    results = []
+    for accounts in (int(n) for n in args.accounts.split(",")):
+        result = measure(accounts, args.servicego, args.seconds, args.latency, args.mirror)
+        report(f"{accounts} + {args.servicego} accounts, {args.seconds:.0f} s:", result, args.verbose)
+        results.append((accounts, result))
+    if len(results) > 1:
+        (few, low), (many, high) = results[0], results[-1]
+        print(f"memory per account added from {few} to {many}: "
+              f"{(high['peak_mb'] - low['peak_mb']) / (many - few):.1f} MB")
+    print(machine_reference(), "(after)")
+
+
+if __name__ == "__main__":
+    main()
