@@ -8,11 +8,12 @@
 Every EddyDesk account is served at the documented 300 requests a minute (60 for its knowledge
 base) and every ServiceGo account at 60 a minute, each answer 400 ms late, by the multi-account
 simulators (etl.simulators.accounts) in one process of their own. Each account has its own data:
-a backfill of about 750 requests (2.5 minutes of its budget), then a pull every minute.
+an EddyDesk backfill of about 750 requests (2.5 minutes of its budget), a ServiceGo one of about
+150 (2.5 minutes), then a pull every minute.
 `desksync schedule` runs every account's pull job for the fixed real time, then is stopped.
 
-Printed per account: the share of its budget its backfill used (requests the simulator admitted
-between the backfill's start and end, over what the budget allows in that time), rejections, and
+Printed per account: the share of its budget its backfill used (requests the simulator admitted in
+the budget's minutes wholly inside the backfill, over what those minutes allow), rejections, and
 the largest freshness lag once backfilled (how old the newest finished pull's start was, at
 worst); then the total peak memory of every desksync process together (summed PSS, sampled from
 outside every second) and the CPU they used.
@@ -72,7 +73,7 @@ def serve(accounts: int, servicego: int, latency: float, eddydesk_port: int, ser
                             admin_email=eddydesk_email(n), admin_api_key=f"key-{n}") for n in range(accounts)]
     limits = Limits(per_minute=EDDYDESK_PER_MINUTE, knowledge_base_per_minute=60)
     AccountsServer(states, limits, latency, port=eddydesk_port).start()
-    udesk = [ServiceGoState(ServiceGoSizes(customers=1_000, contacts=2_500, cases=2_500), seed=n,
+    udesk = [ServiceGoState(ServiceGoSizes(customers=2_500, contacts=6_000, cases=6_000), seed=n,
                             email=servicego_email(n), api_token=servicego_token(n)) for n in range(servicego)]
     ServiceGoAccountsServer(udesk, latency, per_minute=SERVICEGO_PER_MINUTE, port=servicego_port).start()
     print("ready", flush=True)

@@ -440,6 +440,8 @@ class ScheduleConfig(_Frozen):
     failure_backoff_seconds: Annotated[float, Field(gt=0)] = 30.0
     max_failure_backoff_seconds: Annotated[float, Field(gt=0)] = 3600.0
     max_consecutive_failures: Annotated[int, Field(ge=1)] = 3
+    # runs at once, over all accounts (one account's never overlap); None: as many as there are jobs
+    max_concurrent_runs: Annotated[int, Field(ge=1)] | None = None
 
 
 class Config(_Frozen):

@@ -256,7 +256,8 @@ def run_forever(config: Config, job_specs: dict[str, JobConfig], stop: threading
     """Block running the jobs until `stop` is set (by a signal handler); running syncs finish their page."""
     runner = Runner(config, job_specs, stop)
     runner.start_checks()
-    workers = max(4, len(job_specs))
+    # a thread per job unless bounded: an account's long backfill then holds no other account's pull back
+    workers = config.schedule.max_concurrent_runs or max(4, len(job_specs))
     scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(workers)}, timezone=UTC)
     runner.build(scheduler)
     def stop_when_asked() -> None:

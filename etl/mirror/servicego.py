@@ -31,8 +31,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from sqlalchemy.orm import Mapped, mapped_column
 
 from etl.mirror.base import Base, JSONType, Timestamp, table_of
@@ -218,6 +216,9 @@ class ObjectSchema:
         self._ensure_indexes(conn)
         new = [(name, kind) for name, kind in seen.items() if name not in self.fields]
         taken = {c.name for c in self.table.columns} | RESERVED
+        from alembic.migration import MigrationContext  # Alembic only where a column is added (12 MB)
+        from alembic.operations import Operations
+
         ops = Operations(MigrationContext.configure(conn))
         now = datetime.now(UTC)
         # a field registered as plain text whose entries now carry a sub-object (an employee

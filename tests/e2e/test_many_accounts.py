@@ -90,3 +90,39 @@ def test_accounts_sync_side_by_side_within_their_own_budgets(sqlite_url: str, tm
         assert stats.get("rate_limited", 0) == 0 and stats["refused"] == 0, f"sg{n}: {stats}"
         assert_servicego_matches(engine, sg_state, connection=f"sg{n}")
     engine.dispose()
+
+
+def test_runs_at_once_are_bounded_by_the_configuration(sqlite_url: str, tmp_path: Path) -> None:
+    """`schedule.max_concurrent_runs = 1`: three accounts' runs take turns, and all are kept fresh."""
+    states = [HelpdeskState(Sizes(tickets=30, users=5, organizations=1, kb_categories=1, kb_articles=1), seed=n,
+                            admin_email=f"admin{n}@example.com", admin_api_key=f"key-{n}") for n in range(3)]
+    server = AccountsServer(states, LIMITS).start()
+    env = dict(os.environ)
+    connections: dict[str, Any] = {}
+    for n, state in enumerate(states):
+        env[f"DESKSYNC_TEST_KEY_{n}"] = state.admin_api_key
+        connections[f"acct{n}"] = {
+            "system": "eddydesk", "base_url": server.url, "email": state.admin_email,
+            "api_key_env": f"DESKSYNC_TEST_KEY_{n}", "timezone": "Europe/Riga", "lookback_seconds": 2,
+            "rate_limit": {"per_minute": 60, "knowledge_base_per_minute": 20, "window_seconds": 1.0}}
+    config = _config(tmp_path / "desksync.toml", sqlite_url, connections,
+                     {f"pull_acct{n}": {"connection": f"acct{n}", "every_seconds": 1} for n in range(3)},
+                     max_concurrent_runs=1)
+    jobs.init(parse_config({"mirror": {"url": sqlite_url}, "connections": connections}, base_dir=tmp_path))
+    engine = open_engine(sqlite_url)
+    log = tmp_path / "scheduler.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "scheduler.py", "--config", str(config)], cwd=ROOT, env=env,
+                                stdout=sink, stderr=sink)
+    try:
+        _wait(lambda: all(sum(r.connection == f"acct{n}" and r.status == "ok" for r in _runs(engine)) >= 2
+                          for n in range(3)), 120, "two good runs of every account", proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+        server.server.should_exit = True
+    runs = [r for r in _runs(engine) if r.status != "interrupted"]
+    _assert_no_overlaps(runs, key=lambda r: "all")  # one run at a time over all accounts
+    for n, state in enumerate(states):
+        assert_mirror_matches(engine, state, connection=f"acct{n}")
+    engine.dispose()

@@ -13,7 +13,7 @@ import etl.mirror.meta  # noqa: F401
 import etl.mirror.servicego  # noqa: F401
 import etl.mirror.udesk_knowledge  # noqa: F401
 from etl.mirror.base import Base
-from etl.mirror.db import _alembic_config, open_engine, upgrade
+from etl.mirror.db import SCHEMA_HEAD, _alembic_config, current_revision, open_engine, upgrade
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
@@ -24,6 +24,21 @@ def test_the_migrations_build_the_models_schema(db_url: str) -> None:
         differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert differences == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_the_schema_head_a_run_checks_is_alembics_head(db_url: str) -> None:
+    """Runs check the mirror's revision without importing Alembic (etl.mirror.db.SCHEMA_HEAD)."""
+    from alembic.script import ScriptDirectory
+
+    engine = open_engine(db_url)
+    with engine.connect() as conn:
+        assert current_revision(conn) is None
+    head = upgrade(engine)
+    assert ScriptDirectory.from_config(_alembic_config(engine)).get_current_head() == head == SCHEMA_HEAD
+    with engine.connect() as conn:
+        assert current_revision(conn) == SCHEMA_HEAD
+    engine.dispose()
 
 
 def _migrate(engine: sa.Engine, step: str, revision: str) -> None:
