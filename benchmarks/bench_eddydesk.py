@@ -7,8 +7,9 @@
                                                         # 200 at 300/min with 400 ms latency
 
 The simulator runs in its own process (the machine has two cores: one serves, one syncs).
-Each sync runs in a fresh child process so its peak memory (ru_maxrss) is its own; a long scan's
-writer process (etl/extract/write_process.py) is reported beside it.
+Each sync runs in a fresh child process (its schema made beforehand, as `desksync init` does),
+forking its writer process (etl/extract/write_process.py) as `desksync sync` does; the run's peak
+memory is the summed PSS of both, sampled from outside, and "written" what both wrote to disk.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from simulator_process import machine_reference, run_sampled, start_simulator  # noqa: E402
+from simulator_process import init_mirror, machine_reference, run_sampled, start_simulator  # noqa: E402
 
 
 def start_eddydesk(tickets: int, latency: float, rate_limit: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -53,7 +54,6 @@ def child(args: argparse.Namespace) -> None:
             "push": {"tickets": {}},
         }},
     })
-    jobs.init(config)
     if args.push:
         push_tickets(config, url, args.push)
         return
@@ -115,6 +115,7 @@ def push_tickets(config: Any, url: str, count: int) -> None:
 def measure(base: str, streams: str, per_minute: int, seconds: float = 0, concurrency: int = 8,
             push: int = 0) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
+        init_mirror(f"sqlite:///{tmp}/bench.sqlite")
         out, peak = run_sampled(
             [sys.executable, __file__, "--child", "--base", base, "--db", f"{tmp}/bench.sqlite", "--streams", streams,
              "--per-minute", str(per_minute), "--seconds", str(seconds), "--concurrency", str(concurrency),
@@ -191,7 +192,7 @@ def main() -> None:
         r = budget(args.budget_seconds)
         print(f"budget {args.budget_seconds:.0f} s, 400 ms latency, 300/min: {r['server_requests']} requests served "
               f"= {r['budget_share']:.1%} of the rate budget, {r['rejections']} rejections, "
-              f"{r['tickets']:,} tickets mirrored, peak {r['peak_mb']:.0f} MB + writer {r['writer_peak_mb']:.0f} MB",
+              f"{r['tickets']:,} tickets mirrored, run peak {r['run_peak_mb']:.0f} MB",
               flush=True)
     if args.only in (None, "push"):
         for count, latency, limit in ((1_000, 0.0, 0), (200, 0.4, 300)):
@@ -199,7 +200,7 @@ def main() -> None:
             where = "no latency, no limit" if not limit else f"{latency * 1000:.0f} ms latency, {limit}/min"
             print(f"push   {count:,} edited tickets, {where}: {r['ok']:,} sent in {r['seconds']:.1f} s = "
                   f"{r['ok'] / r['seconds']:,.0f} records/s, {r['requests']:,} requests, {r['rejections']} rejections, "
-                  f"peak {r['peak_mb']:.0f} MB", flush=True)
+                  f"run peak {r['run_peak_mb']:.0f} MB", flush=True)
     print(machine_reference(), "(after)")
 
 

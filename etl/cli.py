@@ -287,7 +287,7 @@ def _read_mirror(ctx: click.Context, read: Callable[[Any], T]) -> T:
 @click.pass_context
 def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None:
     """The run history, newest first: job, start, end, outcome, records, requests, rate-limit waits, error."""
-    from etl.schedule import run_history
+    from etl.job_history import run_history
 
     history = _read_mirror(ctx, lambda conn: run_history(conn, job, limit))
     if as_json:

@@ -362,9 +362,11 @@ class PipelineStep(_Frozen):
             raise ValueError("give exactly one of source_table and sql")
         if self.sql is not None and not self.source_object:
             raise ValueError("a sql source needs source_object (its name in the id map)")
-        from etl.pipeline.mapping import check_templates
+        from etl.pipeline.templates import check_templates  # Jinja2, where a pipeline is configured
 
-        check_templates({**self.map, **self.on_create, **({"only_if": self.only_if} if self.only_if else {})})
+        values = {**self.map, **self.on_create, **({"only_if": self.only_if} if self.only_if else {})}
+        check_templates({name: value.key if isinstance(value, PipelineLookup) else value
+                         for name, value in values.items() if isinstance(value, str | PipelineLookup)})
         return self
 
     @property

@@ -534,7 +534,7 @@ def status(config: Config) -> dict[str, Any]:
                 }
             out["connections"] = connections
             if config.jobs:
-                from etl.schedule import job_report  # the scheduler imports this module
+                from etl.job_history import job_report  # APScheduler's triggers, where jobs are configured
 
                 out["jobs"] = job_report(conn, config, dict(config.jobs))
     finally:

@@ -9,18 +9,16 @@ peak). Called before the run starts threads; a no-op off glibc.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 _M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 
 
 def cap_malloc_arenas(arenas: int = 2) -> bool:
-    """Whether the cap was set (False where the C library is not glibc)."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
+    """Whether the cap was set (False where the C library has no mallopt, i.e. is not glibc)."""
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        # the symbols already loaded into this process (not ctypes.util.find_library, which runs
+        # ldconfig in a child process)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_ARENA_MAX, arenas))

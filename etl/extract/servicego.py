@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # the writer process imports this module: it needs no clients
 MINUTE = "%Y-%m-%d %H:%M"
 # Pages per batch sent to a writer process: 800 records. Small batches let the writer begin
 # early and leave it a short tail after the last fetch; its transactions group batches anyway.
-_PROCESS_BATCH = 8
+_PROCESS_BATCH = 2
 # Of the pages going to a writer process on SQLite, every third is sent as received, and the
 # writer parses and packs it: fetching, parsing and packing cost the fetching process about
 # twice the writer's work, and this evens the two cores out. Such a page costs the two

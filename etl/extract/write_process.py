@@ -23,8 +23,9 @@ threads and connections, never forks one: its runs write in-process. The writer 
 inherited (other descriptors, the standard streams' objects) and opens its own engine. The
 protocol on its pipes: length-prefixed pickles. Per scan, the set-up (the factory's name and
 its picklable spec, the mirror URL, logging), then one message per batch, then None (commit
-now, the scan is over); each batch is answered by ("ok", answer) or ("error", exception). The
-end of its input lets it exit.
+now, the scan is over); each batch is acknowledged by ("applied", None) once applied (the
+sender keeps at most `_UNAPPLIED` batches unapplied) and answered by ("ok", answer) once
+committed, or by ("error", exception). The end of its input lets it exit.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ _HEADER = struct.Struct("!Q")
 # 1.1 GB written for a 220 MB database).
 _GROUP = 16
 _IDLE_COMMIT = 0.2  # seconds without a next batch: the writer commits what it has applied
-_CACHE_MB = 16  # SQLite page cache of the writer's connection
-_IN_FLIGHT = _GROUP + 2  # batches sent and not yet answered (answers come after their commit)
+_CACHE_MB = 8  # SQLite page cache of the writer's connection
+# Batches sent and not yet applied: what waits in the pipe and the writer's inbox, however many
+# batches a transaction takes (the writer says "applied" at once, and answers after the commit).
+_UNAPPLIED = 2
 
 
 class WriterFailed(MirrorError):
@@ -196,7 +199,8 @@ class WriterProcess:
         copy this process's without holding them) and no other thread (one could hold a lock
         the writer needs)."""
         self._proc, self._to, self._from = _fork_writer()
-        self._waiting: deque[Answered] = deque()
+        self._waiting: deque[Answered] = deque()  # sent, not yet answered (after the commit)
+        self._unapplied = 0
         self._ended = False  # the writer said it failed, or vanished, or was closed
 
     @property
@@ -241,7 +245,8 @@ class WriterProcess:
                 break
             if kind == "error":
                 raise payload
-            self._waiting.popleft()(payload)
+            if kind == "ok":
+                self._waiting.popleft()(payload)
         code = self._proc.wait()
         raise WriterFailed(f"the mirror's writer process ended unexpectedly (exit status {code})")
 
@@ -253,13 +258,17 @@ class WriterProcess:
         if kind == "error":
             self._ended = True
             raise payload
-        self._waiting.popleft()(payload)
+        if kind == "applied":
+            self._unapplied -= 1
+        else:
+            self._waiting.popleft()(payload)
 
     def submit(self, batch: Any, answered: Answered) -> None:
         """Send a batch; `answered` gets the writer's answer once the batch is committed."""
         self._send(batch)
         self._waiting.append(answered)
-        while len(self._waiting) > _IN_FLIGHT:
+        self._unapplied += 1
+        while self._unapplied > _UNAPPLIED:
             self._collect()
 
     def finish(self) -> None:
@@ -294,7 +303,7 @@ class _Inbox:
     pipe holds 64 KB: unread, a 1.4 MB batch kept the sender waiting, fetching nothing. The thread
     takes each message's bytes off the pipe as they come (reading releases the GIL); the writer
     unpickles them when it gets to them. What waits here is bounded by the sender's batches in
-    flight (`_IN_FLIGHT`).
+    flight (`_UNAPPLIED`).
     """
 
     def __init__(self, stream: IO[bytes]) -> None:
@@ -402,6 +411,7 @@ def _serve_scan(inbox: _Inbox, outbox: IO[bytes], conn: sa.Connection, apply: Ap
                 return True
             try:
                 answers.append(apply(conn, batch))  # in the open transaction (begun by its first statement)
+                _send(outbox, ("applied", None))  # the sender may send the next (see _UNAPPLIED)
             except BaseException as exc:  # noqa: BLE001 - reported to the fetching process, which raises it
                 # the batches before it in this transaction roll back too: their positions with
                 # their rows, so a restarted run fetches them again

@@ -17,14 +17,10 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 
 from etl.config import MapValue, PipelineLookup
+from etl.pipeline.templates import TEMPLATES as _ENV
 
-# autoescape off: the HTML a template builds is the target's content; `| e` escapes where needed
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
-                            finalize=lambda value: "" if value is None else value)
 NO_REFERENCE = ("", "0", "None")
 
 
@@ -34,17 +30,6 @@ class MappingError(ValueError):
 
 class Waiting(MappingError):
     """A lookup whose record is not on the target yet (held or not written): tried again next run."""
-
-
-def check_templates(values: Mapping[str, Any]) -> None:
-    """Config time: every template compiles (the error names the mapped field)."""
-    for name, value in values.items():
-        source = value.key if isinstance(value, PipelineLookup) else value
-        if isinstance(source, str):
-            try:
-                _ENV.from_string(source)
-            except TemplateError as exc:
-                raise ValueError(f"{name}: the template does not compile: {exc}") from None
 
 
 def _is_template(text: str) -> bool:
