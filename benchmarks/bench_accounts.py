@@ -215,6 +215,7 @@ def measure(accounts: int, servicego: int, seconds: float, latency: float, mirro
                 time.sleep(1.0)
             ended = time.time()
             cpu = max(cpu, cpu_seconds(_tree(scheduler.pid)))
+            simulator_cpu = cpu_seconds([simulators.pid])
             scheduler.send_signal(signal.SIGTERM)
             if scheduler.wait(timeout=120) != 0:
                 raise RuntimeError(f"the scheduler failed:\n{log.read_text()[-3000:]}")
@@ -225,7 +226,9 @@ def measure(accounts: int, servicego: int, seconds: float, latency: float, mirro
             simulators.kill()
         runs = runs_of(mirror_url)
         errors = [line for line in log.read_text().splitlines() if '"level": "error"' in line]
-    return summarise(stats, runs, started, ended, peak, cpu, errors)
+    result = summarise(stats, runs, started, ended, peak, cpu, errors)
+    result["simulator_cpu_s"] = simulator_cpu  # the simulators' share of the two cores
+    return result
 
 
 def fresh_postgres_database(url: str) -> str:
@@ -286,7 +289,8 @@ def report(label: str, result: dict[str, Any], verbose: bool) -> None:
               f"{sum(a['failed_runs'] for a in group)} failed runs, {sum(a['overlaps'] for a in group)} overlaps")
     print(f"{label} total peak memory of the desksync processes {result['peak_mb']:.0f} MB (summed PSS); "
           f"CPU {result['cpu_s']:.0f} s in {result['seconds']:.0f} s = {result['cpu_s'] / result['seconds']:.0%} "
-          f"of one core; {len(result['errors'])} error lines logged", flush=True)
+          f"of one core (the simulators: {result['simulator_cpu_s'] / result['seconds']:.0%}); "
+          f"{len(result['errors'])} error lines logged", flush=True)
     for line in result["errors"][:5]:
         print("  ", line[:300])
 

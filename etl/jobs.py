@@ -6,6 +6,7 @@ import functools
 import gc
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -268,21 +269,34 @@ def _connect(name: str, settings: Connection, transport: httpx.BaseTransport | N
     return eddydesk.connect(name, settings, transport=transport, limiters=limiters)
 
 
+_frozen_by_runs = 0  # runs of this process inside `long_lived_objects_frozen`
+_frozen_lock = threading.Lock()
+
+
 @contextmanager
-def _long_lived_objects_frozen() -> Iterator[None]:
+def long_lived_objects_frozen() -> Iterator[None]:
     """Keep the cycle collector off what lives for the whole run (modules, settings, engine).
 
     A scan allocates containers by the million; each young-generation collection that ends in an
     older one walked every imported module's objects again (100,000 ServiceGo records: 22.6 s
-    -> 18.0 s). Frozen objects are still freed by reference counting; unfreezing at the end hands
-    them back to the collector, for the scheduler's long-lived process.
+    -> 18.0 s). Frozen objects are still freed by reference counting. Where runs share the
+    process (the scheduler), the first to start collects and freezes and the last to end
+    unfreezes: a full collection at every run's start stopped every other run's threads (50
+    accounts: one about every second), and an unfreeze at one run's end undid the others'.
     """
-    gc.collect()
-    gc.freeze()
+    global _frozen_by_runs
+    with _frozen_lock:
+        if _frozen_by_runs == 0:
+            gc.collect()
+            gc.freeze()
+        _frozen_by_runs += 1
     try:
         yield
     finally:
-        gc.unfreeze()
+        with _frozen_lock:
+            _frozen_by_runs -= 1
+            if _frozen_by_runs == 0:
+                gc.unfreeze()  # back to the collector, for a long-lived process
 
 
 def sync(
@@ -359,7 +373,7 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
     blocked_budgets: set[str] = set()
     try:
         _check_blocks(engine, connection, client)
-        with _long_lived_objects_frozen():
+        with long_lived_objects_frozen():
             for planned in plan:
                 if planned.budget in blocked_budgets:
                     summary.errors[planned.name] = f"skipped: the {planned.budget} budget is blocked"
