@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from etl.clients.eddydesk import API_DATE_FORMAT, says_record_missing
 from etl.errors import ApiError
 from etl.extract.context import RunContext
-from etl.extract.pool import Emit, run_jobs
 from etl.mirror.pending import done_pending, pending
 from etl.mirror.write import TableWriter, in_scope
+from etl.pool import Emit, run_jobs
 from etl.streams.eddydesk import Stream, parent_queue, select_streams
 
 

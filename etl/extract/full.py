@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from etl.extract.context import RunContext
-from etl.extract.pool import Emit, run_jobs
+from etl.pool import Emit, run_jobs
 from etl.streams.eddydesk import Stream
 
 

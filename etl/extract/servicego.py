@@ -5,7 +5,7 @@ Per object and connection, one state row ("servicego/<object>") holds:
     scan       the scan in progress: mode (full | incremental), scroll_id reached, since, started_at
     rescan     set when the object's fields changed: every record's fieldDataList changed with them
 Each page's rows and the scan's scroll_id commit in one transaction, so a killed scan resumes at
-the page after the last commit. A fetch thread reads and packs the pages (etl.extract.pool);
+the page after the last commit. A fetch thread reads and packs the pages (etl.pool);
 a long scan's batches are written by the run's writer process (etl.extract.write_process),
 a short one's in this process, by the same `scan_writer`.
 
@@ -38,7 +38,6 @@ from etl.clients.servicego import (
 )
 from etl.config import ServiceGoConnection, ServiceGoObject
 from etl.diff.servicego import merge_local_edits
-from etl.extract.pool import Emit, run_jobs
 from etl.extract.servicego_related import enqueue as enqueue_related
 from etl.extract.write_process import Apply
 from etl.log import get_logger
@@ -47,6 +46,7 @@ from etl.mirror.servicego import SCHEMA_LOCK, ObjectSchema, RecordBuilder, field
 from etl.mirror.servicego_types import CARRYING, is_text, merge_kinds
 from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, TableWriter, UpsertResult, WriteStats
+from etl.pool import Emit, run_jobs
 
 if TYPE_CHECKING:  # the writer process imports this module: it needs no clients
     from etl.extract.context import RunContext

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 
 from etl.config import ServiceGoObject
 from etl.errors import ApiError
-from etl.extract.pool import Emit, run_jobs
 from etl.mirror.base import table_of
 from etl.mirror.pending import Queue, add_pending, done_pending, pending
 from etl.mirror.servicego import ServiceGoRelated, ServiceGoRelation
+from etl.pool import Emit, run_jobs
 
 if TYPE_CHECKING:  # the writer process imports this module: it needs no clients
     from etl.extract.context import RunContext

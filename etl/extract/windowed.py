@@ -20,13 +20,13 @@ from etl.config import EddyDeskConnection
 from etl.errors import MalformedResponse
 from etl.extract import children
 from etl.extract.context import RunContext, helpdesk_writer
-from etl.extract.pool import Emit, run_jobs
 from etl.extract.window import Slice, fmt, local_now, next_second, plan_slices, probe_pages, window_start
 from etl.extract.write_process import Apply, WriterProcess, pickled
 from etl.log import get_logger
 from etl.mirror.pending import add_pending
 from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, WriteStats
+from etl.pool import Emit, run_jobs
 from etl.streams.eddydesk import BY_NAME, Stream, Variant, children_queue
 
 ORDER = "date_updated{asc}"

@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from etl.errors import ApiError
-from etl.extract.pool import Emit, run_jobs
 from etl.mirror.base import table_of
 from etl.mirror.meta import PipelineLink, PushHeld, PushLog
+from etl.pool import Emit, run_jobs
 
 PUSH_LOG = table_of(PushLog)
 HELD = table_of(PushHeld)

@@ -18,6 +18,7 @@ LOWER_LAYERS = {
     "etl.errors": set(),
     "etl.log": set(),
     "etl.memory": set(),
+    "etl.pool": {"etl.errors"},
     "etl.locks": {"etl.errors"},
     "etl.http": {"etl.errors", "etl.log"},
     "etl.mirror": {"etl.errors", "etl.log"},
