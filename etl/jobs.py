@@ -278,11 +278,10 @@ def long_lived_objects_frozen() -> Iterator[None]:
     """Keep the cycle collector off what lives for the whole run (modules, settings, engine).
 
     A scan allocates containers by the million; each young-generation collection that ends in an
-    older one walked every imported module's objects again (100,000 ServiceGo records: 22.6 s
-    -> 18.0 s). Frozen objects are still freed by reference counting. Where runs share the
+    older one walked every imported module's objects again (README, How a sync works). Frozen objects are still freed by reference counting. Where runs share the
     process (the scheduler), the first to start collects and freezes and the last to end
-    unfreezes: a full collection at every run's start stopped every other run's threads (50
-    accounts: one about every second), and an unfreeze at one run's end undid the others'.
+    unfreezes: a full collection at every run's start stopped every other run's threads (with
+    many accounts, often), and an unfreeze at one run's end undid the others'.
     """
     global _frozen_by_runs
     with _frozen_lock:

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 # The newest migration (migrations/versions/). A run checks the mirror against it by a plain
-# query: importing Alembic for that cost every run 12 MB. tests/unit/test_migrations.py holds it
-# equal to Alembic's own head.
+# query, so that it does not import Alembic (README, Benchmarks); tests/unit/test_migrations.py
+# holds it equal to Alembic's own head.
 SCHEMA_HEAD = "0011"
 
 

@@ -216,7 +216,8 @@ class ObjectSchema:
         self._ensure_indexes(conn)
         new = [(name, kind) for name, kind in seen.items() if name not in self.fields]
         taken = {c.name for c in self.table.columns} | RESERVED
-        from alembic.migration import MigrationContext  # Alembic only where a column is added (12 MB)
+        # Alembic only where a column is added: a run does not import it (see etl.mirror.db)
+        from alembic.migration import MigrationContext
         from alembic.operations import Operations
 
         ops = Operations(MigrationContext.configure(conn))
