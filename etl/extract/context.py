@@ -23,10 +23,7 @@ from etl.mirror.delete_guard import DeleteGuard
 from etl.mirror.rows import RowBuilder
 from etl.mirror.write import TableWriter, WriteStats
 from etl.streams.eddydesk import Stream
-
-# Requests a second up to which one process fetches and writes a scan as fast as a budget allows
-# (pages of 30 to 100 records; README, Benchmarks).
-_IN_PROCESS_REQUESTS_PER_SECOND = 20
+from etl.tuning import TUNING
 
 Progress = Callable[[str, int, int | None], None]  # stream, records done, total if known
 
@@ -94,11 +91,12 @@ def writer_process_pays(settings: Connection, min_pages: int | None) -> bool:
     """Whether a run of this connection is worth forking a writer process for.
 
     A second process pays only where fetching outruns writing in one process: long scans
-    (`min_pages`, None: never) on a budget of more than `_IN_PROCESS_REQUESTS_PER_SECOND` (the
-    documented limits are 5 and 1 a second: one process keeps up with those many times over).
+    (`min_pages`, None: never) on a budget of more than `TUNING.in_process_requests_per_second`
+    (the documented limits are 5 and 1 a second: one process keeps up with those many times over).
     """
     budget = settings.rate_limit
-    return min_pages is not None and budget.per_minute / budget.window_seconds >= _IN_PROCESS_REQUESTS_PER_SECOND
+    return (min_pages is not None
+            and budget.per_minute / budget.window_seconds >= TUNING.in_process_requests_per_second)
 
 
 def helpdesk_writer(stream: Stream, settings: EddyDeskConnection, connection: str,

@@ -47,21 +47,19 @@ from etl.mirror.servicego_types import CARRYING, is_text, merge_kinds
 from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, TableWriter, UpsertResult, WriteStats
 from etl.pool import Emit, run_jobs
+from etl.tuning import TUNING
 
 if TYPE_CHECKING:  # the writer process imports this module: it needs no clients
     from etl.extract.context import RunContext
 
 MINUTE = "%Y-%m-%d %H:%M"
-# Pages per batch sent to a writer process: 800 records. Small batches let the writer begin
-# early and leave it a short tail after the last fetch; its transactions group batches anyway.
-_PROCESS_BATCH = 2
-# Of the pages going to a writer process on SQLite, every third is sent as received, and the
-# writer parses and packs it: fetching, parsing and packing cost the fetching process about
-# twice the writer's work, and this evens the two cores out. Such a page costs the two
-# processes a second parse (about 15 us a record) and saves the pickling of packed rows (about
-# 7 us); the fetching process sheds its packing (about 22 us). A PostgreSQL writer waits on the
-# server instead: its pages come packed.
-_WRITER_PACKS_EVERY = 3
+# Small batches let the writer begin early and leave it a short tail after the last fetch; its
+# transactions group batches anyway.
+_PROCESS_BATCH = TUNING.writer_batch_pages_servicego
+# A page the writer packs costs the two processes a second parse and saves the pickling of packed
+# rows; the fetching process sheds its packing. A PostgreSQL writer waits on the server
+# instead: its pages come packed.
+_WRITER_PACKS_EVERY = TUNING.writer_packs_every
 
 
 def state_key(obj: str) -> str:
@@ -349,7 +347,7 @@ class ObjectSync:
                     written = apply(conn, results)
                 answered(written)
 
-            run_jobs([fetch], consume, workers=1, stop=ctx.stop, batch_size=4)
+            run_jobs([fetch], consume, workers=1, stop=ctx.stop, batch_size=TUNING.in_process_batch_pages_servicego)
             return
         self.log.info("scan_through_writer_process", pages=pages)
         with process.scan(f"{__name__}.scan_writer", spec, ctx.mirror_url):

@@ -28,10 +28,10 @@ from etl.mirror.state import load_state, save_state
 from etl.mirror.write import Packed, WriteStats
 from etl.pool import Emit, run_jobs
 from etl.streams.eddydesk import BY_NAME, Stream, Variant, children_queue
+from etl.tuning import TUNING
 
 ORDER = "date_updated{asc}"
 _DRAIN_ATTEMPTS = 3
-_PROCESS_BATCH = 16  # pages per batch sent to a writer process
 
 
 def state_key(stream: Stream, variant: Variant) -> str:
@@ -255,15 +255,13 @@ class WindowScan:
                         written = apply(conn, batch)
                     answered(written)
 
-            # Up to 32 pages (960 records) per transaction: fewer commits, the same resume points.
-            # A writer process takes batches of up to 64 pages, a sixteenth of the scan, and waits
-            # for a whole one unless fetching is slow: it shares the two cores with the fetching
-            # side, and in small transactions SQLite rewrites the same index pages again and again
-            # (25,000 tickets: 1.7 s of writer CPU in batches of 8 pages, 1.2 s in batches of 128).
+            # A writer process takes batches of a sixteenth of the scan at most, and waits for a
+            # whole one unless fetching is slow (its transactions take several); in-process, a
+            # batch is a transaction (etl.tuning).
             if writer is not None:
-                size = least = min(_PROCESS_BATCH, max(1, self.pages // 16))
+                size = least = min(TUNING.writer_batch_pages, max(1, self.pages // 16))
             else:
-                size, least = 32, 1
+                size, least = TUNING.in_process_batch_pages, 1
             run_jobs(jobs, consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop, batch_size=size,
                      least=least)
 

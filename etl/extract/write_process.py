@@ -52,21 +52,18 @@ import sqlalchemy as sa
 
 from etl import log
 from etl.errors import MirrorError
+from etl.tuning import TUNING
 
 Apply = Callable[[sa.Connection, Any], Any]  # one batch -> its answer, inside the batch's transaction
 Answered = Callable[[Any], None]
 
 _HEADER = struct.Struct("!Q")
-# Batches per writer transaction. The mirror's indexes on parent ids (child rows, the pending
-# queue) take rows in random order: every commit rewrites about all of their pages, so commits
-# that are too frequent make the writing quadratic (100,000 tickets in transactions of 64 pages:
-# 1.1 GB written for a 220 MB database).
-_GROUP = 16
-_IDLE_COMMIT = 0.2  # seconds without a next batch: the writer commits what it has applied
-_CACHE_MB = 8  # SQLite page cache of the writer's connection
-# Batches sent and not yet applied: what waits in the pipe and the writer's inbox, however many
-# batches a transaction takes (the writer says "applied" at once, and answers after the commit).
-_UNAPPLIED = 2
+_GROUP = TUNING.writer_transaction_batches
+_IDLE_COMMIT = TUNING.writer_idle_commit_seconds
+_CACHE_MB = TUNING.writer_cache_mb
+# what waits in the pipe and the writer's inbox, however many batches a transaction takes (the
+# writer says "applied" at once, and answers after the commit)
+_UNAPPLIED = TUNING.writer_unapplied
 
 
 class WriterFailed(MirrorError):

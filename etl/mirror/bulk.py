@@ -21,6 +21,7 @@ import orjson
 import sqlalchemy as sa
 
 from etl.mirror.normalize import JsonText
+from etl.tuning import TUNING
 
 Convert = Callable[[Any], Any]
 Pack = Callable[[Mapping[str, Any]], tuple[Any, ...]]
@@ -130,12 +131,10 @@ def row_packer(table: sa.Table, dialect: sa.Dialect) -> RowPack | None:
     return _row_packers[key]
 
 
-# Rows per multi-row INSERT, at most: one statement per chunk instead of one step per row matters
-# for threads (sqlite3 releases the GIL around every step, and getting it back from busy fetch
-# threads costs up to a switch interval each time). A wide table (a ServiceGo object of many
-# fields) takes fewer rows, to stay within SQLite's 32,766 parameters a statement (PostgreSQL
-# allows 65,535).
-_ROWS_PER_STATEMENT = 256
+# One statement per chunk of rows, not one step per row (etl.tuning). A wide table (a ServiceGo
+# object of many fields) takes fewer rows, to stay within SQLite's 32,766 parameters a statement
+# (PostgreSQL allows 65,535).
+_ROWS_PER_STATEMENT = TUNING.rows_per_statement
 _PARAMETERS_PER_STATEMENT = 32_766
 
 

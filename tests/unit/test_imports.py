@@ -18,10 +18,11 @@ LOWER_LAYERS = {
     "etl.errors": set(),
     "etl.log": set(),
     "etl.memory": set(),
+    "etl.tuning": set(),
     "etl.pool": {"etl.errors"},
     "etl.locks": {"etl.errors"},
     "etl.http": {"etl.errors", "etl.log"},
-    "etl.mirror": {"etl.errors", "etl.log"},
+    "etl.mirror": {"etl.errors", "etl.log", "etl.tuning"},
     "etl.diff": {"etl.mirror", "etl.errors", "etl.log"},
     "etl.job_history": {"etl.config", "etl.mirror"},
 }
