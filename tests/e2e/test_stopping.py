@@ -95,7 +95,11 @@ def test_a_host_that_refuses_connections_is_given_up_on_quickly(sqlite_url: str,
     assert summary.status == "failed"
     assert all("refuses connections" in e or "ConnectError" in e for e in summary.errors.values()), summary.errors
     assert took < REFUSED_GIVE_UP_SECONDS + 5, f"gave up after {took:.1f} s ({summary.retries} retries)"
-    assert summary.retries < 15
+    # Without the give-up every stream retried to its last attempt: 110 retries. With it, the
+    # retries fit in the give-up time; their delays are random (full jitter), so their number
+    # is too: about 10 on average, 30 only if six streams' worth of delays (46 s on average)
+    # came under 15 s, a chance of about one in a million.
+    assert summary.retries <= 30
 
 
 def test_a_terminal_shows_bars_with_totals_and_the_rate_limit_wait(sqlite_url: str,
