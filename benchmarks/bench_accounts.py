@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from simulator_process import ROOT, _tree, free_port, machine_reference, tree_pss_mb  # noqa: E402
+from simulator_process import ROOT, free_port, machine_reference, process_tree, tree_pss_mb  # noqa: E402
 
 EDDYDESK_PER_MINUTE = 300
 SERVICEGO_PER_MINUTE = 60
@@ -83,22 +83,25 @@ def serve(accounts: int, servicego: int, latency: float, eddydesk_port: int, ser
 
 def write_config(path: Path, mirror_url: str, accounts: int, servicego: int, eddydesk: str, udesk: str) -> dict[str, str]:
     """The config file of the scheduler; returns the environment with every account's key."""
+    import tomli_w
+
     env = dict(os.environ)
-    lines = ['[mirror]', f'url = "{mirror_url}"', '', '[log]', 'level = "warning"', 'json = true', '']
+    connections: dict[str, Any] = {}
+    jobs: dict[str, Any] = {}
+    job = {"every_seconds": CADENCE_SECONDS, "max_lag_minutes": MAX_LAG_MINUTES}
     for n in range(accounts):
         env[f"BENCH_KEY_{n}"] = f"key-{n}"
-        lines += [f'[connections.acct{n}]', 'system = "eddydesk"', f'base_url = "{eddydesk}/api/v2"',
-                  f'email = "{eddydesk_email(n)}"', f'api_key_env = "BENCH_KEY_{n}"', 'timezone = "Europe/Riga"', '',
-                  f'[jobs.pull_acct{n}]', f'connection = "acct{n}"', f'every_seconds = {CADENCE_SECONDS}',
-                  f'max_lag_minutes = {MAX_LAG_MINUTES}', '']
+        connections[f"acct{n}"] = {"system": "eddydesk", "base_url": f"{eddydesk}/api/v2", "email": eddydesk_email(n),
+                                   "api_key_env": f"BENCH_KEY_{n}", "timezone": "Europe/Riga"}
+        jobs[f"pull_acct{n}"] = {"connection": f"acct{n}", **job}
     for n in range(servicego):
         env[f"BENCH_SG_TOKEN_{n}"] = servicego_token(n)
-        lines += [f'[connections.sg{n}]', 'system = "servicego"', f'base_url = "{udesk}/api"',
-                  f'email = "{servicego_email(n)}"', f'api_token_env = "BENCH_SG_TOKEN_{n}"',
-                  'objects = [{name = "customer"}, {name = "contact"}, {name = "case"}]', '',
-                  f'[jobs.pull_sg{n}]', f'connection = "sg{n}"', f'every_seconds = {CADENCE_SECONDS}',
-                  f'max_lag_minutes = {MAX_LAG_MINUTES}', '']
-    path.write_text("\n".join(lines))
+        connections[f"sg{n}"] = {"system": "servicego", "base_url": f"{udesk}/api", "email": servicego_email(n),
+                                 "api_token_env": f"BENCH_SG_TOKEN_{n}",
+                                 "objects": [{"name": "customer"}, {"name": "contact"}, {"name": "case"}]}
+        jobs[f"pull_sg{n}"] = {"connection": f"sg{n}", **job}
+    path.write_text(tomli_w.dumps({"mirror": {"url": mirror_url}, "log": {"level": "warning", "json": True},
+                                   "connections": connections, "jobs": jobs}))
     return env
 
 
@@ -211,10 +214,10 @@ def measure(accounts: int, servicego: int, seconds: float, latency: float, mirro
             peak, cpu = 0.0, 0.0
             while time.time() - started < seconds and scheduler.poll() is None:
                 peak = max(peak, tree_pss_mb(scheduler.pid))
-                cpu = max(cpu, cpu_seconds(_tree(scheduler.pid)))
+                cpu = max(cpu, cpu_seconds(process_tree(scheduler.pid)))
                 time.sleep(1.0)
             ended = time.time()
-            cpu = max(cpu, cpu_seconds(_tree(scheduler.pid)))
+            cpu = max(cpu, cpu_seconds(process_tree(scheduler.pid)))
             simulator_cpu = cpu_seconds([simulators.pid])
             scheduler.send_signal(signal.SIGTERM)
             if scheduler.wait(timeout=120) != 0:

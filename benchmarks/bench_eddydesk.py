@@ -57,13 +57,12 @@ def child(args: argparse.Namespace) -> None:
     if args.push:
         push_tickets(config, url, args.push)
         return
-    from etl.extract.context import writer_process_pays
-    from etl.extract.write_process import WriterProcess
+    from etl.extract.context import fork_writer_if_it_pays
     from etl.memory import cap_malloc_arenas
 
     cap_malloc_arenas()  # as the CLI does
     # as `desksync sync` does: forked before the mirror opens, where fetching may outrun one process
-    forked = WriterProcess() if writer_process_pays(config.connection("bench"), 50) else None
+    forked = fork_writer_if_it_pays(config.connection("bench"), config.mirror.writer_process_min_pages)
     stop = threading.Event()
     if args.seconds:
         threading.Timer(args.seconds, stop.set).start()

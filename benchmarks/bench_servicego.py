@@ -63,12 +63,11 @@ def child(args: argparse.Namespace) -> None:
         print(json.dumps({"seconds": elapsed, "ok": outcome.ok, "failed": outcome.failed, "requests": pushed.requests,
                           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         return
-    from etl.extract.context import writer_process_pays
-    from etl.extract.write_process import WriterProcess
+    from etl.extract.context import fork_writer_if_it_pays
     from etl.memory import cap_malloc_arenas
 
     cap_malloc_arenas()  # as the CLI does, and as it does, the writer is forked before the mirror opens
-    forked = WriterProcess() if writer_process_pays(config.connection("bench"), 50) else None
+    forked = fork_writer_if_it_pays(config.connection("bench"), config.mirror.writer_process_min_pages)
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
     summary = jobs.sync(config, "bench", forked_writer=forked)

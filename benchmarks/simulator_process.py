@@ -37,7 +37,7 @@ def start_simulator(*options: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("simulator did not start")
 
 
-def _tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants."""
     found, todo = [], [pid]
     while todo:
@@ -55,7 +55,7 @@ def tree_pss_mb(pid: int) -> float:
     """The proportional set size of `pid` and its descendants, in MB: pages two processes share
     (a forked writer's imports) count once in the sum, not once in each."""
     total_kb = 0
-    for member in _tree(pid):
+    for member in process_tree(pid):
         try:
             with open(f"/proc/{member}/smaps_rollup") as rollup:
                 total_kb += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))

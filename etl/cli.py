@@ -18,8 +18,7 @@ import sqlalchemy as sa
 from etl import jobs, log
 from etl.config import Config, load_config
 from etl.errors import ConfigError, DesksyncError, Stopped
-from etl.extract.context import writer_process_pays
-from etl.extract.write_process import WriterProcess
+from etl.extract.context import fork_writer_if_it_pays
 from etl.health import problems_of
 from etl.memory import cap_malloc_arenas
 
@@ -125,8 +124,7 @@ def run_sync(config: Config, connection: str, streams: tuple[str, ...], full: bo
     from etl.progress import progress_display  # rich's display, for a terminal only
 
     # forked now, while this process has neither the mirror open nor other threads (see write_process)
-    pays = writer_process_pays(config.connection(connection), config.mirror.writer_process_min_pages)
-    forked_writer = WriterProcess() if pays else None
+    forked_writer = fork_writer_if_it_pays(config.connection(connection), config.mirror.writer_process_min_pages)
     display = progress_display()
     try:
         with display or contextlib.nullcontext():

@@ -63,10 +63,9 @@ def job_report(conn: sa.Connection, config: Config, specs: dict[str, JobConfig])
     out: dict[str, Any] = {}
     for name, spec in specs.items():
         last = conn.execute(sa.select(_RUNS).where(_RUNS.c.job == name).order_by(_RUNS.c.id.desc()).limit(1)).mappings().first()
-        last_ok = conn.execute(sa.select(sa.func.max(_RUNS.c.started_at)).where(
-            _RUNS.c.job == name, _RUNS.c.status == "ok")).scalar()
+        last_ok = last_started(conn, name)
         failures = consecutive_failures(conn, name)
-        lag = None if last_ok is None else (now - (last_ok if last_ok.tzinfo else last_ok.replace(tzinfo=UTC)))
+        lag = None if last_ok is None else now - last_ok
         problems = []
         if failures >= config.schedule.max_consecutive_failures:
             problems.append(f"failed {failures} times in a row")

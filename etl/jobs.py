@@ -412,7 +412,6 @@ def _sync(config: Config, engine: sa.Engine, connection: str, settings: Connecti
         raise
     finally:
         summary.seconds = time.perf_counter() - started
-        ctx.close()
         _finish_run(engine, summary, client, ctx)
         client.close()
     return summary

@@ -44,7 +44,7 @@ class RunContext:
     writer_process_min_pages: int | None = None  # scans this long go to `forked_writer`, if there is one
     delete_guard: DeleteGuard = field(default_factory=DeleteGuard)  # refuses mass deletions (etl.mirror.delete_guard)
     failed_streams: set[str] = field(default_factory=set)  # streams that failed in this run: their absence proves nothing
-    forked_writer: WriterProcess | None = None  # forked before the mirror opened (see write_process); the run closes it
+    forked_writer: WriterProcess | None = None  # forked before the mirror opened (see write_process); jobs.sync closes it
 
     @property
     def helpdesk(self) -> EddyDeskClient:
@@ -76,12 +76,6 @@ class RunContext:
             return None
         return self.forked_writer
 
-    def close(self) -> None:
-        """Let the writer process (if any) exit."""
-        if self.forked_writer is not None:
-            self.forked_writer.close()
-            self.forked_writer = None
-
     def report(self, stream: str, done: int, total: int | None = None) -> None:
         if self.progress:
             self.progress(stream, done, total)
@@ -97,6 +91,12 @@ def writer_process_pays(settings: Connection, min_pages: int | None) -> bool:
     budget = settings.rate_limit
     return (min_pages is not None
             and budget.per_minute / budget.window_seconds >= TUNING.in_process_requests_per_second)
+
+
+def fork_writer_if_it_pays(settings: Connection, min_pages: int | None) -> WriterProcess | None:
+    """A writer process for a run of this connection, where one pays (`writer_process_pays`).
+    Call it before this process opens the mirror and starts threads (see write_process)."""
+    return WriterProcess() if writer_process_pays(settings, min_pages) else None
 
 
 def helpdesk_writer(stream: Stream, settings: EddyDeskConnection, connection: str,

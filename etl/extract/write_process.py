@@ -177,7 +177,8 @@ def _become_writer(keep: tuple[int, ...]) -> None:
     otherwise keep open), the standard streams' objects (a lock another thread held at the fork
     stays held in this copy) and Ctrl-C (the fetching process decides, see the top)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in os.listdir("/proc/self/fd"):
+    listing = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"  # Linux, else BSD and macOS
+    for name in os.listdir(listing):
         fd = int(name)
         if fd > 2 and fd not in keep:
             with contextlib.suppress(OSError):
