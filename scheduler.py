@@ -2,7 +2,7 @@
 
 Runs the jobs of the config's [jobs] table (or, without one, a pull of every connection every
 `--every` seconds) until SIGINT or SIGTERM; `desksync schedule` is the same. The rules (no
-overlaps, shared account budgets, backoff, locks across processes) live in etl/schedule.py.
+overlaps, shared account budgets, backoff, locks across processes) live in etl/core/run/schedule.py.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from etl import log
 from etl.config import load_config
-from etl.errors import DesksyncError
-from etl.schedule import serve
+from etl.core import log
+from etl.core.errors import DesksyncError
+from etl.core.run.schedule import serve
 
 
 def main() -> None:

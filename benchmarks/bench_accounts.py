@@ -7,7 +7,7 @@
 
 Every EddyDesk account is served at the documented 300 requests a minute (60 for its knowledge
 base) and every ServiceGo account at 60 a minute, each answer 400 ms late, by the multi-account
-simulators (etl.simulators.accounts) in one process of their own. Each account has its own data:
+simulators (etl.core.simulators.accounts) in one process of their own. Each account has its own data:
 an EddyDesk backfill of about 750 requests (2.5 minutes of its budget), a ServiceGo one of about
 150 (2.5 minutes), then a pull every minute.
 `desksync schedule` runs every account's pull job for the fixed real time, then is stopped.
@@ -61,13 +61,13 @@ def servicego_token(n: int) -> str:
 
 def serve(accounts: int, servicego: int, latency: float, eddydesk_port: int, servicego_port: int) -> None:
     """The simulators (runs in its own process until killed)."""
-    from etl.simulators.eddydesk.accounts import AccountsServer
-    from etl.simulators.eddydesk.data import Sizes
-    from etl.simulators.eddydesk.limits import Limits
-    from etl.simulators.eddydesk.store import HelpdeskState
-    from etl.simulators.servicego.server import ServiceGoAccountsServer
-    from etl.simulators.servicego.store import ServiceGoState
-    from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+    from etl.connectors.eddydesk.simulator.accounts import AccountsServer
+    from etl.connectors.eddydesk.simulator.data import Sizes
+    from etl.connectors.eddydesk.simulator.limits import Limits
+    from etl.connectors.eddydesk.simulator.store import HelpdeskState
+    from etl.connectors.udesk.servicego.simulator.server import ServiceGoAccountsServer
+    from etl.connectors.udesk.servicego.simulator.store import ServiceGoState
+    from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
 
     states = [HelpdeskState(Sizes(tickets=300, users=100, organizations=10, kb_categories=2, kb_articles=10), seed=n,
                             admin_email=eddydesk_email(n), admin_api_key=f"key-{n}") for n in range(accounts)]
@@ -129,7 +129,7 @@ class Run:
 def runs_of(mirror_url: str) -> list[Run]:
     import sqlalchemy as sa
 
-    from etl.mirror.db import open_engine
+    from etl.core.mirror.db import open_engine
 
     def epoch(value: Any) -> float | None:
         if value is None:

@@ -8,7 +8,7 @@
 
 The simulator runs in its own process (the machine has two cores: one serves, one syncs).
 Each sync runs in a fresh child process (its schema made beforehand, as `desksync init` does),
-forking its writer process (etl/extract/write_process.py) as `desksync sync` does; the run's peak
+forking its writer process (etl/core/pull/writer_process.py) as `desksync sync` does; the run's peak
 memory is the summed PSS of both, sampled from outside, and "written" what both wrote to disk.
 """
 
@@ -40,8 +40,9 @@ def start_eddydesk(tickets: int, latency: float, rate_limit: int) -> tuple[subpr
 def child(args: argparse.Namespace) -> None:
     """One measured sync (runs in its own process)."""
     os.environ["BENCH_API_KEY"] = "sim-api-key"
-    from etl import jobs, log
     from etl.config import parse_config
+    from etl.core import log
+    from etl.core.run import jobs
 
     log.configure("warning", json=True)
     url = f"sqlite:///{args.db}"
@@ -57,8 +58,8 @@ def child(args: argparse.Namespace) -> None:
     if args.push:
         push_tickets(config, url, args.push)
         return
-    from etl.extract.context import fork_writer_if_it_pays
-    from etl.memory import cap_malloc_arenas
+    from etl.core.memory import cap_malloc_arenas
+    from etl.core.pull.context import fork_writer_if_it_pays
 
     cap_malloc_arenas()  # as the CLI does
     # as `desksync sync` does: forked before the mirror opens, where fetching may outrun one process
@@ -77,7 +78,7 @@ def child(args: argparse.Namespace) -> None:
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     import sqlalchemy as sa
 
-    from etl.mirror.db import open_engine
+    from etl.core.mirror.db import open_engine
 
     with open_engine(url).connect() as conn:
         rows = conn.execute(sa.text("SELECT count(*) FROM eddydesk_tickets")).scalar_one()
@@ -96,8 +97,8 @@ def push_tickets(config: Any, url: str, count: int) -> None:
     """Mirror the tickets, edit `count` of them locally, time the push (one PUT each)."""
     import sqlalchemy as sa
 
-    from etl import jobs
-    from etl.mirror.db import open_engine
+    from etl.core.mirror.db import open_engine
+    from etl.core.run import jobs
 
     jobs.sync(config, "bench", ("tickets",))
     with open_engine(url).begin() as conn:

@@ -40,9 +40,10 @@ def main() -> None:
     os.environ.update(BENCH_API_KEY="sim-api-key", BENCH_UDESK_TOKEN=TOKEN)
     import sqlalchemy as sa
 
-    from etl import jobs, log
     from etl.config import parse_config
-    from etl.mirror.db import open_engine
+    from etl.core import log
+    from etl.core.mirror.db import open_engine
+    from etl.core.run import jobs
 
     log.configure("warning", json=True)
     example = tomllib.loads((ROOT / "config" / "desksync.example.toml").read_text())

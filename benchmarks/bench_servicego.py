@@ -37,9 +37,10 @@ def child(args: argparse.Namespace) -> None:
     os.environ["BENCH_UDESK_TOKEN"] = TOKEN
     import sqlalchemy as sa
 
-    from etl import jobs, log
     from etl.config import parse_config
-    from etl.mirror.db import open_engine
+    from etl.core import log
+    from etl.core.mirror.db import open_engine
+    from etl.core.run import jobs
 
     log.configure("warning", json=True)
     url = f"sqlite:///{args.db}"
@@ -63,8 +64,8 @@ def child(args: argparse.Namespace) -> None:
         print(json.dumps({"seconds": elapsed, "ok": outcome.ok, "failed": outcome.failed, "requests": pushed.requests,
                           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         return
-    from etl.extract.context import fork_writer_if_it_pays
-    from etl.memory import cap_malloc_arenas
+    from etl.core.memory import cap_malloc_arenas
+    from etl.core.pull.context import fork_writer_if_it_pays
 
     cap_malloc_arenas()  # as the CLI does, and as it does, the writer is forked before the mirror opens
     forked = fork_writer_if_it_pays(config.connection("bench"), config.mirror.writer_process_min_pages)
@@ -125,7 +126,7 @@ def main() -> None:
             httpx.post(f"{base}/_sim/changes", json={"seed": 9, "updates": changed, "creates": 0, "deletes": 0},
                        timeout=120)
             incremental = measure(base, db)
-            # deletions cost more: each is found by counting createTime ranges (etl.extract.servicego_deletes)
+            # deletions cost more: each is found by counting createTime ranges (etl.connectors.udesk.servicego.deletes)
             httpx.post(f"{base}/_sim/changes", json={"seed": 10, "updates": 0, "creates": changed // 10,
                                                      "deletes": changed // 10}, timeout=120)
             with_deletes = measure(base, db)

@@ -81,8 +81,8 @@ def run_sampled(command: list[str], every: float = 0.1) -> tuple[str, float]:
 def init_mirror(url: str) -> None:
     """Create the mirror's schema in this process, as `desksync init` does in its own: a measured
     run then imports what `desksync sync` imports (migrating imports Alembic, which a sync does not)."""
-    from etl import jobs
     from etl.config import parse_config
+    from etl.core.run import jobs
 
     jobs.init(parse_config({"mirror": {"url": url}, "connections": {}}))
 

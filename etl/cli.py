@@ -15,12 +15,13 @@ from typing import Any, NoReturn, TypeVar
 import click
 import sqlalchemy as sa
 
-from etl import jobs, log
 from etl.config import Config, load_config
-from etl.errors import ConfigError, DesksyncError, Stopped
-from etl.extract.context import fork_writer_if_it_pays
+from etl.core import log
+from etl.core.errors import ConfigError, DesksyncError, Stopped
+from etl.core.memory import cap_malloc_arenas
+from etl.core.pull.context import fork_writer_if_it_pays
+from etl.core.run import jobs
 from etl.health import problems_of
-from etl.memory import cap_malloc_arenas
 
 
 def _load(ctx: click.Context) -> Config:
@@ -79,7 +80,7 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except sa.exc.DBAPIError as exc:
-            from etl.mirror.db import mirror_error
+            from etl.core.mirror.db import mirror_error
 
             url = (ctx.obj or {}).get("mirror_url")
             if url is None:
@@ -264,7 +265,7 @@ def _print_status(report: dict[str, Any]) -> None:
 
 def _read_mirror(ctx: click.Context, read: Callable[[Any], T]) -> T:
     """`read(connection)` on the configured mirror (schema checked); a problem ends the command."""
-    from etl.mirror.db import ensure_current, open_engine
+    from etl.core.mirror.db import ensure_current, open_engine
 
     config = _load(ctx)
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
@@ -285,7 +286,7 @@ def _read_mirror(ctx: click.Context, read: Callable[[Any], T]) -> T:
 @click.pass_context
 def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None:
     """The run history, newest first: job, start, end, outcome, records, requests, rate-limit waits, error."""
-    from etl.job_history import run_history
+    from etl.core.run.history import run_history
 
     history = _read_mirror(ctx, lambda conn: run_history(conn, job, limit))
     if as_json:
@@ -407,7 +408,7 @@ def pipeline_status(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def conflicts(ctx: click.Context, as_json: bool, connection: str | None) -> None:
     """Open conflicts: fields changed locally and remotely to different values."""
-    from etl.diff.conflicts import open_conflicts
+    from etl.core.push.conflicts import open_conflicts
 
     rows = _read_mirror(ctx, lambda conn: open_conflicts(conn, connection))
     if as_json:
@@ -439,7 +440,7 @@ def resolve(ctx: click.Context, conflict_id: int, take: str) -> None:
 @click.pass_context
 def schedule(ctx: click.Context, every: float) -> None:
     """Run the configured jobs on their cadences until SIGINT/SIGTERM (same as scheduler.py)."""
-    from etl.schedule import serve
+    from etl.core.run.schedule import serve
 
     config = _load(ctx)
     try:
@@ -473,9 +474,9 @@ def simulate(system: str, port: int, tickets: int, users: int, organizations: in
     if system != "eddydesk":
         _simulate_udesk(system, port, records, questions, seed, latency)
         return
-    from etl.simulators.eddydesk.data import Sizes
-    from etl.simulators.eddydesk.limits import Limits
-    from etl.simulators.eddydesk.server import serve_forever
+    from etl.connectors.eddydesk.simulator.data import Sizes
+    from etl.connectors.eddydesk.simulator.limits import Limits
+    from etl.connectors.eddydesk.simulator.server import serve_forever
 
     limits = Limits(per_minute=rate_limit or None, knowledge_base_per_minute=(rate_limit // 5) or None,
                     minute_seconds=minute_seconds)
@@ -491,17 +492,17 @@ def simulate(system: str, port: int, tickets: int, users: int, organizations: in
 def _simulate_udesk(system: str, port: int, records: int, questions: int, seed: int, latency: float) -> None:
     server: Any
     if system == "servicego":
-        from etl.simulators.servicego.server import ServiceGoServer
-        from etl.simulators.servicego.store import ServiceGoState
-        from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+        from etl.connectors.udesk.servicego.simulator.server import ServiceGoServer
+        from etl.connectors.udesk.servicego.simulator.store import ServiceGoState
+        from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
 
         sizes = ServiceGoSizes(customers=records // 10, contacts=records * 3 // 10,
                                cases=records - records // 10 - records * 3 // 10)
         server = ServiceGoServer(ServiceGoState(sizes, seed=seed), latency, port=port)
     else:
-        from etl.simulators.udesk_knowledge.server import KnowledgeServer
-        from etl.simulators.udesk_knowledge.store import KnowledgeState
-        from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+        from etl.connectors.udesk.knowledge.simulator.server import KnowledgeServer
+        from etl.connectors.udesk.knowledge.simulator.store import KnowledgeState
+        from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
 
         server = KnowledgeServer(KnowledgeState(KnowledgeSizes(questions=questions), seed=seed), latency, port=port)
     click.echo(f"{system} simulator listening on {server.url}", err=True)

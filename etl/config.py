@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from etl.errors import ConfigError
-from etl.log import register_secret
+from etl.core.errors import ConfigError
+from etl.core.log import register_secret
 
 DEFAULT_CONFIG_PATHS = ("desksync.toml", "config/desksync.toml")
 SYSTEMS = ("eddydesk", "servicego", "udesk_knowledge")
@@ -292,7 +292,7 @@ class MirrorConfig(_Frozen):
     # Scans of at least this many pages (30 records each on EddyDesk, 100 on ServiceGo) are
     # written by the run's writer process, so that fetching and writing use two cores; null: never.
     writer_process_min_pages: int | None = Field(default=50, ge=1)
-    # The mass-delete guard (etl.mirror.delete_guard): a run that would mark more than this share
+    # The mass-delete guard (etl.core.mirror.delete_guard): a run that would mark more than this share
     # of a table's rows deleted, and more than mass_delete_min_rows of them, stops instead.
     mass_delete_share: float = Field(default=0.10, ge=0, le=1)
     mass_delete_min_rows: int = Field(default=10, ge=0)
@@ -362,7 +362,7 @@ class PipelineStep(_Frozen):
             raise ValueError("give exactly one of source_table and sql")
         if self.sql is not None and not self.source_object:
             raise ValueError("a sql source needs source_object (its name in the id map)")
-        from etl.pipeline.templates import check_templates  # Jinja2, where a pipeline is configured
+        from etl.core.pipelines.templates import check_templates  # Jinja2, where a pipeline is configured
 
         values = {**self.map, **self.on_create, **({"only_if": self.only_if} if self.only_if else {})}
         check_templates({name: value.key if isinstance(value, PipelineLookup) else value

@@ -15,23 +15,23 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from etl import jobs
 from etl.config import parse_config
-from etl.http.ratelimit import RateLimiter
-from etl.mirror.base import table_of
-from etl.mirror.db import open_engine
-from etl.mirror.meta import ChangeLog
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.eddydesk.limits import Limits
-from etl.simulators.eddydesk.server import SimulatorServer
-from etl.simulators.eddydesk.store import HelpdeskState
-from etl.simulators.servicego.server import ServiceGoServer
-from etl.simulators.servicego.store import ServiceGoState
-from etl.simulators.servicego.store import Sizes as ServiceGoSizes
-from etl.simulators.udesk_knowledge.server import KnowledgeServer
-from etl.simulators.udesk_knowledge.store import KnowledgeState
-from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
-from etl.streams.eddydesk import select_streams
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.eddydesk.simulator.limits import Limits
+from etl.connectors.eddydesk.simulator.server import SimulatorServer
+from etl.connectors.eddydesk.simulator.store import HelpdeskState
+from etl.connectors.eddydesk.streams import select_streams
+from etl.connectors.udesk.knowledge.simulator.server import KnowledgeServer
+from etl.connectors.udesk.knowledge.simulator.store import KnowledgeState
+from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
+from etl.connectors.udesk.servicego.simulator.server import ServiceGoServer
+from etl.connectors.udesk.servicego.simulator.store import ServiceGoState
+from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
+from etl.core.http.ratelimit import RateLimiter
+from etl.core.mirror.base import table_of
+from etl.core.mirror.db import open_engine
+from etl.core.mirror.meta import ChangeLog
+from etl.core.run import jobs
 
 DEMO_KEY_ENV = "DESKSYNC_DEMO_API_KEY"
 DEMO_TOKEN_ENV = "DESKSYNC_DEMO_UDESK_TOKEN"

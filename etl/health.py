@@ -1,4 +1,4 @@
-"""The health verdict of a status report (`etl.jobs.status`): what `status --check`, /healthz and
+"""The health verdict of a status report (`etl.core.run.jobs.status`): what `status --check`, /healthz and
 the `desksync_healthy` metric say, computed in one place."""
 
 from __future__ import annotations

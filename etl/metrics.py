@@ -1,5 +1,5 @@
 """desksync's state for monitoring: the health verdict and Prometheus metrics, built from the one
-status report (`etl.jobs.status`), so `status --json`, `status --check`, `status --prometheus` and
+status report (`etl.core.run.jobs.status`), so `status --json`, `status --check`, `status --prometheus` and
 the console's /metrics and /healthz can never disagree.
 
 prometheus-client writes the text format (escaping, HELP and TYPE lines) and its parser reads it

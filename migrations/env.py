@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
-import etl.mirror.eddydesk  # noqa: F401  (registers the tables on the metadata)
-import etl.mirror.meta  # noqa: F401
-import etl.mirror.servicego  # noqa: F401
-import etl.mirror.udesk_knowledge  # noqa: F401
-from etl.mirror.base import Base
+import etl.connectors.eddydesk.models  # noqa: F401  (registers the tables on the metadata)
+import etl.connectors.udesk.knowledge.models  # noqa: F401
+import etl.connectors.udesk.servicego.models  # noqa: F401
+import etl.core.mirror.meta  # noqa: F401
+from etl.core.mirror.base import Base
 
 target_metadata = Base.metadata
 
@@ -18,7 +18,7 @@ def run_migrations_online() -> None:
     if connection is None:
         engine = context.config.attributes.get("engine")
         if engine is None:
-            from etl.mirror.db import open_engine
+            from etl.core.mirror.db import open_engine
 
             engine = open_engine(context.config.get_main_option("sqlalchemy.url") or "sqlite:///desksync.sqlite")
         with engine.begin() as conn:

@@ -12,18 +12,18 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from etl import jobs
 from etl.config import Config, parse_config
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.eddydesk.limits import Limits
-from etl.simulators.eddydesk.server import SimulatorServer
-from etl.simulators.eddydesk.store import HelpdeskState
-from etl.simulators.servicego.server import ServiceGoServer
-from etl.simulators.servicego.store import ServiceGoState
-from etl.simulators.servicego.store import Sizes as ServiceGoSizes
-from etl.simulators.udesk_knowledge.server import KnowledgeServer
-from etl.simulators.udesk_knowledge.store import KnowledgeState
-from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.eddydesk.simulator.limits import Limits
+from etl.connectors.eddydesk.simulator.server import SimulatorServer
+from etl.connectors.eddydesk.simulator.store import HelpdeskState
+from etl.connectors.udesk.knowledge.simulator.server import KnowledgeServer
+from etl.connectors.udesk.knowledge.simulator.store import KnowledgeState
+from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
+from etl.connectors.udesk.servicego.simulator.server import ServiceGoServer
+from etl.connectors.udesk.servicego.simulator.store import ServiceGoState
+from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
+from etl.core.run import jobs
 
 API_KEY_ENV = "DESKSYNC_TEST_API_KEY"
 PG_ENV = "DESKSYNC_TEST_PG_URL"
@@ -121,7 +121,7 @@ def write_config_file(path: Path, url: str, connections: dict[str, dict[str, Any
 
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_logs() -> None:
-    from etl import log
+    from etl.core import log
 
     log.configure("warning", json=True)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl.simulators.udesk_knowledge.store import KnowledgeState
+from etl.connectors.udesk.knowledge.simulator.store import KnowledgeState
 
 LISTS = {"question": "udesk_knowledge_questions", "useful_expression": "udesk_useful_expressions",
          "useful_link": "udesk_useful_links", "attachment": "udesk_knowledge_attachments"}

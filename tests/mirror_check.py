@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-import etl.mirror.eddydesk  # noqa: F401
-from etl.mirror.base import Base
-from etl.simulators.eddydesk.store import HelpdeskState
+import etl.connectors.eddydesk.models  # noqa: F401
+from etl.connectors.eddydesk.simulator.store import HelpdeskState
+from etl.core.mirror.base import Base
 
 
 def _utc(value: str, fmt: str, tz: str) -> datetime | None:

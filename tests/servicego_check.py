@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from etl.simulators.servicego.store import ServiceGoState
+from etl.connectors.udesk.servicego.simulator.store import ServiceGoState
 
 
 def _snake(name: str) -> str:

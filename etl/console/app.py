@@ -31,13 +31,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from etl import jobs
 from etl.config import Config
 from etl.console import queries
 from etl.console.charts import Bar, bar_chart
-from etl.errors import ConfigError, DesksyncError
+from etl.core.errors import ConfigError, DesksyncError
+from etl.core.mirror.db import ensure_current, open_engine
+from etl.core.run import jobs
 from etl.health import problems_of
-from etl.mirror.db import ensure_current, open_engine
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

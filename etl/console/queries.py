@@ -8,10 +8,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl.diff.conflicts import open_conflicts
-from etl.mirror.base import table_of
-from etl.mirror.meta import AccountBlock, ChangeLog, PipelineLink, PushHeld, SyncRun
-from etl.mirror.normalize import iso_utc
+from etl.core.mirror.base import table_of
+from etl.core.mirror.meta import AccountBlock, ChangeLog, PipelineLink, PushHeld, SyncRun
+from etl.core.mirror.normalize import iso_utc
+from etl.core.push.conflicts import open_conflicts
 
 RUNS = table_of(SyncRun)
 BLOCKS = table_of(AccountBlock)

@@ -21,7 +21,7 @@ down_revision = '0008'
 branch_labels = None
 depends_on = None
 
-# The child streams of each EddyDesk parent, in bit order (etl.streams.eddydesk, Stream.children,
+# The child streams of each EddyDesk parent, in bit order (etl.connectors.eddydesk.streams, Stream.children,
 # as of this revision). Any other stream name is a ServiceGo list: a queue of its own, bit 1.
 CHILDREN = {
     'tickets': ('ticket_posts', 'ticket_comments', 'ticket_audit', 'ticket_billing'),

@@ -2,7 +2,7 @@
 
 A KM entity deleted remotely was flagged, its values were not: they read as live to anyone
 querying the values table alone. And every create now reads its row's push_log history (which
-intent is still unanswered, etl.load.journal.earlier_intents): an index on (connection, table,
+intent is still unanswered, etl.core.push.journal.earlier_intents): an index on (connection, table,
 record id) keeps that a lookup as the log grows.
 
 Revision ID: 0010

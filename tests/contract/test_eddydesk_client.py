@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from etl.clients import eddydesk
 from etl.config import parse_config
-from etl.errors import ApiError
-from etl.simulators.eddydesk.data import Sizes
+from etl.connectors.eddydesk import client as eddydesk
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.core.errors import ApiError
 from tests.conftest import connection_settings
 
 

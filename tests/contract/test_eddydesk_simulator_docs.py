@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.eddydesk.server import SimulatorServer
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.eddydesk.simulator.server import SimulatorServer
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""StdlibTransport (etl/http/transport.py) against a real socket server that misbehaves on cue:
+"""StdlibTransport (etl/core/http/transport.py) against a real socket server that misbehaves on cue:
 kept-alive connections, a server closing them, refusals, time-outs, cut bodies, encodings, TLS."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from etl.http.retry import RETRYABLE_EXCEPTIONS
-from etl.http.transport import StdlibTransport
+from etl.core.http.retry import RETRYABLE_EXCEPTIONS
+from etl.core.http.transport import StdlibTransport
 
 Answer = Callable[[bytes, bytes], bytes | None]  # (request head, body) -> raw answer, None = close
 
@@ -230,7 +230,7 @@ def test_https_is_verified_against_the_certificate_store(serve, certificate):
 
 
 def test_a_proxy_named_in_the_environment_keeps_httpxs_own_transport(monkeypatch):
-    from etl.http.session import new_http_client
+    from etl.core.http.session import new_http_client
 
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)

@@ -11,14 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
-from etl.clients import servicego, udesk_km
-from etl.clients.udesk_sign import UdeskSignAuth, sign_params, sign_v1, sign_v2
 from etl.config import parse_config
-from etl.errors import ApiError, AuthError
-from etl.simulators.servicego.server import ServiceGoServer
-from etl.simulators.servicego.store import Sizes
-from etl.simulators.udesk_knowledge.server import KnowledgeServer
-from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+from etl.connectors.udesk.knowledge import client as udesk_km
+from etl.connectors.udesk.knowledge.simulator.server import KnowledgeServer
+from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
+from etl.connectors.udesk.servicego import client as servicego
+from etl.connectors.udesk.servicego.simulator.server import ServiceGoServer
+from etl.connectors.udesk.servicego.simulator.store import Sizes
+from etl.connectors.udesk.sign import UdeskSignAuth, sign_params, sign_v1, sign_v2
+from etl.core.errors import ApiError, AuthError
 from tests.conftest import UDESK_TOKEN, UDESK_TOKEN_ENV, knowledge_settings, servicego_settings
 
 TOKEN = "221b368d7f5f597867f525971f28ff75"

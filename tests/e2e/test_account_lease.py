@@ -13,23 +13,23 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from etl import jobs
 from etl.cli import main
 from etl.config import JobConfig
-from etl.errors import AccountBusy
-from etl.mirror.base import table_of
-from etl.mirror.db import open_engine
-from etl.mirror.meta import SyncRun
-from etl.schedule import Runner
-from etl.simulators.eddydesk.data import Sizes
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.core.errors import AccountBusy
+from etl.core.mirror.base import table_of
+from etl.core.mirror.db import open_engine
+from etl.core.mirror.meta import SyncRun
+from etl.core.run import jobs
+from etl.core.run.schedule import Runner
 from tests.conftest import connection_settings, write_config_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = Sizes(tickets=20, users=5, organizations=2, kb_articles=2)
 HOLD = """
 import sys, time
-from etl.locks import account_lease
-from etl.mirror.db import open_engine
+from etl.core.run.locks import account_lease
+from etl.core.mirror.db import open_engine
 with account_lease(open_engine(sys.argv[1]), sys.argv[2]):
     print("held", flush=True)
     time.sleep(600)

@@ -9,11 +9,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from etl import jobs, log
 from etl.cli import main
-from etl.errors import AuthError, MirrorError
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.core import log
+from etl.core.errors import AuthError, MirrorError
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
 from tests.conftest import API_KEY_ENV, connection_settings, write_config_file
 from tests.mirror_check import assert_mirror_matches
 

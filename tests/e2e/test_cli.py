@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from etl.cli import main
-from etl.simulators.eddydesk.data import Sizes
+from etl.connectors.eddydesk.simulator.data import Sizes
 from tests.conftest import API_KEY_ENV, connection_settings, write_config_file
 
 

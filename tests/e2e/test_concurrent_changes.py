@@ -9,9 +9,9 @@ import time
 
 import sqlalchemy as sa
 
-from etl import jobs
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
 from tests.mirror_check import assert_mirror_matches
 
 

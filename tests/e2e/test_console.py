@@ -16,13 +16,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from etl import jobs
 from etl.config import parse_config
+from etl.connectors.eddydesk.simulator.data import Sizes
 from etl.console.app import build_app
-from etl.errors import AuthError
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.http_server import AppServer
+from etl.core.errors import AuthError
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
+from etl.core.simulators.http_server import AppServer
 from tests.conftest import API_KEY_ENV, connection_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl import jobs
-from etl.clients.eddydesk import says_record_missing
-from etl.errors import ApiError
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.eddydesk.server import SimulatorServer
+from etl.connectors.eddydesk.client import says_record_missing
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.eddydesk.simulator.server import SimulatorServer
+from etl.core.errors import ApiError
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
 
 SIZES = Sizes(tickets=60, users=20, organizations=4, kb_categories=1, kb_articles=2)
 EDDYDESK_TABLES = ("eddydesk_tickets", "eddydesk_ticket_posts", "eddydesk_ticket_comments", "eddydesk_users",

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl import jobs
-from etl.diff.conflicts import open_conflicts
-from etl.errors import DesksyncError
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.eddydesk.server import SimulatorServer
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.eddydesk.simulator.server import SimulatorServer
+from etl.core.errors import DesksyncError
+from etl.core.mirror.db import open_engine
+from etl.core.push.conflicts import open_conflicts
+from etl.core.run import jobs
 from tests.mirror_check import assert_mirror_matches
 
-TEXT_FIELD = 5  # the ticket custom field of type "text" (etl.simulators.eddydesk.data.custom_fields)
+TEXT_FIELD = 5  # the ticket custom field of type "text" (etl.connectors.eddydesk.simulator.data.custom_fields)
 PUSH = {
     "tickets": {"allow_delete": True},
     "users": {"allow_delete": True, "create_defaults": {"group_id": 1, "department": [1]}},
@@ -213,7 +213,7 @@ def test_options_renamed_while_their_push_is_under_way_keep_the_new_names(
     """Options go out in one POST per field and their answers are written back together: a
     rename made in the mirror meanwhile, of an existing option or of a new one, is kept (on the
     created row for a new one) and sent by the next push."""
-    import etl.load.eddydesk_options as loader
+    import etl.connectors.eddydesk.push_options as loader
 
     server, config, engine = _setup(db_url, simulator, make_config, {"custom_field_options": {}})
     field_id = next(f["id"] for f in server.state.fields["ticket"] if f["field_type"] == "select")
@@ -413,7 +413,7 @@ def test_an_edit_made_while_its_push_is_under_way_survives_the_answer(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The push reads a row, sends it, and writes the remote's answer back: an edit made in the
     mirror in between (here, the moment the answer arrives) is neither lost nor taken for a conflict."""
-    import etl.load.eddydesk as loader
+    import etl.connectors.eddydesk.push as loader
 
     server, config, engine = _setup(db_url, simulator, make_config,
                                     push={"tickets": {"conflict_policy": "manual"}})
@@ -454,7 +454,7 @@ def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_cr
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The placeholder row gives way to the created one: what was edited in it meanwhile (a
     column and a custom field) goes with it as a local edit, and the next push sends it."""
-    import etl.load.eddydesk as loader
+    import etl.connectors.eddydesk.push as loader
 
     server, config, engine = _setup(db_url, simulator, make_config)
     client_user = sorted(server.state.users.records)[-1]

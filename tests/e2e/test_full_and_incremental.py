@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from etl import jobs
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
 from tests.mirror_check import assert_mirror_matches
 
 BIG = Sizes(tickets=20_000, users=5_000, organizations=500, kb_categories=60, kb_articles=1_000)

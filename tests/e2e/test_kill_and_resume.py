@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.core.mirror.db import open_engine
 from tests.conftest import (
     API_KEY_ENV,
     UDESK_TOKEN,
@@ -125,7 +125,7 @@ def test_sigterm_stops_gracefully_and_the_next_run_resumes(sqlite_url, simulator
 
 
 def test_servicego_scroll_killed_mid_run_then_restarted_is_exact(db_url, servicego_sim, udesk_config, tmp_path):
-    from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+    from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
     from tests.conftest import UDESK_TOKEN, UDESK_TOKEN_ENV, servicego_settings
     from tests.servicego_check import assert_servicego_matches
 
@@ -168,8 +168,8 @@ def test_servicego_scroll_killed_mid_run_then_restarted_is_exact(db_url, service
 
 def test_a_push_killed_before_its_answers_arrive_creates_nothing_twice(sqlite_url, servicego_sim, udesk_config,
                                                                        tmp_path):
-    from etl import jobs
-    from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+    from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
+    from etl.core.run import jobs
     from tests.conftest import UDESK_TOKEN, UDESK_TOKEN_ENV, servicego_settings
     from tests.servicego_check import assert_servicego_matches
 
@@ -230,7 +230,7 @@ def _kill_once(config: Path, args: tuple[str, ...], done: Any, env: dict[str, st
 
 def test_eddydesk_pushes_killed_between_the_remote_write_and_the_write_back_leave_each_record_once(
         sqlite_url: str, simulator: Any, make_config: Any, tmp_path: Path) -> None:
-    from etl import jobs
+    from etl.core.run import jobs
 
     server = simulator(Sizes(tickets=20, users=20, organizations=3, kb_categories=1, kb_articles=1))
     push = {"tickets": {}, "users": {"create_defaults": {"group_id": 1, "department": [1]}}}
@@ -275,8 +275,8 @@ def test_eddydesk_pushes_killed_between_the_remote_write_and_the_write_back_leav
 
 def test_knowledge_pushes_killed_between_the_remote_write_and_the_write_back_leave_each_record_once(
         sqlite_url: str, knowledge_sim: Any, udesk_config: Any, tmp_path: Path) -> None:
-    from etl import jobs
-    from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+    from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
+    from etl.core.run import jobs
 
     server = knowledge_sim(KnowledgeSizes(questions=20, expressions=4, links=4, attachments=2, entities=4))
     push = {"catalogs": {}, "questions": {}, "km_entities": {}}
@@ -341,9 +341,9 @@ def test_a_pipeline_killed_midway_and_restarted_creates_nothing_twice(
     moment of its questions' creates; the restarted run completes it with each record created once."""
     import tomli_w
 
-    from etl import jobs
     from etl.config import load_config
-    from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+    from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
+    from etl.core.run import jobs
     from tests.e2e.test_pipelines import (
         EXAMPLE,
         HELPDESK_SIZES,

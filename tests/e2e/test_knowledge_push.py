@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl import jobs
-from etl.diff.conflicts import open_conflicts
-from etl.mirror.db import open_engine
-from etl.simulators.udesk_knowledge.server import KnowledgeServer
-from etl.simulators.udesk_knowledge.store import Sizes
+from etl.connectors.udesk.knowledge.simulator.server import KnowledgeServer
+from etl.connectors.udesk.knowledge.simulator.store import Sizes
+from etl.core.mirror.db import open_engine
+from etl.core.push.conflicts import open_conflicts
+from etl.core.run import jobs
 from tests.conftest import knowledge_settings
 from tests.knowledge_check import assert_knowledge_matches
 
@@ -289,7 +289,7 @@ def test_an_edit_made_while_its_push_is_under_way_survives_the_answer(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """An edit made in the mirror between the push's read of a row and the write-back of the
     remote's answer (here, the moment the answer arrives) is neither lost nor taken for a conflict."""
-    import etl.load.udesk_knowledge as loader
+    import etl.connectors.udesk.knowledge.push as loader
 
     server, config, engine = _setup(db_url, knowledge_sim, udesk_config,
                                     push={**PUSH, "questions": {"conflict_policy": "manual"}})
@@ -329,7 +329,7 @@ def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_cr
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A new question edited while its create is under way: the created row keeps the edit as a
     local change (its raw is what the remote holds), and the next push sends it."""
-    import etl.load.udesk_knowledge as loader
+    import etl.connectors.udesk.knowledge.push as loader
 
     server, config, engine = _setup(db_url, knowledge_sim, udesk_config)
     state = server.state

@@ -1,5 +1,5 @@
 """Several accounts at once (four EddyDesk, two ServiceGo), each system's from one multi-account
-simulator (etl.simulators.accounts) under a scaled-down rate limit, synced by one scheduler
+simulator (etl.core.simulators.accounts) under a scaled-down rate limit, synced by one scheduler
 process: accounts run side by side, one account's runs never overlap, no request is refused,
 every mirror ends exact."""
 
@@ -12,16 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from etl import jobs
 from etl.config import parse_config
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.accounts import AccountsServer
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.eddydesk.limits import Limits
-from etl.simulators.eddydesk.store import HelpdeskState
-from etl.simulators.servicego.server import ServiceGoAccountsServer
-from etl.simulators.servicego.store import ServiceGoState
-from etl.simulators.servicego.store import Sizes as ServiceGoSizes
+from etl.connectors.eddydesk.simulator.accounts import AccountsServer
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.eddydesk.simulator.limits import Limits
+from etl.connectors.eddydesk.simulator.store import HelpdeskState
+from etl.connectors.udesk.servicego.simulator.server import ServiceGoAccountsServer
+from etl.connectors.udesk.servicego.simulator.store import ServiceGoState
+from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
 from tests.e2e.test_scheduler import _assert_no_overlaps, _config, _runs, _wait
 from tests.mirror_check import assert_mirror_matches
 from tests.servicego_check import assert_servicego_matches

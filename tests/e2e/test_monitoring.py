@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from etl.cli import main
 from etl.config import load_config
+from etl.connectors.eddydesk.simulator.data import Sizes
 from etl.console.app import build_app, console_token
-from etl.errors import ConfigError
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.http_server import AppServer
+from etl.core.errors import ConfigError
+from etl.core.simulators.http_server import AppServer
 from tests.conftest import API_KEY_ENV, connection_settings, write_config_file
 
 

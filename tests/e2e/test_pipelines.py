@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl import jobs
 from etl.config import Config, parse_config
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.servicego.store import Sizes as ServiceGoSizes
-from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
+from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
 from tests.conftest import (
     API_KEY_ENV,
     UDESK_TOKEN,
@@ -356,7 +356,7 @@ def test_a_record_that_cannot_be_mapped_is_held_and_goes_through_once_fixed(
     (lambda p: p["steps"][0].update(sql="SELECT 1"), "give exactly one of source_table and sql"),
 ])
 def test_a_bad_pipeline_configuration_names_what_is_wrong(change: Any, message: str, tmp_path: Path) -> None:
-    from etl.errors import ConfigError
+    from etl.core.errors import ConfigError
 
     pipeline = copy.deepcopy(EXAMPLE["pipelines"]["kb_to_knowledge"])
     change(pipeline)
@@ -367,7 +367,7 @@ def test_a_bad_pipeline_configuration_names_what_is_wrong(change: Any, message: 
 
 
 def test_a_target_without_write_back_is_refused(tmp_path: Path) -> None:
-    from etl.errors import ConfigError
+    from etl.core.errors import ConfigError
 
     knowledge = {k: v for k, v in EXAMPLE["connections"]["knowledge"].items() if k != "push"}
     with pytest.raises(ConfigError, match="connection 'knowledge' has no push section for 'catalogs'"):

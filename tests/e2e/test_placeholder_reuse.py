@@ -2,7 +2,7 @@
 that an earlier, finished create also used is a new record, never the earlier one found again.
 
 Only a create whose answer may have been lost (its intent has no outcome) is looked up before it
-is sent again (etl.load.journal.earlier_intents)."""
+is sent again (etl.core.push.journal.earlier_intents)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import jobs
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.eddydesk.server import SimulatorServer
-from etl.simulators.udesk_knowledge.server import KnowledgeServer
-from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.eddydesk.simulator.server import SimulatorServer
+from etl.connectors.udesk.knowledge.simulator.server import KnowledgeServer
+from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
 from tests.conftest import knowledge_settings
 
 PUSH = {"tickets": {}, "ticket_posts": {}, "ticket_comments": {}}

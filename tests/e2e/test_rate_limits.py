@@ -3,10 +3,10 @@ headers, slows down when another client spends the budget, and never retries int
 
 from __future__ import annotations
 
-from etl import jobs
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.eddydesk.limits import Limits
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.eddydesk.simulator.limits import Limits
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
 from tests.mirror_check import assert_mirror_matches
 
 SMALL = Sizes(tickets=500, users=90, organizations=8, kb_categories=8, kb_articles=70)

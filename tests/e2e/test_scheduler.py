@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl.mirror.base import table_of
-from etl.mirror.db import open_engine
-from etl.mirror.meta import SyncRun
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.servicego.store import Sizes as ServiceGoSizes
-from etl.simulators.udesk_knowledge.store import Sizes as KnowledgeSizes
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
+from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
+from etl.core.mirror.base import table_of
+from etl.core.mirror.db import open_engine
+from etl.core.mirror.meta import SyncRun
 from tests.conftest import (
     API_KEY_ENV,
     UDESK_TOKEN,

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl import jobs
-from etl.diff.conflicts import open_conflicts
-from etl.diff.servicego import resolve
-from etl.mirror.db import open_engine
-from etl.simulators.servicego.server import ServiceGoServer
-from etl.simulators.servicego.store import Sizes
+from etl.connectors.udesk.servicego.diff import resolve
+from etl.connectors.udesk.servicego.simulator.server import ServiceGoServer
+from etl.connectors.udesk.servicego.simulator.store import Sizes
+from etl.core.mirror.db import open_engine
+from etl.core.push.conflicts import open_conflicts
+from etl.core.run import jobs
 from tests.conftest import servicego_settings
 from tests.servicego_check import assert_servicego_matches
 

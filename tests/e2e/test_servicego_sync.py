@@ -10,11 +10,12 @@ import orjson
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
-from etl import jobs, log
-from etl.extract.write_process import WriterProcess
-from etl.mirror.db import open_engine
-from etl.simulators.servicego.server import ServiceGoServer
-from etl.simulators.servicego.store import Sizes
+from etl.connectors.udesk.servicego.simulator.server import ServiceGoServer
+from etl.connectors.udesk.servicego.simulator.store import Sizes
+from etl.core import log
+from etl.core.mirror.db import open_engine
+from etl.core.pull.writer_process import WriterProcess
+from etl.core.run import jobs
 from tests.conftest import servicego_settings
 from tests.servicego_check import assert_servicego_matches
 
@@ -261,7 +262,7 @@ def test_the_live_rows_indexes_are_added_to_older_tables_and_used(db_url: str,
                                                                  udesk_config: Callable[..., Any]) -> None:
     # Every scan counts the live rows and looks for the ones it did not see, and the deletion
     # search counts live rows by createTime ranges: without these indexes each reads the whole
-    # wide table (etl.mirror.servicego.ObjectSchema._build).
+    # wide table (etl.connectors.udesk.servicego.models.ObjectSchema._build).
     server = servicego_sim(Sizes(customers=30, contacts=40, cases=50))
     config = udesk_config(db_url, {"sg": servicego_settings(server)})
     assert jobs.sync(config, "sg").status == "ok"
@@ -301,8 +302,8 @@ def test_type_names_the_docs_never_print_are_read_by_their_values(
     With date-times as `field_type_datetime` and employees as `field_type_user`, date-times are
     still UTC timestamps, employee fields keep their userEmail, and deletions are still found by
     createTime ranges (they crashed on text dates before)."""
-    from etl.mirror import servicego_types
-    from etl.simulators.servicego.store import ServiceGoState
+    from etl.connectors.udesk.servicego import types as servicego_types
+    from etl.connectors.udesk.servicego.simulator.store import ServiceGoState
     from tests.conftest import UDESK_TOKEN
 
     servicego_types._reported.clear()  # each unknown name is told once a process: this test wants to hear it
@@ -339,7 +340,7 @@ def test_one_objects_crash_does_not_stop_the_others(sqlite_url: str, servicego_s
                                                     udesk_config: Callable[..., Any], monkeypatch: Any) -> None:
     """Code meeting data it did not foresee fails that object's stream, named in the run; the
     other objects of the connection still sync."""
-    from etl import jobs as jobs_module
+    from etl.core.run import jobs as jobs_module
 
     server = servicego_sim(Sizes(customers=30, contacts=40, cases=50))
     config = udesk_config(sqlite_url, {"sg": servicego_settings(server)})
@@ -366,7 +367,7 @@ def test_a_run_ended_by_an_unforeseen_error_records_it(sqlite_url: str, serviceg
     """An error that stops the run (a database's, say) is the run's recorded error, not NULL."""
     import pytest
 
-    from etl import jobs as jobs_module
+    from etl.core.run import jobs as jobs_module
 
     server = servicego_sim(Sizes(customers=5, contacts=5, cases=5))
     config = udesk_config(sqlite_url, {"sg": servicego_settings(server)})

@@ -16,11 +16,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import jobs
-from etl.http.session import REFUSED_GIVE_UP_SECONDS
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
-from etl.simulators.eddydesk.server import SimulatorServer
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.connectors.eddydesk.simulator.server import SimulatorServer
+from etl.core.http.session import REFUSED_GIVE_UP_SECONDS
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
 from tests.conftest import API_KEY_ENV, connection_settings, write_config_file
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import jobs
-from etl.mirror.db import open_engine
-from etl.simulators.udesk_knowledge.server import KnowledgeServer
-from etl.simulators.udesk_knowledge.store import Sizes
+from etl.connectors.udesk.knowledge.simulator.server import KnowledgeServer
+from etl.connectors.udesk.knowledge.simulator.store import Sizes
+from etl.core.mirror.db import open_engine
+from etl.core.run import jobs
 from tests.conftest import knowledge_settings
 from tests.knowledge_check import assert_knowledge_matches
 

@@ -1,4 +1,4 @@
-"""Long scans are written by a process of their own (etl/extract/write_process.py), one per run,
+"""Long scans are written by a process of their own (etl/core/pull/writer_process.py), one per run,
 forked where the run has its process to itself: the mirror ends exactly as with the in-process
 writer, the writer's errors reach the run, a writer whose fetching process dies exits instead of
 lingering, and the scheduler (whose runs share a process) and a budget the documented limits set
@@ -13,12 +13,13 @@ import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
-from etl import jobs, log
 from etl.config import parse_config
-from etl.extract.context import writer_process_pays
-from etl.extract.write_process import WriterProcess
-from etl.mirror.db import open_engine
-from etl.simulators.eddydesk.data import Sizes
+from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.core import log
+from etl.core.mirror.db import open_engine
+from etl.core.pull.context import writer_process_pays
+from etl.core.pull.writer_process import WriterProcess
+from etl.core.run import jobs
 from tests.conftest import API_KEY_ENV, connection_settings
 from tests.mirror_check import assert_mirror_matches
 
@@ -90,7 +91,7 @@ def test_a_pull_through_a_writer_process_keeps_unpushed_local_edits(sqlite_url, 
     config = _config(sqlite_url, server, tmp_path, min_pages=1, push={"tickets": {}})
     assert jobs.sync(config, "helpdesk").status == "ok"
     engine = open_engine(sqlite_url)
-    ticket, field = 7, 5  # field 5: the text custom field (etl.simulators.eddydesk.data.custom_fields)
+    ticket, field = 7, 5  # field 5: the text custom field (etl.connectors.eddydesk.simulator.data.custom_fields)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE eddydesk_tickets SET title = 'Local title' WHERE id = :t"), {"t": ticket})
         conn.execute(sa.text("DELETE FROM eddydesk_ticket_custom_field_values WHERE ticket_id = :t AND field_id = :f"),

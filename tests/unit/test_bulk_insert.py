@@ -1,11 +1,11 @@
-"""Multi-row INSERTs (etl/mirror/bulk.py) on a real database: few statement shapes, wide tables."""
+"""Multi-row INSERTs (etl/core/mirror/bulk.py) on a real database: few statement shapes, wide tables."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from etl.mirror.bulk import inserter, rows_per_statement, statement_spans
-from etl.mirror.db import open_engine
+from etl.core.mirror.bulk import inserter, rows_per_statement, statement_spans
+from etl.core.mirror.db import open_engine
 
 
 def test_statements_take_full_chunks_then_powers_of_two():

@@ -1,9 +1,9 @@
 import pytest
 
-from etl.clients.eddydesk import basic_auth_header, parse_error, parse_list_page
-from etl.errors import MalformedResponse
-from etl.http.retry import Action, Backoff, classify_status
-from etl.log import redact_secrets, register_secret
+from etl.connectors.eddydesk.client import basic_auth_header, parse_error, parse_list_page
+from etl.core.errors import MalformedResponse
+from etl.core.http.retry import Action, Backoff, classify_status
+from etl.core.log import redact_secrets, register_secret
 
 
 def test_basic_auth_matches_the_docs_example():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from etl.config import load_config, parse_config
-from etl.errors import ConfigError
+from etl.core.errors import ConfigError
 
 GOOD = {
     "system": "eddydesk",

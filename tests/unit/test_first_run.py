@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from etl.config import JobConfig
-from etl.schedule import first_run_at
+from etl.core.run.schedule import first_run_at
 
 NOW = datetime(2026, 12, 4, 18, 42, tzinfo=UTC)
 GRACE = 300

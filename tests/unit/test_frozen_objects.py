@@ -1,11 +1,11 @@
 """Runs sharing a process (the scheduler's) freeze long-lived objects once and unfreeze them when
-the last ends (etl.jobs.long_lived_objects_frozen)."""
+the last ends (etl.core.run.jobs.long_lived_objects_frozen)."""
 
 from __future__ import annotations
 
 import gc
 
-from etl.jobs import long_lived_objects_frozen
+from etl.core.run.jobs import long_lived_objects_frozen
 
 
 def test_the_last_run_to_end_unfreezes_and_only_the_first_collects() -> None:

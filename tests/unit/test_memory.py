@@ -1,4 +1,4 @@
-"""glibc's allocator arenas are capped where the C library is glibc (etl.memory)."""
+"""glibc's allocator arenas are capped where the C library is glibc (etl.core.memory)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from etl.memory import cap_malloc_arenas
+from etl.core.memory import cap_malloc_arenas
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

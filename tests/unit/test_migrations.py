@@ -8,12 +8,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-import etl.mirror.eddydesk  # noqa: F401  (registers the tables on the metadata)
-import etl.mirror.meta  # noqa: F401
-import etl.mirror.servicego  # noqa: F401
-import etl.mirror.udesk_knowledge  # noqa: F401
-from etl.mirror.base import Base
-from etl.mirror.db import SCHEMA_HEAD, _alembic_config, current_revision, open_engine, upgrade
+import etl.connectors.eddydesk.models  # noqa: F401  (registers the tables on the metadata)
+import etl.connectors.udesk.knowledge.models  # noqa: F401
+import etl.connectors.udesk.servicego.models  # noqa: F401
+import etl.core.mirror.meta  # noqa: F401
+from etl.core.mirror.base import Base
+from etl.core.mirror.db import SCHEMA_HEAD, _alembic_config, current_revision, open_engine, upgrade
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
@@ -28,7 +28,7 @@ def test_the_migrations_build_the_models_schema(db_url: str) -> None:
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_the_schema_head_a_run_checks_is_alembics_head(db_url: str) -> None:
-    """Runs check the mirror's revision without importing Alembic (etl.mirror.db.SCHEMA_HEAD)."""
+    """Runs check the mirror's revision without importing Alembic (etl.core.mirror.db.SCHEMA_HEAD)."""
     from alembic.script import ScriptDirectory
 
     engine = open_engine(db_url)

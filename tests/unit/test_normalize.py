@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from etl.mirror.normalize import (
+from etl.core.mirror.normalize import (
     DateParseError,
     display_value,
     parse_api_date,
@@ -78,7 +78,7 @@ def test_dates_in_an_hour_met_before_are_still_checked_to_the_second():
     """The cached-hour shortcut of utc_text checks what it does not parse: minutes and seconds."""
     from zoneinfo import ZoneInfo
 
-    from etl.mirror.normalize import DateParseError, utc_text
+    from etl.core.mirror.normalize import DateParseError, utc_text
 
     tz = ZoneInfo("Asia/Shanghai")
     assert utc_text("2025-01-01 10:00", tz) == "2025-01-01 02:00:00"  # the hour is cached now

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from etl.mirror.db import open_engine, upgrade
-from etl.mirror.pending import Queue, add_pending, done_pending, pending
+from etl.core.mirror.db import open_engine, upgrade
+from etl.core.mirror.pending import Queue, add_pending, done_pending, pending
 
 TICKETS = Queue("tickets", ("ticket_posts", "ticket_comments", "ticket_audit"))
 

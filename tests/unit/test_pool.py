@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from etl.pool import run_jobs
+from etl.core.pool import run_jobs
 
 
 def _emitting(count: int, pause: float):

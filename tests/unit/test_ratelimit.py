@@ -2,8 +2,8 @@
 
 import pytest
 
-from etl.errors import RateLimitBlocked
-from etl.http.ratelimit import RateLimiter
+from etl.core.errors import RateLimitBlocked
+from etl.core.http.ratelimit import RateLimiter
 
 
 class FakeClock:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from etl.mirror.db import open_engine, upgrade
-from etl.mirror.servicego import ObjectSchema, index_name
+from etl.connectors.udesk.servicego.models import ObjectSchema, index_name
+from etl.core.mirror.db import open_engine, upgrade
 
 
 def test_index_names_keep_within_postgresqls_63_characters() -> None:

@@ -8,10 +8,10 @@ import orjson
 import sqlalchemy as sa
 
 from etl.config import ServiceGoObject, parse_config
-from etl.extract.servicego import object_writer
-from etl.mirror.db import open_engine, upgrade
-from etl.mirror.servicego import ObjectSchema, fields_of
-from etl.simulators.servicego.store import ServiceGoState, Sizes
+from etl.connectors.udesk.servicego.models import ObjectSchema, fields_of
+from etl.connectors.udesk.servicego.pull import object_writer
+from etl.connectors.udesk.servicego.simulator.store import ServiceGoState, Sizes
+from etl.core.mirror.db import open_engine, upgrade
 
 
 def _lookups(engine: sa.Engine) -> list[tuple[str, Any]]:

@@ -1,4 +1,4 @@
-from etl.extract.window import Slice, next_second, plan_slices, probe_pages, window_start
+from etl.core.pull.window import Slice, next_second, plan_slices, probe_pages, window_start
 
 
 def test_window_start_overlaps_the_cursor_by_the_lookback():

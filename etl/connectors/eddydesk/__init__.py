@@ -1,0 +1,1 @@
+"""EddyDesk helpdesk API v2 (seed 003)."""

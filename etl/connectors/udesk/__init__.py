@@ -1,0 +1,1 @@
+"""Udesk: two products sharing signing and envelopes (knowledge + KM, ServiceGo)."""

@@ -1,0 +1,1 @@
+"""Udesk knowledge base and KM robot entities (seeds 001, 002)."""

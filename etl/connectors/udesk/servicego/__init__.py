@@ -1,0 +1,1 @@
+"""Udesk ServiceGo records (seed 004)."""

@@ -1,0 +1,1 @@
+"""Push local changes of the mirror: the journal, field diffs and conflict policies."""

@@ -1,0 +1,1 @@
+"""Runs: sync, push, pipeline and status, the account lease, the scheduler."""

@@ -1,1 +1,0 @@
-"""Base, local and remote versions of records: field changes and conflict policies."""

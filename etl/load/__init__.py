@@ -1,1 +1,0 @@
-"""Loaders: push local changes of the mirror to the remote systems."""

@@ -1,1 +1,0 @@
-"""What to pull from each system, as typed data (endpoint, table, cursor, children)."""
