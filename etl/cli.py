@@ -15,8 +15,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 import sqlalchemy as sa
 
-from etl.config import Config, load_config
+from etl.config import load_config
 from etl.core import log
+from etl.core.config import Config
 from etl.core.errors import ConfigError, DesksyncError, Stopped
 from etl.core.memory import cap_malloc_arenas
 from etl.core.pull.context import fork_writer_if_it_pays

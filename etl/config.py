@@ -1,545 +1,66 @@
-"""Load and validate the configuration file into frozen models.
+"""Read the configuration file and validate it into frozen models.
 
-The file (TOML) only chooses: the mirror database, connections, streams and policies.
-Secrets never live in it: each connection names the environment variable that holds its key.
-Validation errors name the key path and what is wrong with it.
+The system-neutral models live in etl.core.config; each connection is validated by its
+connector's own settings model (etl.core.connector), found by the connection's `system`.
 """
 
 from __future__ import annotations
 
-import os
+import functools
+import operator
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any
 
-import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model
 
+from etl.core.config import Config, format_validation_error
+from etl.core.connector import connector, known_systems, load_modules
 from etl.core.errors import ConfigError
-from etl.core.log import register_secret
 
 DEFAULT_CONFIG_PATHS = ("desksync.toml", "config/desksync.toml")
-SYSTEMS = ("eddydesk", "servicego", "udesk_knowledge")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class RateLimitConfig(_Frozen):
-    """Documented EddyDesk defaults; `window_seconds` is shorter only against the simulator."""
-
-    per_minute: Annotated[int, Field(gt=0)] = 300
-    knowledge_base_per_minute: Annotated[int, Field(gt=0)] = 60
-    window_seconds: Annotated[float, Field(gt=0)] = 60.0
-    block_seconds: Annotated[float, Field(ge=0)] = 20 * 60
-    knowledge_base_block_seconds: Annotated[float, Field(ge=0)] = 60 * 60
-
-
-class RetryConfig(_Frozen):
-    attempts: Annotated[int, Field(ge=1, le=20)] = 6
-    backoff_seconds: Annotated[float, Field(ge=0)] = 0.5
-    max_backoff_seconds: Annotated[float, Field(ge=0)] = 30.0
-
-
-def _check_url(value: str, example: str) -> str:
-    try:
-        url = httpx.URL(value)
-    except Exception as exc:  # httpx raises several types for bad URLs
-        raise ValueError(f"not a URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"must be an http(s) URL with a host, e.g. {example}")
-    return value.rstrip("/")
-
-
-def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Riga)") from None
-    return value
-
-
-def _check_email(value: str) -> str:
-    if "@" not in value:
-        raise ValueError("must be the API user's e-mail address")
-    return value
-
-
-def secret_from_env(env_name: str, connection: str, key: str) -> str:
-    """A connection's secret, read from the environment variable the config names."""
-    value = os.environ.get(env_name)
-    if not value:
-        raise ConfigError(f"connections.{connection}.{key}: environment variable {env_name} is not set or empty")
-    register_secret(value)
-    return value
-
-
-def _known_push_tables(value: dict[str, Any], available: tuple[str, ...]) -> dict[str, Any]:
-    unknown = sorted(set(value) - set(available))
-    if unknown:
-        raise ValueError(f"write-back is not available for {', '.join(unknown)} (available: {', '.join(available)})")
-    return value
-
-
-EDDYDESK_PUSH_TABLES = ("tickets", "users", "organizations", "ticket_posts", "ticket_comments", "custom_field_options")
-
-
-class EddyDeskPush(_Frozen):
-    """Write-back of one EddyDesk table (`desksync push`); the key in `push` is the stream name."""
-
-    conflict_policy: Literal["remote_wins", "local_wins", "manual"] = "manual"
-    allow_delete: bool = False
-    # users by e-mail, organizations by name: a new row that matches a remote record updates it
-    # instead of creating a second one (also how a create whose answer was lost is found again)
-    upsert: bool = True
-    # values a create needs that the row does not hold (users: group_id, department = [ids])
-    create_defaults: dict[str, Any] = {}
-
-
-class EddyDeskConnection(_Frozen):
-    system: Literal["eddydesk"]
-    base_url: str
-    email: str
-    api_key_env: str
-    timezone: str = "UTC"
-    language: str = "en"
-    streams: tuple[str, ...] = ("default",)
-    store_api_keys: bool = False
-    concurrency: Annotated[int, Field(ge=1, le=64)] = 8
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
-    lookback_seconds: Annotated[float, Field(ge=1)] = 120.0
-    reconcile_every_hours: Annotated[float, Field(ge=0)] = 24.0
-    rate_limit: RateLimitConfig = RateLimitConfig()
-    retry: RetryConfig = RetryConfig()
-    push: dict[str, EddyDeskPush] = {}  # stream name -> write-back settings (off unless given)
-    # `push` first pulls the tables it would update or delete in, so that a remote edit it has
-    # not seen meets the conflict policy instead of being overwritten; false: push what the
-    # mirror holds (when a pull always runs just before, say)
-    pull_before_push: bool = True
-
-    _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://acme.eddydesk.com/api/v2")))
-
-    @field_validator("push")
-    @classmethod
-    def _push_tables(cls, value: dict[str, EddyDeskPush]) -> dict[str, EddyDeskPush]:
-        return _known_push_tables(value, EDDYDESK_PUSH_TABLES)
-    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
-    _email = field_validator("email")(classmethod(lambda cls, v: _check_email(v)))
-
-    def api_key(self, name: str) -> str:
-        return secret_from_env(self.api_key_env, name, "api_key_env")
-
-
-class UdeskRateLimit(_Frozen):
-    """Not in the seeds; the vendor's public docs give 60 requests per minute per account."""
-
-    per_minute: Annotated[int, Field(gt=0)] = 60
-    window_seconds: Annotated[float, Field(gt=0)] = 60.0
-
-
-class Condition(_Frozen):
-    """One ServiceGo search condition (seed 004, conditionList[])."""
-
-    field: str
-    operator: str
-    value: str = ""
-
-
-class RelatedObject(_Frozen):
-    """Optional stream: each record's related records of another object (GET v1/data/relatedDatas)."""
-
-    object: str  # the child objectApiName
-    filter_id: int | None = None  # the child's UI filter
-
-
-class LookupTarget(_Frozen):
-    """Where a lookup field points: ServiceGo updates name the looked-up record by an external
-    unique field (seed 004: foreignExternalFieldApiName, required on update)."""
-
-    object: str
-    unique_field: str
-
-
-class PushConfig(_Frozen):
-    """Write-back of one mirrored table (`desksync push`)."""
-
-    conflict_policy: Literal["remote_wins", "local_wins", "manual"] = "manual"
-    allow_delete: bool = False
-    lookups: dict[str, LookupTarget] = {}  # lookup field -> its object and external unique field
-    # a new row whose external unique field matches a remote record updates that record instead
-    # of creating a second one; also how a create whose answer was lost is found again
-    upsert_by: str | None = None
-
-
-class ServiceGoObject(_Frozen):
-    name: str  # objectApiName
-    filter_id: int | None = None
-    conditions: tuple[Condition, ...] = ()
-    judge_strategy: Literal[1, 2, 3] = 1
-    custom_judge_logic: str | None = None
-    related: tuple[RelatedObject, ...] = ()  # optional: one request per changed record and child object
-    relations_ui_id: int | None = None  # optional: record relations (GET v1/selfObjectRelationData) with this uiId
-    push: PushConfig | None = None  # write-back of local changes (off unless given)
-
-    @model_validator(mode="after")
-    def _logic(self) -> ServiceGoObject:
-        if self.judge_strategy == 3 and not self.custom_judge_logic:
-            raise ValueError("custom_judge_logic is required when judge_strategy is 3")
-        return self
-
-
-class ServiceGoConnection(_Frozen):
-    system: Literal["servicego"]
-    base_url: str
-    email: str
-    api_token_env: str
-    sign_hash: Literal["sha1", "sha256"] = "sha1"
-    timezone: str = "Asia/Shanghai"
-    objects: tuple[ServiceGoObject, ...]
-    page_size: Annotated[int, Field(ge=1, le=100)] = 100
-    overlap_minutes: Annotated[float, Field(ge=1)] = 5.0
-    reconcile_every_hours: Annotated[float, Field(ge=0)] = 24.0
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
-    rate_limit: UdeskRateLimit = UdeskRateLimit()
-    retry: RetryConfig = RetryConfig()
-    # `push` first pulls the tables it would update or delete in, so that a remote edit it has
-    # not seen meets the conflict policy instead of being overwritten; false: push what the
-    # mirror holds (when a pull always runs just before, say)
-    pull_before_push: bool = True
-
-    _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://servicego.udesk.cn/api")))
-    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
-    _email = field_validator("email")(classmethod(lambda cls, v: _check_email(v)))
-
-    def api_token(self, name: str) -> str:
-        return secret_from_env(self.api_token_env, name, "api_token_env")
-
-
-KNOWLEDGE_PUSH_TABLES = ("catalogs", "questions", "useful_expressions", "useful_links", "km_entities")
-
-
-class KnowledgePush(_Frozen):
-    """Write-back of one Udesk knowledge or KM table (`desksync push`); the key is the stream name."""
-
-    conflict_policy: Literal["remote_wins", "local_wins", "manual"] = "manual"
-    allow_delete: bool = False
-    # catalogs by knowledge type, owner, parent and name; KM entities by robot and apiName: a new
-    # row that matches a remote record updates it instead of creating a second one
-    upsert: bool = True
-
-
-KnowledgeType = Literal["question", "useful_expression", "useful_link", "attachment"]
-KNOWLEDGE_TYPES: tuple[KnowledgeType, ...] = ("question", "useful_expression", "useful_link", "attachment")
-
-
-class UdeskKnowledgeConnection(_Frozen):
-    """The knowledge open API (seed 001) and, when km_base_url is set, the KM robot entities (seed 002)."""
-
-    system: Literal["udesk_knowledge"]
-    base_url: str
-    email: str
-    api_token_env: str
-    sign_version: Literal["v1", "v2"] = "v2"
-    timezone: str = "Asia/Shanghai"
-    agent_ids: tuple[int, ...] = (0,)
-    knowledge_types: tuple[KnowledgeType, ...] = KNOWLEDGE_TYPES
-    km_base_url: str | None = None
-    robot_ids: tuple[int, ...] = ()
-    download_attachments: bool = False
-    attachments_dir: str = "attachments"
-    max_attachment_bytes: Annotated[int, Field(gt=0)] = 20 * 1024 * 1024
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
-    rate_limit: UdeskRateLimit = UdeskRateLimit()
-    retry: RetryConfig = RetryConfig()
-    concurrency: Annotated[int, Field(ge=1, le=16)] = 4  # write-back: updates and deletes in flight
-    push: dict[str, KnowledgePush] = {}  # stream name -> write-back settings (off unless given)
-    # `push` first pulls the tables it would update or delete in, so that a remote edit it has
-    # not seen meets the conflict policy instead of being overwritten; false: push what the
-    # mirror holds (when a pull always runs just before, say)
-    pull_before_push: bool = True
-
-    _url = field_validator("base_url")(classmethod(lambda cls, v: _check_url(v, "https://demo.udesk.cn/open_api_v1")))
-
-    @field_validator("push")
-    @classmethod
-    def _push_tables(cls, value: dict[str, KnowledgePush]) -> dict[str, KnowledgePush]:
-        return _known_push_tables(value, KNOWLEDGE_PUSH_TABLES)
-    _km = field_validator("km_base_url")(
-        classmethod(lambda cls, v: None if v is None else _check_url(v, "https://km.udesk.cn/api")))
-    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_timezone(v)))
-    _email = field_validator("email")(classmethod(lambda cls, v: _check_email(v)))
-
-    @model_validator(mode="after")
-    def _robots(self) -> UdeskKnowledgeConnection:
-        if self.robot_ids and not self.km_base_url:
-            raise ValueError("robot_ids needs km_base_url (the KM entity API's address)")
-        return self
-
-    def api_token(self, name: str) -> str:
-        return secret_from_env(self.api_token_env, name, "api_token_env")
-
-
-Connection = Annotated[
-    EddyDeskConnection | ServiceGoConnection | UdeskKnowledgeConnection, Field(discriminator="system")
-]
-
-
-class MirrorConfig(_Frozen):
-    url: str | None = None
-    url_env: str | None = None
-    # Scans of at least this many pages (30 records each on EddyDesk, 100 on ServiceGo) are
-    # written by the run's writer process, so that fetching and writing use two cores; null: never.
-    writer_process_min_pages: int | None = Field(default=50, ge=1)
-    # The mass-delete guard (etl.core.mirror.delete_guard): a run that would mark more than this share
-    # of a table's rows deleted, and more than mass_delete_min_rows of them, stops instead.
-    mass_delete_share: float = Field(default=0.10, ge=0, le=1)
-    mass_delete_min_rows: int = Field(default=10, ge=0)
-
-    def resolved_url(self, base_dir: Path) -> str:
-        if self.url_env:
-            value = os.environ.get(self.url_env)
-            if not value:
-                raise ConfigError(f"mirror.url_env: environment variable {self.url_env} is not set or empty")
-            return value
-        url = self.url or "sqlite:///desksync.sqlite"
-        if url.startswith("sqlite:///") and not url.startswith(("sqlite:////", "sqlite:///file:")):
-            # relative SQLite paths are relative to the config file, not the working directory
-            url = "sqlite:///" + str((base_dir / url[len("sqlite:///") :]).resolve())
-        return url
-
-
-class LogConfig(_Frozen):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    json_output: bool | None = Field(default=None, alias="json")
-
-
-class PipelineLookup(_Frozen):
-    """A reference through the id map: the target id that an earlier step wrote for the source
-    record `key` renders (a template giving the source id; empty or "0": no reference)."""
-
-    lookup: str  # a step of the same pipeline (or its own, for a tree's parent)
-    key: str
-    empty: int | None = None  # the value when there is no reference (knowledge: 0, the top level)
-
-
-MapValue = PipelineLookup | str | bool | int | float | list[Any]
-
-
-class TreeFold(_Frozen):
-    """A source tree deeper than the target allows: records below `max_depth` are not written;
-    they and what refers to them go to their ancestor at `max_depth` (the run reports which)."""
-
-    parent: str  # the source column holding the parent's id (empty or 0: top level)
-    max_depth: Annotated[int, Field(ge=1)]
-
-
-PIPELINE_TARGETS = {"eddydesk": ("users", "organizations"),
-                    "udesk_knowledge": ("catalogs", "questions", "useful_expressions", "useful_links")}
-
-
-class PipelineStep(_Frozen):
-    """One source object into one target object: `map` gives each target field a template
-    ("{{ column }}"; text without braces is a constant), a number or list constant, or a lookup."""
-
-    name: str
-    source_table: str | None = None  # a mirror table (its rows of the source connection)
-    sql: str | None = None  # or a query (`:connection` is the source connection)
-    source_object: str | None = None  # the id map's name for the source (default: source_table)
-    id_column: str = "id"
-    only_if: str | None = None  # a template: rows for which it renders empty, "0" or "false" are skipped
-    target_object: str  # EddyDesk and knowledge: the table's stream name; ServiceGo: objectApiName
-    match: tuple[str, ...] = ()  # target fields: an existing target record with equal values is taken over
-    match_ignore_case: bool = False
-    map: dict[str, MapValue]
-    on_create: dict[str, MapValue] = {}  # only for creates (EddyDesk users: group_id, department = [ids])
-    tree: TreeFold | None = None
-
-    @model_validator(mode="after")
-    def _source(self) -> PipelineStep:
-        if (self.source_table is None) == (self.sql is None):
-            raise ValueError("give exactly one of source_table and sql")
-        if self.sql is not None and not self.source_object:
-            raise ValueError("a sql source needs source_object (its name in the id map)")
-        from etl.core.pipelines.templates import check_templates  # Jinja2, where a pipeline is configured
-
-        values = {**self.map, **self.on_create, **({"only_if": self.only_if} if self.only_if else {})}
-        check_templates({name: value.key if isinstance(value, PipelineLookup) else value
-                         for name, value in values.items() if isinstance(value, str | PipelineLookup)})
-        return self
-
-    @property
-    def object(self) -> str:
-        return self.source_object or self.source_table or ""
-
-
-class PipelineConfig(_Frozen):
-    """Records of one connection's mirror written into another platform through its loaders."""
-
-    source: str  # the connection whose mirror rows are read
-    target: str  # the connection written to (its push settings apply)
-    operations: tuple[Literal["create", "update", "delete"], ...] = ("create", "update")
-    # a target field changed on the target since the pipeline last sent it: overwritten (source_wins) or kept
-    conflict_policy: Literal["source_wins", "target_wins"] = "source_wins"
-    vars: dict[str, Any] = {}  # constants the templates can use (e.g. language = "en")
-    steps: tuple[PipelineStep, ...]
-
-    @model_validator(mode="after")
-    def _steps(self) -> PipelineConfig:
-        seen: list[str] = []
-        for step in self.steps:
-            if step.name in seen:
-                raise ValueError(f"step {step.name!r} is given twice")
-            for name, value in {**step.map, **step.on_create}.items():
-                if isinstance(value, PipelineLookup) and value.lookup not in (*seen, step.name):
-                    raise ValueError(f"step {step.name!r}, {name}: lookup {value.lookup!r} is not an earlier step "
-                                     f"(earlier: {', '.join(seen) or 'none'})")
-            seen.append(step.name)
-        if not self.steps:
-            raise ValueError("a pipeline needs at least one step")
-        return self
-
-
-class JobConfig(_Frozen):
-    """One scheduled job on an interval or a cron cadence: a pull of one connection's streams, a
-    push of its tables with write-back configured (`streams` then names tables; empty: all), or a
-    pipeline run (`pipeline`; its connection is the pipeline's target, whose account it uses)."""
-
-    connection: str = ""
-    kind: Literal["pull", "push", "pipeline"] = "pull"
-    pipeline: str | None = None
-    streams: tuple[str, ...] = ()  # empty: the connection's configured streams (objects, lists)
-    every_seconds: Annotated[float, Field(gt=0)] | None = None
-    cron: str | None = None  # five crontab fields, e.g. "*/5 * * * *"
-    reconcile: bool = False  # every run also looks for records deleted outright
-    max_lag_minutes: Annotated[float, Field(gt=0)] | None = None  # health: data older than this is unhealthy
-
-    @model_validator(mode="after")
-    def _cadence(self) -> JobConfig:
-        if (self.every_seconds is None) == (self.cron is None):
-            raise ValueError("give exactly one of every_seconds and cron")
-        if self.cron is not None:
-            from apscheduler.triggers.cron import CronTrigger
-
-            try:
-                CronTrigger.from_crontab(self.cron)
-            except ValueError as exc:
-                raise ValueError(f"cron {self.cron!r} is not a crontab expression: {exc}") from None
-        if (self.kind == "pipeline") != (self.pipeline is not None):
-            raise ValueError("a pipeline job names its pipeline (pipeline = \"NAME\"), and only a pipeline job does")
-        if self.kind != "pipeline" and not self.connection:
-            raise ValueError("connection: required key is missing")
-        if self.kind != "pull" and self.reconcile:
-            raise ValueError("reconcile applies to pull jobs only")
-        return self
-
-
-class ScheduleConfig(_Frozen):
-    """How the scheduler treats failures, and what `desksync status --check` calls unhealthy."""
-
-    misfire_grace_seconds: Annotated[float, Field(gt=0)] = 300.0
-    failure_backoff_seconds: Annotated[float, Field(gt=0)] = 30.0
-    max_failure_backoff_seconds: Annotated[float, Field(gt=0)] = 3600.0
-    max_consecutive_failures: Annotated[int, Field(ge=1)] = 3
-    # runs at once, over all accounts (one account's never overlap); None: as many as there are jobs
-    max_concurrent_runs: Annotated[int, Field(ge=1)] | None = None
-
-
-class Config(_Frozen):
-    mirror: MirrorConfig = MirrorConfig()
-    log: LogConfig = LogConfig()
-    connections: dict[str, Connection]
-    pipelines: dict[str, PipelineConfig] = {}
-    jobs: dict[str, JobConfig] = {}
-    schedule: ScheduleConfig = ScheduleConfig()
-    base_dir: Path = Path(".")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _pipeline_job_connections(cls, data: Any) -> Any:
-        """A pipeline job runs on its pipeline's target account: that is its connection."""
-        if not isinstance(data, dict) or not isinstance(data.get("jobs"), dict):
-            return data
-        pipelines: dict[str, Any] = data["pipelines"] if isinstance(data.get("pipelines"), dict) else {}
-        jobs = {}
-        for name, job in data["jobs"].items():
-            if isinstance(job, dict) and job.get("kind") == "pipeline" and not job.get("connection"):
-                pipeline = pipelines.get(str(job.get("pipeline")))
-                target = pipeline.get("target") if isinstance(pipeline, dict) else None
-                job = {**job, "connection": target} if isinstance(target, str) else job
-            jobs[name] = job
-        return {**data, "jobs": jobs}
-
-    @model_validator(mode="after")
-    def _job_connections(self) -> Config:
-        known = ", ".join(sorted(self.connections)) or "none"
-        for name, job in self.jobs.items():
-            if job.pipeline is not None and job.pipeline not in self.pipelines:
-                raise ValueError(f"jobs.{name}.pipeline: {job.pipeline!r} is not a pipeline "
-                                 f"(known: {', '.join(sorted(self.pipelines)) or 'none'})")
-            if job.connection not in self.connections:
-                raise ValueError(f"jobs.{name}.connection: {job.connection!r} is not a connection (known: {known})")
-        for name, pipeline in self.pipelines.items():
-            for end in ("source", "target"):
-                if getattr(pipeline, end) not in self.connections:
-                    raise ValueError(f"pipelines.{name}.{end}: {getattr(pipeline, end)!r} is not a connection "
-                                     f"(known: {known})")
-            self._check_targets(name, pipeline)
-        return self
-
-    def _check_targets(self, name: str, pipeline: PipelineConfig) -> None:
-        """Each step's target object takes write-back on the target connection (its push settings apply)."""
-        target = self.connections[pipeline.target]
-        for n, step in enumerate(pipeline.steps):
-            where = f"pipelines.{name}.steps.{n}.target_object"
-            if isinstance(target, ServiceGoConnection):
-                obj = next((o for o in target.objects if o.name == step.target_object), None)
-                if obj is None or obj.push is None:
-                    raise ValueError(f"{where}: {pipeline.target!r} has no object {step.target_object!r} with a [push] "
-                                     "section (pipelines write through the target's push)")
-                continue
-            available = PIPELINE_TARGETS[target.system]
-            if step.target_object not in available:
-                raise ValueError(f"{where}: {step.target_object!r} cannot be a pipeline target on {target.system} "
-                                 f"(available: {', '.join(available)})")
-            if step.target_object not in target.push:
-                raise ValueError(f"{where}: connection {pipeline.target!r} has no push section for "
-                                 f"{step.target_object!r} (pipelines write through the target's push)")
-
-    def connection(self, name: str) -> Connection:
-        try:
-            return self.connections[name]
-        except KeyError:
-            known = ", ".join(sorted(self.connections)) or "none"
-            raise ConfigError(f"connection {name!r} is not in the configuration (known: {known})") from None
-
-    def pipeline(self, name: str) -> PipelineConfig:
-        try:
-            return self.pipelines[name]
-        except KeyError:
-            known = ", ".join(sorted(self.pipelines)) or "none"
-            raise ConfigError(f"pipeline {name!r} is not in the configuration (known: {known})") from None
-
-
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"] if p not in SYSTEMS)
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "required key is missing"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling)"
-        lines.append(f"  {path}: {msg}" if path else f"  {msg}")
-    return "\n".join(lines)
+@functools.cache
+def _config_model(systems: tuple[str, ...]) -> type[Config]:
+    """`Config` whose connections are validated by these systems' settings models."""
+    union: Any = functools.reduce(operator.or_, (connector(system).settings for system in systems))
+    settings: Any = union if len(systems) == 1 else Annotated[union, Field(discriminator="system")]
+    connections: Any = dict[str, settings]  # type: ignore[valid-type]  # built at run time, as pydantic reads it
+    return create_model("Config", __base__=Config, connections=(connections, ...))
+
+
+def _systems(data: dict[str, Any], source: str) -> tuple[str, ...]:
+    """The systems the file's connections name; a missing or unknown one is an error here."""
+    connections = data.get("connections")
+    if not isinstance(connections, dict):
+        return ()
+    problems, systems = [], set()
+    known = known_systems()
+    for name, settings in connections.items():
+        system = settings.get("system") if isinstance(settings, dict) else None
+        if system is None:
+            problems.append(f"  connections.{name}.system: required key is missing (one of: {', '.join(known)})")
+        elif system not in known:
+            problems.append(f"  connections.{name}.system: unknown system {system!r} (one of: {', '.join(known)})")
+        else:
+            systems.add(system)
+    if problems:
+        raise ConfigError("\n".join([f"{source}: invalid configuration", *problems]))
+    return tuple(sorted(systems))
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path = Path(".")) -> Config:
+    modules = data.get("connector_modules", [])
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ConfigError(f"{source}: connector_modules: must be a list of module names")
+    load_modules(modules)
+    systems = _systems(data, source)
+    model = _config_model(systems) if systems else Config
     try:
-        return Config.model_validate({**data, "base_dir": base_dir})
+        return model.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, systems)) from None
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from etl.config import Config, parse_config
+from etl.config import parse_config
 from etl.connectors.eddydesk.simulator.data import Sizes
 from etl.connectors.eddydesk.simulator.limits import Limits
 from etl.connectors.eddydesk.simulator.server import SimulatorServer
@@ -23,6 +23,7 @@ from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSiz
 from etl.connectors.udesk.servicego.simulator.server import ServiceGoServer
 from etl.connectors.udesk.servicego.simulator.store import ServiceGoState
 from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
+from etl.core.config import Config
 from etl.core.run import jobs
 
 API_KEY_ENV = "DESKSYNC_TEST_API_KEY"

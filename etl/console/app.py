@@ -31,9 +31,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from etl.config import Config
 from etl.console import queries
 from etl.console.charts import Bar, bar_chart
+from etl.core.config import Config
 from etl.core.errors import ConfigError, DesksyncError
 from etl.core.mirror.db import ensure_current, open_engine
 from etl.core.run import jobs

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from etl.cli import main
-from etl.config import JobConfig
 from etl.connectors.eddydesk.simulator.data import Sizes
+from etl.core.config import JobConfig
 from etl.core.errors import AccountBusy
 from etl.core.mirror.base import table_of
 from etl.core.mirror.db import open_engine

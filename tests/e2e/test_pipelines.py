@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl.config import Config, parse_config
+from etl.config import parse_config
 from etl.connectors.eddydesk.simulator.data import Sizes
 from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
 from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
+from etl.core.config import Config
 from etl.core.mirror.db import open_engine
 from etl.core.run import jobs
 from tests.conftest import (

@@ -340,18 +340,18 @@ def test_one_objects_crash_does_not_stop_the_others(sqlite_url: str, servicego_s
                                                     udesk_config: Callable[..., Any], monkeypatch: Any) -> None:
     """Code meeting data it did not foresee fails that object's stream, named in the run; the
     other objects of the connection still sync."""
-    from etl.core.run import jobs as jobs_module
+    from etl.connectors.udesk.servicego import connector as servicego_connector
 
     server = servicego_sim(Sizes(customers=30, contacts=40, cases=50))
     config = udesk_config(sqlite_url, {"sg": servicego_settings(server)})
-    real = jobs_module.find_deletions
+    real = servicego_connector.find_deletions
 
     def crash_on_contacts(sync_: Any, total: int, full_pass: bool) -> int:
         if sync_.obj.name == "contact":
             raise AttributeError("'str' object has no attribute 'tzinfo'")
         return real(sync_, total, full_pass)
 
-    monkeypatch.setattr(jobs_module, "find_deletions", crash_on_contacts)
+    monkeypatch.setattr(servicego_connector, "find_deletions", crash_on_contacts)
     summary = jobs.sync(config, "sg")
     assert summary.status == "failed"
     assert list(summary.errors) == ["contact"] and "AttributeError" in summary.errors["contact"]
@@ -367,7 +367,7 @@ def test_a_run_ended_by_an_unforeseen_error_records_it(sqlite_url: str, serviceg
     """An error that stops the run (a database's, say) is the run's recorded error, not NULL."""
     import pytest
 
-    from etl.core.run import jobs as jobs_module
+    from etl.connectors.udesk.servicego import connector as servicego_connector
 
     server = servicego_sim(Sizes(customers=5, contacts=5, cases=5))
     config = udesk_config(sqlite_url, {"sg": servicego_settings(server)})
@@ -375,7 +375,7 @@ def test_a_run_ended_by_an_unforeseen_error_records_it(sqlite_url: str, serviceg
     def database_gone(*_: Any, **__: Any) -> int:
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(jobs_module, "find_deletions", database_gone)
+    monkeypatch.setattr(servicego_connector, "find_deletions", database_gone)
     with pytest.raises(RuntimeError):
         jobs.sync(config, "sg")
     with open_engine(sqlite_url).connect() as conn:

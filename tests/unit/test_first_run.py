@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from etl.config import JobConfig
+from etl.core.config import JobConfig
 from etl.core.run.schedule import first_run_at
 
 NOW = datetime(2026, 12, 4, 18, 42, tzinfo=UTC)

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# what each lower layer may import of the package's other parts
+# what each lower layer of the core may import of the package's other parts
 LOWER_LAYERS = {
     "etl.core.errors": set(),
     "etl.core.log": set(),
@@ -23,9 +23,16 @@ LOWER_LAYERS = {
     "etl.core.run.locks": {"etl.core.errors"},
     "etl.core.http": {"etl.core.errors", "etl.core.log"},
     "etl.core.mirror": {"etl.core.errors", "etl.core.log", "etl.core.tuning"},
-    "etl.core.push": {"etl.core.mirror", "etl.core.errors", "etl.core.log", "etl.core.pool", "etl.core.tuning"},
-    "etl.core.run.history": {"etl.config", "etl.core.mirror"},
+    # pushing never reaches into pulling (nor pulling into pushing, below)
+    "etl.core.push": {"etl.core.mirror", "etl.core.errors", "etl.core.log", "etl.core.pool", "etl.core.tuning",
+                      "etl.core.connector", "etl.core.config", "etl.core.http"},
+    "etl.core.run.history": {"etl.core.config", "etl.core.mirror", "etl.core.connector", "etl.core.errors",
+                             "etl.core.log"},
 }
+APP = ("etl.cli", "etl.config", "etl.demo", "etl.console", "etl.metrics", "etl.health", "etl.progress")
+CONNECTORS = "etl.connectors"
+# a vendor's products share its folder's own modules (Udesk: signing, envelopes, settings)
+VENDORS = ("etl.connectors.udesk",)
 
 
 def _modules() -> dict[str, Path]:
@@ -127,3 +134,42 @@ def test_only_the_demo_and_the_command_line_start_simulators() -> None:
     users = {module for module, targets in import_map().items()
              if not _simulator(module) and any(_simulator(t) for t in targets)}
     assert users <= {"etl.cli", "etl.demo"}
+
+
+def _within(module: str, *prefixes: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_the_core_imports_no_connector_and_not_the_application() -> None:
+    reaching = {(module, target) for module, targets in import_map().items() if _within(module, "etl.core")
+                for target in targets if _within(target, CONNECTORS, *APP)}
+    assert reaching == set()
+
+
+def test_pulling_does_not_import_pushing() -> None:
+    reaching = {(module, target) for module, targets in import_map().items() if _within(module, "etl.core.pull")
+                for target in targets if _within(target, "etl.core.push")}
+    assert reaching == set()
+
+
+def _system_of(module: str) -> str:
+    """etl.connectors.eddydesk.client -> etl.connectors.eddydesk; Udesk's products one level down."""
+    parts = module.split(".")
+    depth = 4 if _within(module, *VENDORS) and len(parts) > 4 else 3
+    return ".".join(parts[:depth])
+
+
+def test_a_connector_imports_the_core_and_itself_only() -> None:
+    reaching = set()
+    for module, targets in import_map().items():
+        if not _within(module, CONNECTORS) or module == CONNECTORS:
+            continue
+        own = _system_of(module)
+        for target in targets:
+            if _within(target, *APP):
+                reaching.add((module, target))
+            elif _within(target, CONNECTORS) and not _within(target, own) and not (
+                    target in VENDORS or (target.count(".") == 3 and _within(target, *VENDORS)
+                                          and _within(module, *VENDORS))):
+                reaching.add((module, target))
+    assert reaching == set()

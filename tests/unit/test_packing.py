@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from etl.config import parse_config
 from etl.connectors.eddydesk.simulator.data import Sizes
 from etl.connectors.eddydesk.streams import BY_NAME, STREAMS
-from etl.core.pull.context import helpdesk_writer
+from etl.connectors.eddydesk.writers import helpdesk_writer
 
 DIALECTS = {"sqlite": sqlite.dialect(), "postgresql": postgresql.psycopg.dialect()}  # type: ignore[attr-defined]
 
@@ -164,9 +164,9 @@ BAD_SERVICEGO = [
 @pytest.mark.parametrize("dialect", list(DIALECTS))
 def test_servicego_records_pack_straight_as_their_rows_would(dialect):
     """RecordBuilder.packer against building the row dicts first, for every field type."""
-    from etl.config import ServiceGoObject
     from etl.connectors.udesk.servicego.models import FIELDS, ObjectSchema, RecordBuilder, fields_of
     from etl.connectors.udesk.servicego.pull import object_writer
+    from etl.connectors.udesk.servicego.settings import ServiceGoObject
     from etl.connectors.udesk.servicego.simulator.store import ServiceGoState, Sizes
 
     state = ServiceGoState(Sizes(customers=20, contacts=20, cases=20))

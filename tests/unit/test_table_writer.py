@@ -7,9 +7,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl.config import ServiceGoObject, parse_config
+from etl.config import parse_config
 from etl.connectors.udesk.servicego.models import ObjectSchema, fields_of
 from etl.connectors.udesk.servicego.pull import object_writer
+from etl.connectors.udesk.servicego.settings import ServiceGoObject
 from etl.connectors.udesk.servicego.simulator.store import ServiceGoState, Sizes
 from etl.core.mirror.db import open_engine, upgrade
 

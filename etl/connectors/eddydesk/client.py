@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from etl.config import EddyDeskConnection
+from etl.connectors.eddydesk.settings import EddyDeskConnection
 from etl.core.errors import ApiError, MalformedResponse
 from etl.core.http.ratelimit import RateLimiter
 from etl.core.http.retry import Backoff
@@ -130,6 +130,9 @@ class EddyDeskClient:
         if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
             raise MalformedResponse(SYSTEM, "answer has no 'data' object", path=path)
         return body["data"]
+
+    def sessions(self) -> list[Session]:
+        return [self.session]
 
     def close(self) -> None:
         self.session.close()

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from etl.connectors.eddydesk.client import API_DATE_FORMAT, says_record_missing
 from etl.connectors.eddydesk.streams import Stream, parent_queue, select_streams
+from etl.connectors.eddydesk.writers import helpdesk, helpdesk_settings, run_writer
 from etl.core.errors import ApiError
 from etl.core.mirror.pending import done_pending, pending
 from etl.core.mirror.write import TableWriter, in_scope
@@ -30,7 +31,7 @@ def child_streams(ctx: RunContext, parent: Stream) -> tuple[str, ...]:
     scheduled job, `--stream tickets`) moves the cursor past these tickets, so their posts must
     wait in the queue for the next run that includes posts.
     """
-    configured = {s.name for s in select_streams(ctx.helpdesk_settings.streams)}
+    configured = {s.name for s in select_streams(helpdesk_settings(ctx).streams)}
     return tuple(name for name in parent.children if name in configured or name in ctx.selected)
 
 
@@ -46,14 +47,14 @@ def fetch_all_pages(ctx: RunContext, path: str, parent_id: int,
     """Every record of a child list; None when the API says the parent does not exist (any other
     404, such as a wrong base URL's, fails the stream: it proves nothing about the parent)."""
     try:
-        first = ctx.helpdesk.list_page(path, {**(filters or {}), "page": 1})
+        first = helpdesk(ctx).list_page(path, {**(filters or {}), "page": 1})
     except ApiError as exc:
         if says_record_missing(exc, parent_id):
             return None
         raise
     records = list(first.records)
     for page in range(2, first.total_pages + 1):
-        records.extend(ctx.helpdesk.list_page(path, {**(filters or {}), "page": page}).records)
+        records.extend(helpdesk(ctx).list_page(path, {**(filters or {}), "page": page}).records)
     return records
 
 
@@ -81,7 +82,7 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
     assert stream.parent_column is not None
     parent_column: str = stream.parent_column
     parents = _parents(ctx, stream)
-    writer = ctx.writer(stream)
+    writer = run_writer(ctx, stream)
     keyed_by_parent = parent_column in stream.table.primary_key.columns
     queue = None if stream.parent_query is not None else parent_queue(stream)
     # a parent stream that failed in this run (a wrong base URL, an outage) makes every absence
@@ -130,7 +131,7 @@ def run_children(ctx: RunContext, stream: Stream) -> None:
         done += len(batch)
         ctx.report(stream.name, done, len(parents))
 
-    run_jobs((job_for(p) for p in parents), consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop)
+    run_jobs((job_for(p) for p in parents), consume, workers=helpdesk_settings(ctx).concurrency, stop=ctx.stop)
     if keyed_by_parent and trust_absence:
         _options_of_gone_fields_deleted(ctx, stream, writer, parents)
 

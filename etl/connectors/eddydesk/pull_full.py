@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from etl.connectors.eddydesk.streams import Stream
+from etl.connectors.eddydesk.writers import helpdesk, helpdesk_settings, run_writer
 from etl.core.pool import Emit, run_jobs
 from etl.core.pull.context import RunContext
 
 
 def run_full(ctx: RunContext, stream: Stream) -> None:
-    first = ctx.helpdesk.list_page(stream.path, {"page": 1})
+    first = helpdesk(ctx).list_page(stream.path, {"page": 1})
     records: list[dict[str, Any]] = list(first.records)
 
     def job_for(page: int) -> Any:
         def job(emit: Emit) -> None:
-            emit(ctx.helpdesk.list_page(stream.path, {"page": page}).records)
+            emit(helpdesk(ctx).list_page(stream.path, {"page": page}).records)
 
         return job
 
@@ -24,9 +25,9 @@ def run_full(ctx: RunContext, stream: Stream) -> None:
             records.extend(page_records)
 
     run_jobs(
-        (job_for(p) for p in range(2, first.total_pages + 1)), consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop
+        (job_for(p) for p in range(2, first.total_pages + 1)), consume, workers=helpdesk_settings(ctx).concurrency, stop=ctx.stop
     )
-    writer = ctx.writer(stream)
+    writer = run_writer(ctx, stream)
     with ctx.engine.begin() as conn:
         result = writer.upsert(conn, records, ctx.run_id, scope=stream.scope)
         vanished = writer.live_ids(conn, stream.scope) - set(result.seen_ids)

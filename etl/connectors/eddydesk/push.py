@@ -34,16 +34,16 @@ from zoneinfo import ZoneInfo
 import orjson
 import sqlalchemy as sa
 
-from etl.config import EddyDeskConnection, EddyDeskPush
 from etl.connectors.eddydesk import models as m
 from etl.connectors.eddydesk.client import EddyDeskClient
+from etl.connectors.eddydesk.settings import EddyDeskConnection, EddyDeskPush
 from etl.connectors.eddydesk.streams import BY_NAME, children_queue
+from etl.connectors.eddydesk.writers import helpdesk_writer
 from etl.core.errors import ApiError, MalformedResponse
 from etl.core.mirror.base import table_of
 from etl.core.mirror.pending import add_pending
 from etl.core.mirror.rows import RowBuilder
 from etl.core.mirror.write import TableWriter
-from etl.core.pull.context import helpdesk_writer
 from etl.core.push.columns import (
     CUSTOM,
     Texts,

@@ -35,15 +35,15 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl.config import EddyDeskConnection, EddyDeskPush
 from etl.connectors.eddydesk import models as m
 from etl.connectors.eddydesk.client import SYSTEM, EddyDeskClient
+from etl.connectors.eddydesk.settings import EddyDeskConnection, EddyDeskPush
 from etl.connectors.eddydesk.streams import BY_NAME
+from etl.connectors.eddydesk.writers import helpdesk_writer
 from etl.core.errors import ApiError, MalformedResponse
 from etl.core.mirror.base import table_of
 from etl.core.mirror.rows import RowBuilder
 from etl.core.mirror.write import in_scope
-from etl.core.pull.context import helpdesk_writer
 from etl.core.push.columns import Writable, carry_edits, edits_meanwhile, to_text
 from etl.core.push.conflicts import open_conflict_ids
 from etl.core.push.journal import (

@@ -16,7 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from etl.connectors.eddydesk.pull_windowed import windowed_list
 from etl.connectors.eddydesk.streams import BY_NAME, Stream
+from etl.connectors.eddydesk.writers import helpdesk_settings, run_writer
 from etl.core.mirror.state import load_state, save_state
 from etl.core.pull.context import RunContext
 from etl.core.pull.window import fmt, local_now, window_start
@@ -28,7 +30,7 @@ _RECHECK_ROUNDS = 3
 def _scan_ids(ctx: RunContext, stream: Stream, lo: str | None, hi: str) -> set[Any]:
     seen: set[Any] = set()
     for variant in stream.variants:
-        scan = WindowScan(ctx, stream, variant, persist=False)
+        scan = WindowScan(ctx, windowed_list(ctx, stream, variant), persist=False)
         slices, prefetched = scan.plan(lo, hi)
         scan.run(slices, prefetched, hi, {})
         seen |= scan.outcome.seen_ids
@@ -38,7 +40,7 @@ def _scan_ids(ctx: RunContext, stream: Stream, lo: str | None, hi: str) -> set[A
 def reconcile(ctx: RunContext, stream: Stream) -> int:
     hi = fmt(local_now(ctx.tz))
     seen = _scan_ids(ctx, stream, None, hi)
-    writer = ctx.writer(stream)
+    writer = run_writer(ctx, stream)
     t = writer.table
     with ctx.engine.connect() as conn:
         # every row, soft-deleted ones too: a record deleted outright after it was soft-deleted
@@ -48,7 +50,7 @@ def reconcile(ctx: RunContext, stream: Stream) -> int:
     for _ in range(_RECHECK_ROUNDS):
         if not candidates:
             break
-        lo, hi = window_start(hi, ctx.helpdesk_settings.lookback_seconds), fmt(local_now(ctx.tz))
+        lo, hi = window_start(hi, helpdesk_settings(ctx).lookback_seconds), fmt(local_now(ctx.tz))
         candidates -= _scan_ids(ctx, stream, lo, hi)
     gone = sorted(candidates)
     with ctx.engine.begin() as conn:
@@ -56,7 +58,7 @@ def reconcile(ctx: RunContext, stream: Stream) -> int:
         for child_name in stream.children:
             child = BY_NAME[child_name]
             assert child.parent_column is not None
-            child_writer = ctx.writer(child)
+            child_writer = run_writer(ctx, child)
             for start in range(0, len(gone), 500):
                 ids = list(
                     conn.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,3 +50,23 @@ def record_success(engine: sa.Engine, connection: str, stream: str) -> None:
 def record_error(engine: sa.Engine, connection: str, stream: str, error: str) -> None:
     with engine.begin() as conn:
         save_state(conn, connection, stream, load_state(conn, connection, stream), error=error)
+
+
+def reconcile_due(engine: sa.Engine, connection: str, stream: str, every_hours: float) -> bool:
+    """Whether the stream's look for records deleted outright is due (every `every_hours`; 0: never).
+    The first call starts the cadence: a first backfill sees every id anyway."""
+    if every_hours <= 0:
+        return False
+    key = f"{stream}/reconcile"
+    with engine.begin() as conn:
+        state = load_state(conn, connection, key)
+        last = state.get("last_reconcile_at_utc")
+        if last is None:
+            save_state(conn, connection, key, {**state, "last_reconcile_at_utc": datetime.now(UTC).isoformat()})
+            return False
+    return datetime.fromisoformat(last) < datetime.now(UTC) - timedelta(hours=every_hours)
+
+
+def mark_reconciled(engine: sa.Engine, connection: str, stream: str) -> None:
+    with engine.begin() as conn:
+        save_state(conn, connection, f"{stream}/reconcile", {"last_reconcile_at_utc": datetime.now(UTC).isoformat()})

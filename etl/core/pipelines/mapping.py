@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl.config import MapValue, PipelineLookup
+from etl.core.config import MapValue, PipelineLookup
 from etl.core.pipelines.templates import TEMPLATES as _ENV
 
 NO_REFERENCE = ("", "0", "None")

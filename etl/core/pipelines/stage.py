@@ -17,7 +17,7 @@ A kill before the commit stages nothing; after it, the push's own journal takes 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,8 +25,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl.config import PipelineConfig, PipelineStep
-from etl.connectors.udesk.servicego.models import ObjectSchema
+from etl.core.config import PipelineConfig, PipelineStep
 from etl.core.errors import DesksyncError
 from etl.core.mirror.base import Base, table_of
 from etl.core.mirror.meta import PipelineLink
@@ -62,6 +61,8 @@ class IdMap:
     pipeline: PipelineConfig
     targets: dict[str, Target]  # step -> its target
     dry_run: bool
+    # a source mirror table the models' metadata does not hold (one made at run time), by name
+    find_table: Callable[[sa.Connection, str], sa.Table | None] = lambda conn, name: None
     links: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # step -> source id -> link
 
     def load(self, conn: sa.Connection, step: PipelineStep) -> dict[str, dict[str, Any]]:
@@ -108,7 +109,8 @@ class IdMap:
         current.update(values, updated_at=now)
 
 
-def _source_rows(conn: sa.Connection, pipeline: PipelineConfig, step: PipelineStep) -> tuple[list[dict[str, Any]], set[str]]:
+def _source_rows(conn: sa.Connection, pipeline: PipelineConfig, step: PipelineStep,
+                 find_table: Callable[[sa.Connection, str], sa.Table | None]) -> tuple[list[dict[str, Any]], set[str]]:
     """The source rows to map, and the ids of records the source has deleted (table sources)."""
     if step.sql is not None:
         query = sa.text(step.sql)
@@ -120,10 +122,8 @@ def _source_rows(conn: sa.Connection, pipeline: PipelineConfig, step: PipelineSt
         return rows, set()
     name = step.source_table or ""
     table = Base.metadata.tables.get(name)
-    if table is None and name.startswith("servicego_") and sa.inspect(conn).has_table(name):
-        schema = ObjectSchema(name.removeprefix("servicego_"))
-        schema.load(conn)
-        table = schema.table
+    if table is None:
+        table = find_table(conn, name)
     if table is None:
         raise DesksyncError(f"pipeline step {step.name!r}: source_table {name!r} is not a mirror table")
     # typed columns: JSON ones come decoded, and a text that looks like JSON stays text
@@ -193,7 +193,7 @@ def stage(conn: sa.Connection, name: str, pipeline: PipelineConfig, step: Pipeli
     target = idmap.targets[step.name]
     target.check(step.name, list(step.map), list(step.on_create))
     report = StepReport(step.name, target.push_name)
-    rows, deleted = _source_rows(conn, pipeline, step)
+    rows, deleted = _source_rows(conn, pipeline, step, idmap.find_table)
     links = idmap.load(conn, step)
     resolve = idmap.resolver(conn)
     mapper = Mapper(step.map, pipeline.vars, resolve)

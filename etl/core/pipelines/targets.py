@@ -2,8 +2,8 @@
 
 A pipeline writes as a user of the mirror does: a new target record is a row with a negative
 placeholder id, an update changes the row's writable columns, a delete marks it `is_deleted`;
-the target's own push (`etl.load`) then sends it. So a mapped field is a writable column of the
-target table (plus what a create needs: a knowledge record's catalog, an EddyDesk user's
+the target's own push then sends it. So a mapped field is a writable column of the target
+table (plus what a create needs: a knowledge record's catalog, an EddyDesk user's
 departments).
 """
 
@@ -11,25 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from etl.config import Connection, ServiceGoConnection, UdeskKnowledgeConnection
-from etl.connectors.eddydesk import models as helpdesk
-from etl.connectors.udesk.servicego.models import ObjectSchema, table_name
+from etl.core.connector import connector_of
 from etl.core.errors import DesksyncError
-from etl.core.mirror.base import table_of
 
-USER_DEPARTMENTS = table_of(helpdesk.UserDepartment)
-CreateExtra = Callable[[sa.Connection, str, int, Any], None]
+if TYPE_CHECKING:
+    from etl.core.config import ConnectionSettings
 
-
-def _user_departments(conn: sa.Connection, connection: str, user_id: int, departments: Any) -> None:
-    ids = departments if isinstance(departments, list) else [departments]
-    for department in ids:
-        conn.execute(USER_DEPARTMENTS.insert().values(connection=connection, user_id=user_id,
-                                                      department_id=int(department)))
+CreateExtra = Callable[[sa.Connection, str, int, Any], None]  # (conn, connection, new record id, value)
 
 
 @dataclass(frozen=True)
@@ -50,24 +42,8 @@ class Target:
                                 f"(writable: {', '.join(sorted([*self.columns, *self.extras]))})")
 
 
-def target_of(conn: sa.Connection, settings: Connection, connection: str, obj: str) -> Target:
-    if isinstance(settings, ServiceGoConnection):
-        from etl.connectors.udesk.servicego.diff import writable
-
-        if not sa.inspect(conn).has_table(table_name(obj)):
-            raise DesksyncError(f"the fields of {connection}'s {obj} are not known yet: pull it first "
-                                f"(desksync sync {connection} {obj})")
-        schema = ObjectSchema(obj)
-        schema.load(conn)
-        return Target(obj, schema.table, {f.field: f.column for f in writable(schema).values()})
-    if isinstance(settings, UdeskKnowledgeConnection):
-        from etl.connectors.udesk.knowledge.diff import WRITABLE as KNOWLEDGE
-
-        spec = KNOWLEDGE[obj]
-        context = ("agent_id", "knowledge_type", "parent_id") if obj == "catalogs" else ("agent_id", "catalog_id")
-        return Target(obj, spec.table, {c: c for c in (*spec.columns, *context)}, takes_placeholders=True)
-    from etl.connectors.eddydesk.diff import WRITABLE
-
-    spec = WRITABLE[obj]
-    extras: dict[str, CreateExtra] = {"department": _user_departments} if obj == "users" else {}
-    return Target(obj, spec.table, {c: c for c in spec.columns}, extras)
+def target_of(conn: sa.Connection, settings: ConnectionSettings, connection: str, obj: str) -> Target:
+    found = connector_of(settings)
+    if found.pipeline_target is None:
+        raise DesksyncError(f"connection {connection!r}: {settings.system} takes no pipeline writes")
+    return found.pipeline_target(conn, settings, connection, obj)

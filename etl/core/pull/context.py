@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,18 +11,12 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from etl.config import Connection, EddyDeskConnection, ServiceGoConnection, UdeskKnowledgeConnection
-from etl.connectors.eddydesk.client import EddyDeskClient
-from etl.connectors.eddydesk.diff import OPTIONS, WRITABLE
-from etl.connectors.eddydesk.streams import Stream
-from etl.connectors.udesk.knowledge.client import KnowledgeClient
-from etl.connectors.udesk.servicego.client import ServiceGoClient
+from etl.core.config import ConnectionSettings
+from etl.core.connector import Client
 from etl.core.log import get_logger
 from etl.core.mirror.delete_guard import DeleteGuard
-from etl.core.mirror.rows import RowBuilder
-from etl.core.mirror.write import TableWriter, WriteStats
+from etl.core.mirror.write import WriteStats
 from etl.core.pull.writer_process import WriterProcess
-from etl.core.push.columns import Texts, merger
 from etl.core.tuning import TUNING
 
 Progress = Callable[[str, int, int | None], None]  # stream, records done, total if known
@@ -31,9 +25,9 @@ Progress = Callable[[str, int, int | None], None]  # stream, records done, total
 @dataclass
 class RunContext:
     engine: sa.Engine
-    client: EddyDeskClient | ServiceGoClient | KnowledgeClient
+    client: Client  # the connector's (a connector's own code narrows it)
     connection: str
-    settings: EddyDeskConnection | ServiceGoConnection | UdeskKnowledgeConnection
+    settings: ConnectionSettings
     run_id: int
     selected: frozenset[str]
     stop: threading.Event = field(default_factory=threading.Event)
@@ -47,26 +41,12 @@ class RunContext:
     forked_writer: WriterProcess | None = None  # forked before the mirror opened (see write_process); jobs.sync closes it
 
     @property
-    def helpdesk(self) -> EddyDeskClient:
-        """The client, in EddyDesk streams (the only ones that run with an EddyDesk connection)."""
-        assert isinstance(self.client, EddyDeskClient)
-        return self.client
-
-    @property
-    def helpdesk_settings(self) -> EddyDeskConnection:
-        assert isinstance(self.settings, EddyDeskConnection)
-        return self.settings
-
-    @property
     def log(self) -> Any:
         return get_logger(connection=self.connection)
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.settings.timezone)
-
-    def writer(self, stream: Stream) -> TableWriter:
-        return helpdesk_writer(stream, self.helpdesk_settings, self.connection)
 
     def writer_process(self, pages: int) -> WriterProcess | None:
         """The run's writer process for a scan of `pages` pages, or None: this process writes it.
@@ -81,43 +61,17 @@ class RunContext:
             self.progress(stream, done, total)
 
 
-def writer_process_pays(settings: Connection, min_pages: int | None) -> bool:
+def writer_process_pays(settings: ConnectionSettings, min_pages: int | None) -> bool:
     """Whether a run of this connection is worth forking a writer process for.
 
     A second process pays only where fetching outruns writing in one process: long scans
     (`min_pages`, None: never) on a budget of more than `TUNING.in_process_requests_per_second`
     (the documented limits are 5 and 1 a second: one process keeps up with those many times over).
     """
-    budget = settings.rate_limit
-    return (min_pages is not None
-            and budget.per_minute / budget.window_seconds >= TUNING.in_process_requests_per_second)
+    return min_pages is not None and settings.rate_limit.per_second >= TUNING.in_process_requests_per_second
 
 
-def fork_writer_if_it_pays(settings: Connection, min_pages: int | None) -> WriterProcess | None:
+def fork_writer_if_it_pays(settings: ConnectionSettings, min_pages: int | None) -> WriterProcess | None:
     """A writer process for a run of this connection, where one pays (`writer_process_pays`).
     Call it before this process opens the mirror and starts threads (see write_process)."""
     return WriterProcess() if writer_process_pays(settings, min_pages) else None
-
-
-def helpdesk_writer(stream: Stream, settings: EddyDeskConnection, connection: str,
-                    keep_local_edits: bool = True, sent: Mapping[Any, Texts] | None = None) -> TableWriter:
-    """The writer of an EddyDesk table; with write-back configured, a pull keeps local edits. A
-    push writing back the remote's answers gives the values it sent (`sent`, see
-    etl.core.push.columns.merger), or keeps nothing (`keep_local_edits=False`)."""
-    tz = ZoneInfo(settings.timezone)
-    builder = RowBuilder(stream.table, tz, settings.language)
-    # the three scopes' options share one table, and one push section
-    name = OPTIONS if stream.name.endswith("_" + OPTIONS) else stream.name
-    push = settings.push.get(name)
-    merge = None
-    if push is not None and keep_local_edits:
-        merge = merger(WRITABLE[name], connection, builder, tz, push.conflict_policy, sent)
-    return TableWriter(
-        stream.table,
-        builder,
-        connection,
-        secret_keys=() if settings.store_api_keys else stream.secret_keys,
-        children=stream.child_rows,
-        child_tables=stream.child_tables,
-        merge=merge,
-    )

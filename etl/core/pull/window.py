@@ -25,22 +25,22 @@ def local_now(tz: tzinfo) -> datetime:
     return datetime.now(tz).replace(tzinfo=None, microsecond=0)
 
 
-def fmt(value: datetime) -> str:
-    return value.strftime(API_DATE)
+def fmt(value: datetime, date_format: str = API_DATE) -> str:
+    return value.strftime(date_format)
 
 
-def parse(value: str) -> datetime:
-    return datetime.strptime(value, API_DATE)
+def parse(value: str, date_format: str = API_DATE) -> datetime:
+    return datetime.strptime(value, date_format)
 
 
-def window_start(cursor: str | None, lookback_seconds: float) -> str | None:
+def window_start(cursor: str | None, lookback_seconds: float, date_format: str = API_DATE) -> str | None:
     if cursor is None:
         return None
-    return fmt(parse(cursor) - timedelta(seconds=lookback_seconds))
+    return fmt(parse(cursor, date_format) - timedelta(seconds=lookback_seconds), date_format)
 
 
-def next_second(value: str) -> str:
-    return fmt(parse(value) + timedelta(seconds=1))
+def next_second(value: str, date_format: str = API_DATE) -> str:
+    return fmt(parse(value, date_format) + timedelta(seconds=1), date_format)
 
 
 @dataclass

@@ -1,41 +1,90 @@
-"""Incremental streams on date_updated: tickets, users, organizations, knowledge base.
+"""Incremental lists filtered by update time, with a stable upper bound (EddyDesk's tickets,
+users, organizations and knowledge base; any API that pages "updated between lo and hi").
 
-A scan of [lo, hi] is planned once (slices cut at probed page boundaries), saved in the stream's
+A scan of [lo, hi] is planned once (slices cut at probed page boundaries), saved in the list's
 state, then its slices are walked concurrently by key (see window.py). Every page commits with
 its slice's new position, so a killed run resumes each slice where its last commit left it;
 the cursor moves to `hi` only when all slices are done.
+
+What differs between remotes is described, not coded: `DatePaging` names the parameters and
+the record field; `WindowedList` says which list, how a page is fetched and how one is written.
 """
 
 from __future__ import annotations
 
-import contextlib
-import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from etl.config import EddyDeskConnection
-from etl.connectors.eddydesk import pull_children as children
-from etl.connectors.eddydesk.streams import BY_NAME, Stream, Variant, children_queue
 from etl.core.errors import MalformedResponse
 from etl.core.log import get_logger
-from etl.core.mirror.pending import add_pending
 from etl.core.mirror.state import load_state, save_state
-from etl.core.mirror.write import Packed, WriteStats
+from etl.core.mirror.write import Packed, TableWriter, WriteStats
 from etl.core.pool import Emit, run_jobs
-from etl.core.pull.context import RunContext, helpdesk_writer
-from etl.core.pull.window import Slice, fmt, local_now, next_second, plan_slices, probe_pages, window_start
-from etl.core.pull.writer_process import Apply, WriterProcess, pickled
+from etl.core.pull.context import RunContext
+from etl.core.pull.sink import decode, page_sink
+from etl.core.pull.window import (
+    API_DATE,
+    Slice,
+    fmt,
+    local_now,
+    next_second,
+    parse,
+    plan_slices,
+    probe_pages,
+    window_start,
+)
 from etl.core.tuning import TUNING
 
-ORDER = "date_updated{asc}"
 _DRAIN_ATTEMPTS = 3
 
 
-def state_key(stream: Stream, variant: Variant) -> str:
-    return f"{stream.name}/{variant.suffix}" if variant.suffix else stream.name
+class ListPage(Protocol):
+    """A page of a list as the connector's client parses it."""
+
+    @property
+    def records(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def total(self) -> int: ...  # records in the whole filtered list
+
+    @property
+    def total_pages(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class DatePaging:
+    """How a remote filters a list by update time and pages it. Both bounds are inclusive; the
+    list is ordered by update time, oldest first; dates are text in `date_format` (in the
+    account's zone), which must sort as the moments do."""
+
+    since: str  # the lower bound's parameter; left out for an unbounded scan
+    until: str  # the upper bound's parameter
+    updated_field: str  # the record's update time
+    page: str = "page"  # the page number's parameter (1, 2, ...)
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # sent with every request (the order, say)
+    id_field: str = "id"
+    date_format: str = API_DATE
+
+
+@dataclass(frozen=True)
+class WindowedList:
+    """One list of a run. `writer` and `after_write` travel to a writer process: module-level
+    functions, or functools.partial of them, over plain data."""
+
+    key: str  # its sync_state row
+    path: str
+    paging: DatePaging
+    list_page: Callable[[str, dict[str, Any]], ListPage]  # (path, params) -> page
+    writer: Callable[[], TableWriter]
+    concurrency: int  # requests in flight
+    lookback_seconds: float  # how far before the cursor a scan starts
+    filters: Mapping[str, Any] = field(default_factory=dict)  # this view's own parameters
+    marks_deleted: bool = False  # what the view lists is deleted (EddyDesk's trashed tickets)
+    # (transaction, changed ids) after each batch, e.g. queueing the records' child lists
+    after_write: Callable[[sa.Connection, list[Any]], None] | None = None
 
 
 @dataclass
@@ -57,11 +106,10 @@ class PagesSpec:
     """What applying a scan's pages needs; plain data, so that it can go to a writer process."""
 
     connection: str
-    settings: EddyDeskConnection
-    stream: str
+    writer: Callable[[], TableWriter]
+    after_write: Callable[[sa.Connection, list[Any]], None] | None
     marks_deleted: bool
     run_id: int
-    child_streams: tuple[str, ...]
     state_key: str | None  # None: a reconciliation scan, which moves no cursor
     state: dict[str, Any]
     hi: str
@@ -76,24 +124,21 @@ class PagesWritten:
     records: int
 
 
-def pages_writer(spec: PagesSpec) -> Apply:
-    """Writes a batch of pages and the scan position after them (in the caller's transaction).
-
-    A page's records arrive packed (by the fetch threads), here or in a writer process.
-    """
-    writer = helpdesk_writer(BY_NAME[spec.stream], spec.settings, spec.connection)
-    queue = children_queue(BY_NAME[spec.stream])
+def pages_writer(spec: PagesSpec) -> Callable[[sa.Connection, list[_PageResult]], PagesWritten]:
+    """Writes a batch of pages and the scan position after them (in the caller's transaction)."""
+    writer = spec.writer()
     slices = [Slice(s.lo, s.hi, s.done) for s in spec.slices]
 
     def apply(conn: sa.Connection, batch: list[_PageResult]) -> PagesWritten:
         # the batch's pages in one apply: a few statements per batch, not per page
         packed = Packed()
         for item in batch:
-            packed.extend(item.records if isinstance(item.records, Packed) else pickle.loads(item.records))
+            packed.extend(decode(item.records))
             slices[item.slice_index].lo = item.lo
             slices[item.slice_index].done = item.done
         result = writer.apply(conn, packed, spec.run_id, deleted=spec.marks_deleted)
-        add_pending(conn, spec.connection, queue, spec.child_streams, result.changed_ids)
+        if spec.after_write is not None:
+            spec.after_write(conn, result.changed_ids)
         # only a reconciliation walk needs the ids it saw: a scan's would grow with the table
         written = PagesWritten(result.stats, result.seen_ids if spec.state_key is None else [], len(packed.rows))
         if spec.state_key is not None:
@@ -103,82 +148,80 @@ def pages_writer(spec: PagesSpec) -> Apply:
     return apply
 
 
-def _params(variant: Variant, lo: str | None, hi: str, page: int = 1) -> dict[str, Any]:
-    params: dict[str, Any] = {"page": page, "to_date_updated": hi, "order_by": ORDER, **variant.params}
-    if lo is not None:
-        params["from_date_updated"] = lo
-    return params
-
-
-def _date_of(records: list[dict[str, Any]], path: str, newest: bool = True) -> str:
-    """The newest (or oldest) usable date_updated on a page; one bad record does not stop paging."""
-    for record in reversed(records) if newest else records:
-        value = record.get("date_updated")
-        if isinstance(value, str) and len(value) == 19 and value[4] == "-":
-            return value
-    raise MalformedResponse("eddydesk", "no record on the page has a usable date_updated", path=path)
-
-
 class WindowScan:
-    """Walks one variant of one stream over [lo, hi]; writes and checkpoints every page."""
+    """Walks one list over [lo, hi]; writes and checkpoints every page."""
 
-    def __init__(self, ctx: RunContext, stream: Stream, variant: Variant, *, persist: bool = True) -> None:
+    def __init__(self, ctx: RunContext, source: WindowedList, *, persist: bool = True) -> None:
         self.ctx = ctx
-        self.stream = stream
-        self.variant = variant
+        self.source = source
+        self.paging = source.paging
         self.persist = persist  # reconciliation scans do not move the cursor
-        self.key = state_key(stream, variant)
+        self.key = source.key
         self.outcome = ScanOutcome()
         self.pages = 0  # the window's pages when planned: big scans go through the run's writer process
         self.expected: int | None = None  # the window's records when planned (a resumed scan does not know)
         self.log = get_logger(connection=ctx.connection, stream=self.key)
 
+    def _fetch(self, lo: str | None, hi: str, page: int = 1) -> ListPage:
+        paging = self.paging
+        params: dict[str, Any] = {paging.page: page, paging.until: hi, **paging.fixed, **self.source.filters}
+        if lo is not None:
+            params[paging.since] = lo
+        return self.source.list_page(self.source.path, params)
+
+    def _date_of(self, records: list[dict[str, Any]], newest: bool = True) -> str:
+        """The newest (or oldest) usable update time on a page; one bad record does not stop paging."""
+        for record in reversed(records) if newest else records:
+            value = record.get(self.paging.updated_field)
+            if isinstance(value, str):
+                try:
+                    parse(value, self.paging.date_format)
+                except ValueError:
+                    continue
+                return value
+        raise MalformedResponse(self.ctx.settings.system, f"no record on the page has a usable {self.paging.updated_field}",
+                                path=self.source.path)
+
     # -- planning ------------------------------------------------------------------------------
     def plan(self, lo: str | None, hi: str) -> tuple[list[Slice], Any]:
-        client, path = self.ctx.helpdesk, self.stream.path
-        first = client.list_page(path, _params(self.variant, lo, hi))
+        first = self._fetch(lo, hi)
         self.pages = first.total_pages
         self.expected = first.total  # the window's records, for a progress display
-        count = min(self.ctx.helpdesk_settings.concurrency, first.total_pages // 2)
+        count = min(self.source.concurrency, first.total_pages // 2)
         if count <= 1:
             return [Slice(lo, hi)], first
         boundaries: list[str] = []
 
         def probe(page: int) -> Any:
             def job(emit: Emit) -> None:
-                records = client.list_page(path, _params(self.variant, lo, hi, page)).records
+                records = self._fetch(lo, hi, page).records
                 if records:
-                    emit(_date_of(records, path, newest=False))
+                    emit(self._date_of(records, newest=False))
 
             return job
 
-        run_jobs(
-            (probe(p) for p in probe_pages(first.total_pages, count)),
-            boundaries.extend,
-            workers=self.ctx.helpdesk_settings.concurrency,
-            stop=self.ctx.stop,
-        )
+        run_jobs((probe(p) for p in probe_pages(first.total_pages, count)), boundaries.extend,
+                 workers=self.source.concurrency, stop=self.ctx.stop)
         # the first page of the window is also the first page of the first slice
         return plan_slices(lo, hi, boundaries), first
 
     # -- walking a slice -----------------------------------------------------------------------
     def _walk(self, piece: Slice, prefetched: Any, emit: Callable[[list[dict[str, Any]], str | None, bool], None]) -> None:
         """Pages of one slice, each emitted with the slice's position after it and whether it is done."""
-        client, path = self.ctx.helpdesk, self.stream.path
         lo = piece.lo
         page = prefetched
         while True:
             if page is None:
-                page = client.list_page(path, _params(self.variant, lo, piece.hi))
+                page = self._fetch(lo, piece.hi)
             records = page.records
             if page.total_pages <= 1 or not records:
                 emit(records, lo, True)
                 return
-            newest = _date_of(records, path)
+            newest = self._date_of(records)
             if lo is not None and newest <= lo:
                 # a whole page within one second: drain that second by page number, move past it
                 drained = self._drain_second(lo)
-                after = next_second(lo)
+                after = next_second(lo, self.paging.date_format)
                 if after > piece.hi:
                     emit(drained, lo, True)
                     return
@@ -192,12 +235,12 @@ class WindowScan:
 
     def _drain_second(self, second: str) -> list[dict[str, Any]]:
         """All records updated in one second, checked against the total the server reports."""
-        client, path = self.ctx.helpdesk, self.stream.path
+        key = self.paging.id_field
         for _ in range(_DRAIN_ATTEMPTS):
-            first = client.list_page(path, _params(self.variant, second, second))
-            found = {r["id"]: r for r in first.records}
+            first = self._fetch(second, second)
+            found = {r[key]: r for r in first.records}
             for number in range(2, first.total_pages + 1):
-                found.update((r["id"], r) for r in client.list_page(path, _params(self.variant, second, second, number)).records)
+                found.update((r[key], r) for r in self._fetch(second, second, number).records)
             if len(found) >= first.total:
                 return list(found.values())
             self.log.warning("drain_incomplete", second=second, expected=first.total, got=len(found))
@@ -205,30 +248,9 @@ class WindowScan:
 
     # -- running -------------------------------------------------------------------------------
     def run(self, slices: list[Slice], prefetched: Any, hi: str, state: dict[str, Any]) -> None:
-        ctx = self.ctx
-        table, dialect = ctx.writer(self.stream), ctx.engine.dialect
-
-        def job_for(index: int, piece: Slice) -> Any:
-            def job(emit: Emit) -> None:
-                def page(records: list[dict[str, Any]], lo: str | None, done: bool) -> None:
-                    # Pages are packed in the fetch threads: the work holds the GIL in short turns
-                    # there, instead of in one busy consumer that every socket wait queues behind
-                    # (25,000 tickets: about 30 % less CPU in this process). For a writer process
-                    # they are pickled there too, while their objects are fresh in the core's cache
-                    # (the consumer pickling whole batches later spent about 10 µs a ticket on
-                    # it), and they wait for their batch as bytes, not as objects.
-                    packed = table.pack_records(records, dialect)
-                    emit(_PageResult(index, packed if writer is None else pickled(packed), lo, done))
-
-                self._walk(piece, prefetched if index == 0 else None, page)
-
-            return job
-
-        spec = PagesSpec(
-            ctx.connection, ctx.helpdesk_settings, self.stream.name, self.variant.marks_deleted, ctx.run_id,
-            children.child_streams(ctx, self.stream), self.key if self.persist else None, state, hi, slices,
-            self.pages,
-        )
+        ctx, source = self.ctx, self.source
+        spec = PagesSpec(ctx.connection, source.writer, source.after_write, source.marks_deleted, ctx.run_id,
+                         self.key if self.persist else None, state, hi, slices, self.pages)
 
         def answered(written: PagesWritten) -> None:
             ctx.stats.add(written.stats)
@@ -236,58 +258,52 @@ class WindowScan:
             self.outcome.records += written.records
             ctx.report(self.key, self.outcome.records, self.expected)
 
-        jobs = [job_for(i, s) for i, s in enumerate(slices) if not s.done]
-        writer = ctx.writer_process(self.pages) if jobs else None
-        if writer is not None:
-            self.log.info("scan_through_writer_process", pages=self.pages)
-        scope: contextlib.AbstractContextManager[WriterProcess | None] = (
-            contextlib.nullcontext() if writer is None else writer.scan(f"{__name__}.pages_writer", spec, ctx.mirror_url))
-        with scope:
-            if writer is not None:
+        left = [(i, s) for i, s in enumerate(slices) if not s.done]
+        if not left:
+            return
+        table, dialect = source.writer(), ctx.engine.dialect
+        with page_sink(ctx, pages_writer, spec, self.pages, in_process_batch=TUNING.in_process_batch_pages,
+                       process_batch=TUNING.writer_batch_pages, log=self.log) as sink:
 
-                def consume(batch: list[_PageResult]) -> None:
-                    writer.submit(batch, answered)
-            else:
-                apply = pages_writer(spec)
+            def job_for(index: int, piece: Slice) -> Any:
+                def job(emit: Emit) -> None:
+                    def page(records: list[dict[str, Any]], lo: str | None, done: bool) -> None:
+                        # Pages are packed (and encoded for a writer process) in the fetch
+                        # threads: the work holds the GIL in short turns there, instead of in
+                        # one busy consumer that every socket wait queues behind (README, Benchmarks).
+                        emit(_PageResult(index, sink.encode(table.pack_records(records, dialect)), lo, done))
 
-                def consume(batch: list[_PageResult]) -> None:
-                    with ctx.engine.begin() as conn:
-                        written = apply(conn, batch)
-                    answered(written)
+                    self._walk(piece, prefetched if index == 0 else None, page)
 
-            # A writer process takes batches of a sixteenth of the scan at most, and waits for a
-            # whole one unless fetching is slow (its transactions take several); in-process, a
-            # batch is a transaction (etl.core.tuning).
-            if writer is not None:
-                size = least = min(TUNING.writer_batch_pages, max(1, self.pages // 16))
-            else:
-                size, least = TUNING.in_process_batch_pages, 1
-            run_jobs(jobs, consume, workers=ctx.helpdesk_settings.concurrency, stop=ctx.stop, batch_size=size,
-                     least=least)
+                return job
+
+            run_jobs([job_for(i, s) for i, s in left], lambda batch: sink.submit(batch, answered),
+                     workers=source.concurrency, stop=ctx.stop, batch_size=sink.batch_pages, least=sink.least_pages)
 
 
 def _scan_json(hi: str, slices: list[Slice], pages: int) -> dict[str, Any]:
     return {"hi": hi, "slices": [s.as_json() for s in slices], "pages": pages}
 
 
-def run_windowed(ctx: RunContext, stream: Stream, *, full: bool = False) -> None:
-    for variant in stream.variants:
-        scan = WindowScan(ctx, stream, variant)
-        with ctx.engine.connect() as conn:
-            state = load_state(conn, ctx.connection, scan.key)
-        saved = state.get("scan")
-        if saved and not full:
-            hi = saved["hi"]
-            slices = [Slice.from_json(s) for s in saved["slices"]]
-            scan.pages = saved.get("pages", 0)
-            prefetched = None
-            scan.log.info("scan_resumed", hi=hi, slices_left=sum(not s.done for s in slices))
-        else:
-            lo = None if full else window_start(state.get("cursor"), ctx.helpdesk_settings.lookback_seconds)
-            hi = fmt(local_now(ctx.tz))
-            slices, prefetched = scan.plan(lo, hi)
-            with ctx.engine.begin() as conn:
-                save_state(conn, ctx.connection, scan.key, {**state, "scan": _scan_json(hi, slices, scan.pages)})
-        scan.run(slices, prefetched, hi, state)
+def run_windowed(ctx: RunContext, source: WindowedList, *, full: bool = False) -> None:
+    """Scan the list from its cursor (less the lookback) to now, or resume the scan a killed run left."""
+    scan = WindowScan(ctx, source)
+    with ctx.engine.connect() as conn:
+        state = load_state(conn, ctx.connection, scan.key)
+    saved = state.get("scan")
+    if saved and not full:
+        hi = saved["hi"]
+        slices = [Slice.from_json(s) for s in saved["slices"]]
+        scan.pages = saved.get("pages", 0)
+        prefetched = None
+        scan.log.info("scan_resumed", hi=hi, slices_left=sum(not s.done for s in slices))
+    else:
+        date_format = source.paging.date_format
+        lo = None if full else window_start(state.get("cursor"), source.lookback_seconds, date_format)
+        hi = fmt(local_now(ctx.tz), date_format)
+        slices, prefetched = scan.plan(lo, hi)
         with ctx.engine.begin() as conn:
-            save_state(conn, ctx.connection, scan.key, {**state, "cursor": hi, "scan": None}, success=True)
+            save_state(conn, ctx.connection, scan.key, {**state, "scan": _scan_json(hi, slices, scan.pages)})
+    scan.run(slices, prefetched, hi, state)
+    with ctx.engine.begin() as conn:
+        save_state(conn, ctx.connection, scan.key, {**state, "cursor": hi, "scan": None}, success=True)

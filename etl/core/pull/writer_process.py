@@ -21,7 +21,7 @@ module imported, and the pages neither side writes to stay shared, so the run pa
 imports once (README, Benchmarks). The scheduler, whose runs share one process with their
 threads and connections, never forks one: its runs write in-process. The writer drops what it
 inherited (other descriptors, the standard streams' objects) and opens its own engine. The
-protocol on its pipes: length-prefixed pickles. Per scan, the set-up (the factory's name and
+protocol on its pipes: length-prefixed pickles. Per scan, the set-up (the factory function and
 its picklable spec, the mirror URL, logging), then one message per batch, then None (commit
 now, the scan is over); each batch is acknowledged by ("applied", None) once applied (the
 sender keeps at most `_UNAPPLIED` batches unapplied) and answered by ("ok", answer) once
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import io
 import os
 import pickle
@@ -206,12 +205,13 @@ class WriterProcess:
         """Whether it can take another scan."""
         return not self._ended and self._proc.poll() is None
 
-    def begin(self, factory: str, spec: Any, mirror_url: str) -> None:
-        """Start a scan: `factory(spec)` (factory is "module.function") gives the function applying its batches."""
+    def begin(self, factory: Callable[[Any], Apply], spec: Any, mirror_url: str) -> None:
+        """Start a scan: `factory(spec)` gives the function applying its batches. Both travel
+        pickled: the factory a module-level function (pickled by name), the spec plain data."""
         self._send((factory, spec, mirror_url, log.current_settings(), log.known_secrets()))
 
     @contextlib.contextmanager
-    def scan(self, factory: str, spec: Any, mirror_url: str) -> Iterator[WriterProcess]:
+    def scan(self, factory: Callable[[Any], Apply], spec: Any, mirror_url: str) -> Iterator[WriterProcess]:
         """`begin`, then `finish` when the block ends. After an error or a stop the writer still
         commits what was fetched (it is good), then exits: the run's next scans are written in-process."""
         self.begin(factory, spec, mirror_url)
@@ -368,8 +368,7 @@ def _serve(inbox: _Inbox, outbox: IO[bytes]) -> None:
                 engine = open_engine(url, sqlite_cache_mb=_CACHE_MB)
                 conn = engine.connect()
                 current_url = url
-            module, _, name = factory.rpartition(".")
-            apply: Apply = getattr(importlib.import_module(module), name)(spec)
+            apply: Apply = factory(spec)
             # Batches are tuples and lists, freed by reference counting once written; the cycle
             # collector walking the imported modules' objects again and again cost the writer
             # about a sixth of its time. Those are frozen, and young objects are collected less often.

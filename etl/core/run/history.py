@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
-from etl.config import Config, JobConfig
+from etl.core.config import Config, JobConfig
 from etl.core.mirror.base import table_of
 from etl.core.mirror.meta import SyncRun
 from etl.core.mirror.normalize import iso_utc

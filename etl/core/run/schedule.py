@@ -35,7 +35,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from etl.config import Config, JobConfig
+from etl.core.config import Config, JobConfig
 from etl.core.errors import DesksyncError, Stopped
 from etl.core.http.ratelimit import RateLimiter
 from etl.core.log import get_logger

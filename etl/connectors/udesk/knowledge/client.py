@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from etl.config import UdeskKnowledgeConnection
-from etl.connectors.udesk.servicego import client as servicego
+from etl.connectors.udesk import envelope as code_envelope
+from etl.connectors.udesk.knowledge.settings import UdeskKnowledgeConnection
 from etl.connectors.udesk.sign import new_limiter, signed_session
 from etl.core.errors import MalformedResponse
 from etl.core.http.ratelimit import RateLimiter
@@ -126,6 +126,9 @@ class KnowledgeClient:
                 chunks.append(chunk)
         return b"".join(chunks)
 
+    def sessions(self) -> list[Session]:
+        return [self.session, *([self.km] if self.km is not None else [])]
+
     def close(self) -> None:
         self.session.close()
         if self.km:
@@ -151,6 +154,6 @@ def connect(name: str, conn: UdeskKnowledgeConnection, transport: httpx.BaseTran
     km = None
     if conn.km_base_url:
         km = signed_session(KM_SYSTEM, conn.km_base_url, conn.email, token, "sha1",
-                            envelope=servicego.check_envelope, parse_error=servicego.parse_error,
+                            envelope=code_envelope.check_envelope, parse_error=code_envelope.parse_error,
                             limiter=limiters[KM_SYSTEM], **common)  # type: ignore[arg-type]
     return KnowledgeClient(open_api, km)

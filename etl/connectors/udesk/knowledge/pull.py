@@ -18,10 +18,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl.config import UdeskKnowledgeConnection
 from etl.connectors.udesk.knowledge import models as m
 from etl.connectors.udesk.knowledge.client import KnowledgeClient
 from etl.connectors.udesk.knowledge.diff import WRITABLE
+from etl.connectors.udesk.knowledge.settings import UdeskKnowledgeConnection
 from etl.core.mirror.base import Base, table_of
 from etl.core.mirror.rows import RowBuilder
 from etl.core.mirror.write import ChildRows, TableWriter

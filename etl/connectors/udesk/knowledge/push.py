@@ -43,7 +43,6 @@ from zoneinfo import ZoneInfo
 import orjson
 import sqlalchemy as sa
 
-from etl.config import KnowledgePush, UdeskKnowledgeConnection
 from etl.connectors.udesk.knowledge import models as m
 from etl.connectors.udesk.knowledge.client import KM_SYSTEM, SYSTEM, KnowledgeClient
 from etl.connectors.udesk.knowledge.diff import (
@@ -54,6 +53,7 @@ from etl.connectors.udesk.knowledge.diff import (
     value_changes,
 )
 from etl.connectors.udesk.knowledge.pull import STREAMS, knowledge_writer
+from etl.connectors.udesk.knowledge.settings import KnowledgePush, UdeskKnowledgeConnection
 from etl.core.errors import ApiError, MalformedResponse
 from etl.core.mirror.base import table_of
 from etl.core.mirror.rows import RowBuilder

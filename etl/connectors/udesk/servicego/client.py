@@ -22,11 +22,11 @@ from typing import Any
 
 import httpx
 
-from etl.config import Condition, ServiceGoConnection
+from etl.connectors.udesk.envelope import check_envelope, parse_error
+from etl.connectors.udesk.servicego.settings import Condition, ServiceGoConnection
 from etl.connectors.udesk.sign import new_limiter, signed_session
 from etl.core.errors import MalformedResponse
 from etl.core.http.ratelimit import RateLimiter
-from etl.core.http.retry import Action
 from etl.core.http.session import Session
 
 SYSTEM = "servicego"
@@ -40,26 +40,6 @@ class ScrollPage:
     total: int  # records matching the filter and conditions (all of them, not only after scrollId)
     server_time: datetime | None  # from the Date header
     content: bytes = b""  # the answer as received: its "data" are the records
-
-
-def check_envelope(body: Any) -> tuple[Action, str | None, str] | None:
-    if not isinstance(body, dict) or "code" not in body:
-        return Action.RETRY, None, "answer has no envelope code"
-    code = body["code"]
-    if code == 200:
-        return None
-    message = str(body.get("message") or "no message")
-    if code in (401, 403):
-        return Action.AUTH, str(code), message
-    if code == 429:
-        return Action.BLOCKED, str(code), message
-    if isinstance(code, int) and code >= 500:
-        return Action.RETRY, str(code), message
-    return Action.FAIL, str(code), message
-
-
-def parse_error(body: Any) -> tuple[str | None, str, list[dict[str, str]]]:
-    return str(body.get("code")), str(body.get("message") or "no message"), []
 
 
 def _server_time(headers: httpx.Headers) -> datetime | None:
@@ -165,6 +145,9 @@ class ServiceGoClient:
             if not chunk or not isinstance(total, int) or len(rows) >= total:
                 return rows
             page += 1
+
+    def sessions(self) -> list[Session]:
+        return [self.session]
 
     def close(self) -> None:
         self.session.close()

@@ -28,7 +28,6 @@ from zoneinfo import ZoneInfo
 import orjson
 import sqlalchemy as sa
 
-from etl.config import ServiceGoConnection, ServiceGoObject
 from etl.connectors.udesk.servicego.client import (
     SCROLL_SEARCH,
     ScrollPage,
@@ -40,12 +39,14 @@ from etl.connectors.udesk.servicego.client import (
 from etl.connectors.udesk.servicego.diff import merge_local_edits
 from etl.connectors.udesk.servicego.models import SCHEMA_LOCK, ObjectSchema, RecordBuilder, fields_of
 from etl.connectors.udesk.servicego.related import enqueue as enqueue_related
+from etl.connectors.udesk.servicego.settings import ServiceGoConnection, ServiceGoObject
 from etl.connectors.udesk.servicego.types import CARRYING, is_text, merge_kinds
 from etl.core.log import get_logger
 from etl.core.mirror.delete_guard import DeleteGuard
 from etl.core.mirror.state import load_state, save_state
 from etl.core.mirror.write import Packed, TableWriter, UpsertResult, WriteStats
 from etl.core.pool import Emit, run_jobs
+from etl.core.pull.sink import page_sink
 from etl.core.pull.writer_process import Apply
 from etl.core.tuning import TUNING
 
@@ -53,9 +54,6 @@ if TYPE_CHECKING:  # the writer process imports this module: it needs no clients
     from etl.core.pull.context import RunContext
 
 MINUTE = "%Y-%m-%d %H:%M"
-# Small batches let the writer begin early and leave it a short tail after the last fetch; its
-# transactions group batches anyway.
-_PROCESS_BATCH = TUNING.writer_batch_pages_servicego
 # A page the writer packs costs the two processes a second parse and saves the pickling of packed
 # rows; the fetching process sheds its packing. A PostgreSQL writer waits on the server
 # instead: its pages come packed.
@@ -300,8 +298,9 @@ class ObjectSync:
         first = client.scroll_search(name, int(scan["scroll_id"]), **args)
         pages = math.ceil(first.total / client.page_size)
         packing = [self.writer()]  # replaced when the writer reports fields added during the scan
-        process = ctx.writer_process(pages)
-        writer_packs = _WRITER_PACKS_EVERY if process is not None and dialect.name == "sqlite" else 0
+        # the writer process packs some pages itself (SQLite only: see etl.core.tuning), and is
+        # asked for here only to know whether there is one; page_sink chooses the same way
+        writer_packs = _WRITER_PACKS_EVERY if ctx.writer_process(pages) is not None and dialect.name == "sqlite" else 0
 
         def result(page: ScrollPage, number: int, scroll_id: int, last: bool) -> ScrollPageResult:
             records = page.records
@@ -338,19 +337,7 @@ class ObjectSync:
             ctx.report(f"servicego/{name}", done, written.total)
 
         spec = ScanSpec(ctx.connection, self.settings, self.obj, ctx.run_id, scan, ctx.delete_guard)
-        if process is None:
-            apply = scan_writer(spec)
-
-            def consume(batch: list[tuple[ScrollPage, int, int, bool]]) -> None:
-                results = [result(*item) for item in batch]
-                with ctx.engine.begin() as conn:
-                    written = apply(conn, results)
-                answered(written)
-
-            run_jobs([fetch], consume, workers=1, stop=ctx.stop, batch_size=TUNING.in_process_batch_pages_servicego)
-            return
-        self.log.info("scan_through_writer_process", pages=pages)
-        with process.scan(f"{__name__}.scan_writer", spec, ctx.mirror_url):
-            size = min(_PROCESS_BATCH, max(1, pages // 16))
-            run_jobs([fetch], lambda batch: process.submit([result(*item) for item in batch], answered), workers=1,
-                     stop=ctx.stop, batch_size=size, least=size)
+        with page_sink(ctx, scan_writer, spec, pages, in_process_batch=TUNING.in_process_batch_pages_servicego,
+                       process_batch=TUNING.writer_batch_pages_servicego, log=self.log) as sink:
+            run_jobs([fetch], lambda batch: sink.submit([result(*item) for item in batch], answered), workers=1,
+                     stop=ctx.stop, batch_size=sink.batch_pages, least=sink.least_pages)

@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl.config import ServiceGoObject
 from etl.connectors.udesk.servicego.client import SYSTEM, ServiceGoClient
 from etl.connectors.udesk.servicego.diff import texts, writable
 from etl.connectors.udesk.servicego.models import FieldColumn, ObjectSchema, RecordBuilder, table_name
+from etl.connectors.udesk.servicego.settings import ServiceGoObject
 from etl.core.errors import ApiError
 from etl.core.mirror.normalize import canonical_json, content_hash
 from etl.core.push.conflicts import open_conflict_ids

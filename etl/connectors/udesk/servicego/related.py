@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from etl.config import ServiceGoObject
+from etl.connectors.udesk.servicego.client import ServiceGoClient
 from etl.connectors.udesk.servicego.models import ServiceGoRelated, ServiceGoRelation
+from etl.connectors.udesk.servicego.settings import ServiceGoObject
 from etl.core.errors import ApiError
 from etl.core.mirror.base import table_of
 from etl.core.mirror.pending import Queue, add_pending, done_pending, pending
@@ -47,17 +48,18 @@ def enqueue(conn: sa.Connection, connection: str, obj: ServiceGoObject, ids: lis
 def refresh(ctx: RunContext, obj: ServiceGoObject) -> None:
     """Re-read the queued records' lists; four fetches in flight, batches committed with their dequeue."""
     client = ctx.client
+    assert isinstance(client, ServiceGoClient)
     for spec in obj.related:
         name = f"servicego/{obj.name}/related/{spec.object}"
 
         def fetch_related(parent: int, child: str = spec.object, filter_id: int | None = spec.filter_id) -> Any:
-            return client.related(obj.name, parent, child, filter_id)  # type: ignore[union-attr]
+            return client.related(obj.name, parent, child, filter_id)
 
         _drain(ctx, name, fetch_related, lambda conn, batch, child=spec.object: _replace_related(ctx, conn, obj, child, batch))
     if obj.relations_ui_id is not None:
         ui_id = obj.relations_ui_id
         _drain(ctx, f"servicego/{obj.name}/relations",
-               lambda major: client.relations(major, ui_id),  # type: ignore[union-attr]
+               lambda major: client.relations(major, ui_id),
                lambda conn, batch: _replace_relations(ctx, conn, obj, batch))
 
 

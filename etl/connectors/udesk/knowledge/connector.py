@@ -1,0 +1,97 @@
+"""Udesk knowledge and KM robot entities, as the engine sees them (etl.core.connector)."""
+
+from __future__ import annotations
+
+import functools
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from etl.connectors.udesk.knowledge import client, push
+from etl.connectors.udesk.knowledge.client import KnowledgeClient
+from etl.connectors.udesk.knowledge.diff import WRITABLE
+from etl.connectors.udesk.knowledge.pull import run_stream, select_streams
+from etl.connectors.udesk.knowledge.settings import UdeskKnowledgeConnection
+from etl.core.connector import (
+    ConflictSettling,
+    Connector,
+    PlannedStream,
+    PullRequest,
+    PushRequest,
+    PushTable,
+    StatusTable,
+)
+from etl.core.errors import DesksyncError
+from etl.core.mirror.base import table_of
+from etl.core.pipelines.targets import Target
+from etl.core.push import columns
+from etl.core.push.journal import PushOutcome
+from etl.core.push.order import push_names
+
+PIPELINE_TARGETS = ("catalogs", "questions", "useful_expressions", "useful_links")
+
+
+def plan_pull(request: PullRequest) -> list[PlannedStream]:
+    return [PlannedStream(s.name, "main", functools.partial(run_stream, stream=s))
+            for s in select_streams(request.streams, request.settings)]
+
+
+def status_tables(conn: sa.Connection, settings: UdeskKnowledgeConnection) -> list[StatusTable]:
+    return [StatusTable(s.name, table_of(s.model), s.name) for s in select_streams((), settings)]
+
+
+def push_tables(request: PushRequest) -> list[PushTable]:
+    engine, connection, settings = request.engine, request.connection, request.settings
+    names = push_names(connection, push.ORDER, settings.push, request.tables)
+    if "km_entities" in names and not settings.km_base_url:
+        raise DesksyncError(f"connection {connection!r}: pushing km_entities needs km_base_url (the KM entity API)")
+    tz = ZoneInfo(settings.timezone)
+    lookups = push.Lookups()  # the remote lists new rows are matched in, fetched once a push
+
+    def table(name: str) -> PushTable:
+        spec = WRITABLE[name]
+
+        def plan(conn: sa.Connection) -> PushOutcome:
+            return push.plan(conn, connection, spec, settings.push[name], tz, request.retry_failed)
+
+        def send(remote: KnowledgeClient, outcome: PushOutcome) -> None:
+            push.send(engine, remote, connection, settings, spec, outcome, lookups)
+
+        return PushTable(name, spec.table.name, plan, send)
+
+    return [table(n) for n in names]
+
+
+def resolve_conflict(conn: sa.Connection, conflict_id: int, take: str, settling: ConflictSettling) -> None:
+    # knowledge records keep no language-dependent columns
+    columns.resolve(WRITABLE.values(), conn, conflict_id, take, lambda name: ZoneInfo(settling.timezone_of(name)),
+                    lambda name: "en")
+
+
+def pipeline_target(conn: sa.Connection, settings: UdeskKnowledgeConnection, connection: str, obj: str) -> Target:
+    spec = WRITABLE[obj]
+    context = ("agent_id", "knowledge_type", "parent_id") if obj == "catalogs" else ("agent_id", "catalog_id")
+    return Target(obj, spec.table, {c: c for c in (*spec.columns, *context)}, takes_placeholders=True)
+
+
+def pipeline_target_problem(settings: UdeskKnowledgeConnection, connection: str, obj: str) -> str:
+    if obj not in PIPELINE_TARGETS:
+        return f"{obj!r} cannot be a pipeline target on udesk_knowledge (available: {', '.join(PIPELINE_TARGETS)})"
+    if obj not in settings.push:
+        return (f"connection {connection!r} has no push section for {obj!r} "
+                "(pipelines write through the target's push)")
+    return ""
+
+
+CONNECTOR = Connector(
+    system="udesk_knowledge",
+    settings=UdeskKnowledgeConnection,
+    connect=client.connect,
+    new_limiters=client.new_limiters,
+    plan_pull=plan_pull,
+    status_tables=status_tables,
+    push_tables=push_tables,
+    resolve_conflict=resolve_conflict,
+    pipeline_target=pipeline_target,
+    pipeline_target_problem=pipeline_target_problem,
+)
