@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from etl.core.mirror.base import Base, table_of
+from etl.core.mirror.base import table_of
 from etl.core.mirror.rows import RowBuilder
 from etl.core.mirror.write import Prepared, in_scope
 from etl.core.push.conflicts import open_conflict, record_conflicts, settle
@@ -39,7 +39,7 @@ class ChildValues:
     child rows from the record `raw` (settling a conflict for the remote).
     """
 
-    model: type[Base]
+    model: type[Any]  # a declarative model (of the mirror's metadata, or a connector's own)
     parent_column: str  # the record's id
     prefix: str
     of_record: Callable[[dict[str, Any]], Texts]
@@ -61,7 +61,7 @@ class Writable:
     """One pushable table: its columns named as the API names them, and where it is written."""
 
     stream: str
-    model: type[Base]
+    model: type[Any]  # a declarative model (of the mirror's metadata, or a connector's own)
     columns: tuple[str, ...]
     numbers: tuple[str, ...] = ()  # sent as numbers
     values: ChildValues | None = None  # writable values kept in child rows

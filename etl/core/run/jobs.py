@@ -13,7 +13,7 @@ from etl.core.mirror.db import ensure_current, open_engine, upgrade
 from etl.core.push.conflicts import open_conflict
 from etl.core.run.pipeline import PipelineSummary, pipeline_status, pipelines_status, run_pipeline
 from etl.core.run.push import PushSummary, push
-from etl.core.run.records import long_lived_objects_frozen
+from etl.core.run.records import ensure_own_tables, long_lived_objects_frozen
 from etl.core.run.status import status
 from etl.core.run.sync import SyncSummary, new_limiters, sync
 
@@ -24,10 +24,14 @@ __all__ = [
 
 
 def init(config: Config) -> str:
-    """Create or upgrade the mirror's schema (Alembic); returns the revision it is at."""
+    """Create or upgrade the mirror's schema (Alembic), and the configured connectors' own tables;
+    returns the revision it is at."""
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     try:
-        return upgrade(engine)
+        revision = upgrade(engine)
+        for settings in config.connections.values():
+            ensure_own_tables(engine, settings)
+        return revision
     finally:
         engine.dispose()
 

@@ -17,7 +17,15 @@ from etl.core.errors import DesksyncError
 from etl.core.http.ratelimit import RateLimiter
 from etl.core.mirror.db import ensure_current, open_engine
 from etl.core.push.journal import release
-from etl.core.run.records import Ending, check_blocks, end_run, own_account, start_run, watch_ending
+from etl.core.run.records import (
+    Ending,
+    check_blocks,
+    end_run,
+    ensure_own_tables,
+    own_account,
+    start_run,
+    watch_ending,
+)
 from etl.core.run.sync import connect, pull
 
 
@@ -50,6 +58,7 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
     try:
         with watch_ending(ending):
             ensure_current(engine)
+            ensure_own_tables(engine, settings)
             # a dry run reads only the mirror: it needs no lease
             with nullcontext() if dry_run else own_account(engine, connection, limiters):
                 if not dry_run:

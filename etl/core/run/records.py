@@ -14,7 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl.core.connector import Client
+from etl.core.config import ConnectionSettings
+from etl.core.connector import Client, connector_of
 from etl.core.errors import DesksyncError, RateLimitBlocked, Stopped
 from etl.core.http.ratelimit import RateLimiter
 from etl.core.mirror.base import table_of
@@ -71,6 +72,15 @@ def end_run(engine: sa.Engine, run_id: int, status: str, error: str | None, **co
     with engine.begin() as conn:
         conn.execute(RUNS.update().where(RUNS.c.id == run_id).values(
             finished_at=datetime.now(UTC), status=status, error=error, **counts))
+
+
+def ensure_own_tables(engine: sa.Engine, settings: ConnectionSettings) -> None:
+    """Create the tables a connector keeps outside the Alembic history, where they are missing."""
+    own = connector_of(settings).own_tables
+    if own is None:
+        return
+    for table in own():
+        table.create(engine, checkfirst=True)
 
 
 def check_blocks(engine: sa.Engine, connection: str, client: Client) -> None:

@@ -30,6 +30,7 @@ from etl.core.pull.writer_process import WriterProcess
 from etl.core.run.records import (
     check_blocks,
     end_run,
+    ensure_own_tables,
     long_lived_objects_frozen,
     own_account,
     save_block,
@@ -94,6 +95,7 @@ def sync(
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     try:
         ensure_current(engine)
+        ensure_own_tables(engine, settings)
         with own_account(engine, connection, limiters):
             return pull(config, engine, connection, settings, streams, full=full, reconcile_deletes=reconcile_deletes,
                          progress=progress, transport=transport, stop=stop, job=job, limiters=limiters,
