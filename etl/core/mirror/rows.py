@@ -129,7 +129,10 @@ class RowBuilder:
                                    kind, convert, column))
         self.columns = tuple(columns)
         self.names = tuple(c.name for c in columns)
-        self.updated_column: str | None = "date_updated" if "date_updated" in table.columns else None
+        # the remote's last-update time: the column marked {"updated": True}, or EddyDesk's date_updated
+        marked = [c.name for c in table.columns if c.info.get("updated")]
+        self.updated_column: str | None = marked[0] if marked else (
+            "date_updated" if "date_updated" in table.columns else None)
         self.tz = tz
         self._packers: dict[str, Pack] = {}
 
