@@ -1,0 +1,1 @@
+"""Connectors that live only in tests."""
