@@ -25,4 +25,4 @@ bench: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check etl tests benchmarks scheduler.py
-	$(BIN)/mypy etl
+	$(BIN)/mypy etl tests

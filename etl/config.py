@@ -26,7 +26,7 @@ def _config_model(systems: tuple[str, ...]) -> type[Config]:
     """`Config` whose connections are validated by these systems' settings models."""
     union: Any = functools.reduce(operator.or_, (connector(system).settings for system in systems))
     settings: Any = union if len(systems) == 1 else Annotated[union, Field(discriminator="system")]
-    connections: Any = dict[str, settings]  # type: ignore[valid-type]  # built at run time, as pydantic reads it
+    connections: Any = dict[str, settings]  # built at run time, as pydantic reads it
     return create_model("Config", __base__=Config, connections=(connections, ...))
 
 

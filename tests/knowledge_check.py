@@ -35,10 +35,10 @@ def assert_knowledge_matches(engine: sa.Engine, state: KnowledgeState) -> None:
         catalogs = _rows(conn, "udesk_knowledge_catalogs")
         live = {i: r for i, r in catalogs.items() if not r["is_deleted"]}
         assert set(live) == set(state.catalogs)
-        for catalog_id, remote in state.catalogs.items():
+        for catalog_id, catalog in state.catalogs.items():
             row = live[catalog_id]
             assert (row["name"], row["parent_id"], row["knowledge_type"], row["agent_id"]) == (
-                remote["name"], remote["parent_id"], remote["knowledge_type"], remote["agent_id"])
+                catalog["name"], catalog["parent_id"], catalog["knowledge_type"], catalog["agent_id"])
             assert row["depth"] == state.depth(catalog_id) <= 4
         for knowledge_type, table in LISTS.items():
             rows = _rows(conn, table)

@@ -89,4 +89,5 @@ def configure(level: str = "info", json: bool | None = None, stream: Any = None)
 
 
 def get_logger(**bound: Any) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger().bind(**bound)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(**bound)
+    return logger

@@ -6,6 +6,7 @@ import pytest
 
 from etl.config import parse_config
 from etl.connectors.eddydesk import client as eddydesk
+from etl.connectors.eddydesk.settings import EddyDeskConnection
 from etl.connectors.eddydesk.simulator.data import Sizes
 from etl.core.errors import ApiError
 from tests.conftest import connection_settings
@@ -16,7 +17,9 @@ def client(simulator, monkeypatch):
     monkeypatch.setenv("DESKSYNC_TEST_API_KEY", "sim-api-key")
     server = simulator(Sizes(tickets=70, users=35, organizations=3, kb_articles=12))
     config = parse_config({"connections": {"h": connection_settings(server)}})
-    c = eddydesk.connect("h", config.connection("h"))
+    settings = config.connection("h")
+    assert isinstance(settings, EddyDeskConnection)
+    c = eddydesk.connect("h", settings)
     yield c, server
     c.close()
 

@@ -158,7 +158,11 @@ def test_failures_become_the_httpx_exceptions_the_retry_table_retries(serve):
 
     cut = serve(lambda h, b: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b'{"data": [')
     cut.close_after_answer = True
-    silent = serve(lambda h, b: (time.sleep(3), ok(b"{}"))[1])
+    def silent_answer(head: bytes, body: bytes) -> bytes:
+        time.sleep(3)
+        return ok(b"{}")
+
+    silent = serve(silent_answer)
     hang_up = serve(lambda h, b: None)
     with httpx.Client(transport=StdlibTransport(), timeout=0.5) as c:
         for server, expected in ((cut, httpx.RemoteProtocolError), (silent, httpx.ReadTimeout),

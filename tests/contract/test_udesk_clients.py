@@ -13,9 +13,11 @@ import pytest
 
 from etl.config import parse_config
 from etl.connectors.udesk.knowledge import client as udesk_km
+from etl.connectors.udesk.knowledge.settings import UdeskKnowledgeConnection
 from etl.connectors.udesk.knowledge.simulator.server import KnowledgeServer
 from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
 from etl.connectors.udesk.servicego import client as servicego
+from etl.connectors.udesk.servicego.settings import ServiceGoConnection
 from etl.connectors.udesk.servicego.simulator.server import ServiceGoServer
 from etl.connectors.udesk.servicego.simulator.store import Sizes
 from etl.connectors.udesk.sign import UdeskSignAuth, sign_params, sign_v1, sign_v2
@@ -66,7 +68,7 @@ def _sg_client(server: ServiceGoServer, monkeypatch: pytest.MonkeyPatch, **overr
     monkeypatch.setenv(UDESK_TOKEN_ENV, overrides.pop("token", UDESK_TOKEN))
     config = parse_config({"connections": {"sg": servicego_settings(server, **overrides)}})
     settings = config.connection("sg")
-    assert isinstance(settings, servicego.ServiceGoConnection)
+    assert isinstance(settings, ServiceGoConnection)
     return servicego.connect("sg", settings)
 
 
@@ -158,7 +160,7 @@ def test_knowledge_failures_carry_the_documented_code(knowledge_sim: Callable[..
     server = knowledge_sim(KnowledgeSizes(questions=5))
     monkeypatch.setenv(UDESK_TOKEN_ENV, UDESK_TOKEN)
     settings = parse_config({"connections": {"kn": knowledge_settings(server)}}).connection("kn")
-    assert isinstance(settings, udesk_km.UdeskKnowledgeConnection)
+    assert isinstance(settings, UdeskKnowledgeConnection)
     client = udesk_km.connect("kn", settings)
     other_agents = next(c for c in server.state.catalogs.values() if c["agent_id"] == 12)
     with pytest.raises(ApiError) as caught:
@@ -246,7 +248,7 @@ def test_km_entities_are_written_with_value_level_changes(knowledge_sim: Callabl
     server = knowledge_sim(KnowledgeSizes(questions=5, entities=2))
     monkeypatch.setenv(UDESK_TOKEN_ENV, UDESK_TOKEN)
     settings = parse_config({"connections": {"kn": knowledge_settings(server)}}).connection("kn")
-    assert isinstance(settings, udesk_km.UdeskKnowledgeConnection)
+    assert isinstance(settings, UdeskKnowledgeConnection)
     km = udesk_km.connect("kn", settings).km
     assert km is not None
     created = km.request_json("POST", "v1/entity", json={"robotId": 83, "name": "City", "apiName": "city"}).body["data"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -122,7 +123,7 @@ def test_api_keys_are_stored_only_when_the_configuration_opts_in(sqlite_url, sim
     config = make_config(sqlite_url, server, store_api_keys=True)
     jobs.sync(config, "helpdesk", ("users",))
     with open_engine(sqlite_url).connect() as conn:
-        stored = dict(conn.execute(sa.text("SELECT id, api_key FROM eddydesk_users")).all())
+        stored: dict[Any, Any] = dict(conn.execute(sa.text("SELECT id, api_key FROM eddydesk_users")).all())
     assert stored == {uid: u["api_key"] for uid, u in server.state.users.records.items()}
 
 

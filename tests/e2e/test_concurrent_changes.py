@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -51,7 +52,7 @@ def test_updates_during_the_scan_do_not_shift_pages_and_lose_records(sqlite_url,
     second = jobs.sync(config, "helpdesk", ("tickets", "ticket_posts", "ticket_comments"))
     assert second.status == "ok"
     with engine.connect() as conn:
-        titles = dict(conn.execute(sa.text("SELECT id, title FROM eddydesk_tickets")).all())
+        titles: dict[Any, Any] = dict(conn.execute(sa.text("SELECT id, title FROM eddydesk_tickets")).all())
     assert titles == {i: t["title"] for i, t in server.state.tickets.records.items()}
 
 
@@ -77,7 +78,7 @@ def test_two_accounts_share_one_mirror_side_by_side(db_url, simulator, make_conf
     assert_mirror_matches(engine, one.state, connection="east")
     assert_mirror_matches(engine, two.state, connection="west")
     with engine.connect() as conn:
-        counts = dict(conn.execute(sa.text(
+        counts: dict[Any, Any] = dict(conn.execute(sa.text(
             "SELECT connection, count(*) FROM eddydesk_tickets GROUP BY connection")).all())
     assert counts == {"east": 90, "west": 60}
 

@@ -386,7 +386,7 @@ def test_a_refused_row_is_held_with_the_api_error_and_goes_through_once_fixed(
     assert (outcome.ok, outcome.failed) == (1, 2)
     assert state.tickets.records[10]["title"] == "Fine"
     with engine.connect() as conn:
-        held = dict(conn.execute(sa.text("SELECT record_id, error FROM push_held ORDER BY record_id")).all())
+        held: dict[Any, Any] = dict(conn.execute(sa.text("SELECT record_id, error FROM push_held ORDER BY record_id")).all())
         logged = conn.execute(sa.text("SELECT code, message FROM push_log WHERE record_id = 9")).one()
     assert held[9] == "[e-411] Bad request: Field {owner_id} with id {99999} does not exist"
     assert "Required field {description} is missing or empty" in held[-5]

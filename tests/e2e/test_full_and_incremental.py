@@ -3,6 +3,8 @@ request count proportional to the changes, not to the dataset."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 
@@ -65,7 +67,7 @@ def test_the_options_of_a_field_deleted_remotely_are_marked_deleted(db_url, simu
     summary = jobs.sync(config, "helpdesk")
     assert summary.status == "ok"
     with engine.connect() as conn:
-        rows = dict(conn.execute(sa.text("SELECT id, is_deleted FROM eddydesk_custom_field_options "
+        rows: dict[Any, Any] = dict(conn.execute(sa.text("SELECT id, is_deleted FROM eddydesk_custom_field_options "
                                          "WHERE scope = 'user' AND field_id = :f"), {"f": field["id"]}).all())
         logged = conn.execute(sa.text("SELECT count(*) FROM change_log WHERE table_name = "
                                       "'eddydesk_custom_field_options' AND operation = 'delete'")).scalar()

@@ -279,7 +279,7 @@ def test_knowledge_pushes_killed_between_the_remote_write_and_the_write_back_lea
     from etl.core.run import jobs
 
     server = knowledge_sim(KnowledgeSizes(questions=20, expressions=4, links=4, attachments=2, entities=4))
-    push = {"catalogs": {}, "questions": {}, "km_entities": {}}
+    push: dict[str, Any] = {"catalogs": {}, "questions": {}, "km_entities": {}}
     settings = knowledge_settings(server, push=push)
     config_obj = udesk_config(sqlite_url, {"kn": settings})
     jobs.sync(config_obj, "kn")

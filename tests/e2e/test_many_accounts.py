@@ -97,12 +97,14 @@ def test_accounts_sync_side_by_side_within_their_own_budgets(sqlite_url: str, tm
     assert all(r.status == "ok" for r in runs), [(r.connection, r.status) for r in runs]
     _assert_no_overlaps(runs, key=lambda r: r.connection)  # one account: one run at a time
     first = {n: next(r for r in runs if r.connection == f"acct{n}") for n in range(ACCOUNTS)}
-    side_by_side = sum(1 for a in range(ACCOUNTS) for b in range(a + 1, ACCOUNTS)
-                       if first[a].started_at < first[b].finished_at and first[b].started_at < first[a].finished_at)
+    def overlap(a: Any, b: Any) -> bool:
+        return bool(a.started_at < b.finished_at and b.started_at < a.finished_at)
+
+    side_by_side = sum(1 for a in range(ACCOUNTS) for b in range(a + 1, ACCOUNTS) if overlap(first[a], first[b]))
     assert side_by_side > 0, "the accounts' backfills ran at the same time, not one after another"
-    for n, state in enumerate(states):
-        assert server.limits(state.admin_email).rejections == 0, f"acct{n} was refused"
-        assert_mirror_matches(engine, state, connection=f"acct{n}")
+    for n, helpdesk_state in enumerate(states):
+        assert server.limits(helpdesk_state.admin_email).rejections == 0, f"acct{n} was refused"
+        assert_mirror_matches(engine, helpdesk_state, connection=f"acct{n}")
     for n, sg_state in enumerate(udesk):
         stats = servicego.stats(sg_state.email)
         assert stats.get("rate_limited", 0) == 0 and stats["refused"] == 0, f"sg{n}: {stats}"

@@ -19,7 +19,7 @@ from etl.core.mirror.db import open_engine
 from etl.core.run import jobs
 from tests.conftest import knowledge_settings
 
-PUSH = {"tickets": {}, "ticket_posts": {}, "ticket_comments": {}}
+PUSH: dict[str, Any] = {"tickets": {}, "ticket_posts": {}, "ticket_comments": {}}
 
 
 def _sql(engine: sa.Engine, statement: str, **params: Any) -> None:

@@ -74,7 +74,7 @@ def test_a_field_added_remotely_becomes_a_column(db_url: str, servicego_sim: Cal
     assert "wechat_id" in columns
     assert_servicego_matches(engine, state)
     with engine.connect() as conn:
-        values = dict(conn.execute(sa.text("SELECT id, wechat_id FROM servicego_contact WHERE wechat_id IS NOT NULL")).all())
+        values: dict[Any, Any] = dict(conn.execute(sa.text("SELECT id, wechat_id FROM servicego_contact WHERE wechat_id IS NOT NULL")).all())
     assert values == {i: f"wx-{i}" for i in some}
     engine.dispose()
 
@@ -106,7 +106,7 @@ def test_a_field_added_during_a_scan_through_the_writer_process(db_url: str,
     assert {e["object"] for e in logs if e["event"] == "scan_through_writer_process"} == {"customer", "contact", "case"}
     engine = open_engine(db_url)
     with engine.connect() as conn:
-        values = dict(conn.execute(sa.text("SELECT id, wechat_id FROM servicego_contact WHERE wechat_id IS NOT NULL")).all())
+        values: dict[Any, Any] = dict(conn.execute(sa.text("SELECT id, wechat_id FROM servicego_contact WHERE wechat_id IS NOT NULL")).all())
         state_row = conn.execute(sa.text("SELECT state FROM sync_state WHERE stream = 'servicego/contact'")).scalar_one()
     saved = state_row if isinstance(state_row, dict) else orjson.loads(state_row)  # JSONB on PostgreSQL
     assert saved["rescan"] is True, "the records read before the field existed are read again"
@@ -344,7 +344,7 @@ def test_one_objects_crash_does_not_stop_the_others(sqlite_url: str, servicego_s
 
     server = servicego_sim(Sizes(customers=30, contacts=40, cases=50))
     config = udesk_config(sqlite_url, {"sg": servicego_settings(server)})
-    real = servicego_connector.find_deletions
+    from etl.connectors.udesk.servicego.deletes import find_deletions as real
 
     def crash_on_contacts(sync_: Any, total: int, full_pass: bool) -> int:
         if sync_.obj.name == "contact":

@@ -1,10 +1,14 @@
 """Configuration errors name the key and what is wrong with it."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from etl.config import load_config, parse_config
+from etl.connectors.eddydesk.settings import EddyDeskConnection
+from etl.connectors.udesk.knowledge.settings import UdeskKnowledgeConnection
+from etl.connectors.udesk.servicego.settings import ServiceGoConnection
 from etl.core.errors import ConfigError
 
 GOOD = {
@@ -15,7 +19,7 @@ GOOD = {
 }
 
 
-def _error(data: dict) -> str:
+def _error(data: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as raised:
         parse_config(data, "desksync.toml")
     return str(raised.value)
@@ -24,6 +28,7 @@ def _error(data: dict) -> str:
 def test_a_good_config_loads_with_documented_defaults():
     config = parse_config({"connections": {"helpdesk": GOOD}})
     conn = config.connection("helpdesk")
+    assert isinstance(conn, EddyDeskConnection)
     assert conn.rate_limit.per_minute == 300 and conn.rate_limit.knowledge_base_per_minute == 60
     assert conn.base_url == "https://acme.eddydesk.com/api/v2" and conn.store_api_keys is False
 
@@ -51,7 +56,9 @@ def test_a_missing_secret_names_the_variable_not_a_value(monkeypatch):
     monkeypatch.delenv("ACME_KEY", raising=False)
     config = parse_config({"connections": {"helpdesk": GOOD}})
     with pytest.raises(ConfigError, match="connections.helpdesk.api_key_env: environment variable ACME_KEY is not set"):
-        config.connection("helpdesk").api_key("helpdesk")
+        settings = config.connection("helpdesk")
+        assert isinstance(settings, EddyDeskConnection)
+        settings.api_key("helpdesk")
 
 
 def test_an_unknown_connection_lists_the_known_ones():
@@ -92,7 +99,8 @@ def test_udesk_connections_default_to_the_vendor_limit():
         "system": "udesk_knowledge", "base_url": "https://demo.udesk.cn/open_api_v1", "email": "admin@udesk.cn",
         "api_token_env": "KN_TOKEN"}}})
     assert config.connection("sg").rate_limit.per_minute == 60
-    assert config.connection("kn").sign_version == "v2"
+    knowledge = config.connection("kn")
+    assert isinstance(knowledge, UdeskKnowledgeConnection) and knowledge.sign_version == "v2"
 
 
 def test_udesk_config_errors_are_named():
@@ -110,5 +118,6 @@ def test_udesk_config_errors_are_named():
 def test_a_missing_udesk_token_names_the_variable(monkeypatch):
     monkeypatch.delenv("SG_TOKEN", raising=False)
     settings = parse_config({"connections": {"sg": SERVICEGO}}).connection("sg")
+    assert isinstance(settings, ServiceGoConnection)
     with pytest.raises(ConfigError, match="connections.sg.api_token_env: environment variable SG_TOKEN"):
         settings.api_token("sg")

@@ -166,9 +166,7 @@ def test_a_connector_imports_the_core_and_itself_only() -> None:
             continue
         own = _system_of(module)
         for target in targets:
-            if _within(target, *APP):
-                reaching.add((module, target))
-            elif _within(target, CONNECTORS) and not _within(target, own) and not (
+            if _within(target, *APP) or _within(target, CONNECTORS) and not _within(target, own) and not (
                     target in VENDORS or (target.count(".") == 3 and _within(target, *VENDORS)
                                           and _within(module, *VENDORS))):
                 reaching.add((module, target))

@@ -16,8 +16,9 @@ from etl.config import parse_config
 from etl.connectors.eddydesk.simulator.data import Sizes
 from etl.connectors.eddydesk.streams import BY_NAME, STREAMS
 from etl.connectors.eddydesk.writers import helpdesk_writer
+from etl.core.mirror.rows import PackingBuilder
 
-DIALECTS = {"sqlite": sqlite.dialect(), "postgresql": postgresql.psycopg.dialect()}  # type: ignore[attr-defined]
+DIALECTS = {"sqlite": sqlite.dialect(), "postgresql": postgresql.psycopg.dialect()}
 
 
 def _settings(**extra: Any) -> Any:
@@ -49,7 +50,7 @@ def _records(base: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-ODD_TICKETS = [
+ODD_TICKETS: list[dict[str, Any]] = [
     # every documented empty shape, numbers and flags as strings, members missing
     {"id": 900001, "date_created": "null", "date_updated": "0000-00-00 00:00:00", "sla_date": "",
      "freeze": "1", "deleted": "false", "priority_id": "7", "ticket_lock": True, "title": 12.5,
@@ -61,7 +62,7 @@ ODD_TICKETS = [
      "followers": ["5", 6], "cc": ["a@example.com"]},
 ]
 
-BAD_TICKETS = [
+BAD_TICKETS: list[dict[str, Any]] = [
     {"id": 900101, "date_created": "31.02.2020 25:61", "date_updated": "2020-01-01 10:00:00"},
     {"id": 900102, "freeze": "maybe", "priority_id": "seven", "date_updated": "yesterday"},
 ]
@@ -78,7 +79,10 @@ def test_packing_straight_from_records_equals_building_rows_first(simulator, dia
             writer = helpdesk_writer(stream, settings, "c")
             given = records[stream.name]
             assert given, stream.name
-            scope = {**stream.scope, stream.parent_column: 5} if stream.name.endswith("_options") else stream.scope
+            scope: dict[str, Any] = stream.scope
+            if stream.name.endswith("_options") and stream.parent_column is not None:
+                scope = {**stream.scope, stream.parent_column: 5}
+            assert isinstance(writer.builder, PackingBuilder)
             writer.builder.packer(DIALECTS[dialect])(given[0])  # the shortcut takes the simulator's records
             fast = writer.pack_records(given, DIALECTS[dialect], scope=scope)
             slow = writer.pack(writer.prepare(given, scope=scope), DIALECTS[dialect])
@@ -140,7 +144,7 @@ def test_child_rows_follow_their_tables_column_order(simulator):
         ("cc", 0, "a@example.com", None), ("follower", 0, None, 5), ("follower", 1, None, 6)]
 
 
-ODD_SERVICEGO = [
+ODD_SERVICEGO: list[dict[str, Any]] = [
     # empty values of every kind, numbers as numbers, a member missing, an unknown field
     {"id": 7000001, "fieldDataList": [
         {"fieldApiName": "name", "fieldTypeApiName": "field_type_single_line", "fieldValue": ""},
@@ -153,7 +157,7 @@ ODD_SERVICEGO = [
     {"id": 7000002},
     {"id": 7000003, "fieldDataList": None},
 ]
-BAD_SERVICEGO = [
+BAD_SERVICEGO: list[dict[str, Any]] = [
     {"id": 7000101, "fieldDataList": [
         {"fieldApiName": "annualRevenue", "fieldTypeApiName": "field_type_number", "fieldValue": "lots"},
         {"fieldApiName": "updateTime", "fieldTypeApiName": "field_type_date_time", "fieldValue": "2020-13-45 10:00"}]},
@@ -166,13 +170,14 @@ def test_servicego_records_pack_straight_as_their_rows_would(dialect):
     """RecordBuilder.packer against building the row dicts first, for every field type."""
     from etl.connectors.udesk.servicego.models import FIELDS, ObjectSchema, RecordBuilder, fields_of
     from etl.connectors.udesk.servicego.pull import object_writer
-    from etl.connectors.udesk.servicego.settings import ServiceGoObject
+    from etl.connectors.udesk.servicego.settings import ServiceGoConnection, ServiceGoObject
     from etl.connectors.udesk.servicego.simulator.store import ServiceGoState, Sizes
 
     state = ServiceGoState(Sizes(customers=20, contacts=20, cases=20))
     settings = parse_config({"mirror": {"url": "sqlite://"}, "connections": {"c": {
         "system": "servicego", "base_url": "http://127.0.0.1:1/api", "email": "a@example.com",
         "api_token_env": "UNUSED", "objects": [{"name": "customer"}]}}}).connections["c"]
+    assert isinstance(settings, ServiceGoConnection)
     engine = sa.create_engine("sqlite://")
     FIELDS.create(engine)  # the registry the columns are named in
     for obj in ("customer", "contact", "case"):

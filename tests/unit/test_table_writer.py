@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from etl.config import parse_config
 from etl.connectors.udesk.servicego.models import ObjectSchema, fields_of
 from etl.connectors.udesk.servicego.pull import object_writer
-from etl.connectors.udesk.servicego.settings import ServiceGoObject
+from etl.connectors.udesk.servicego.settings import ServiceGoConnection, ServiceGoObject
 from etl.connectors.udesk.servicego.simulator.store import ServiceGoState, Sizes
 from etl.core.mirror.db import open_engine, upgrade
 
@@ -33,6 +33,7 @@ def test_a_backfill_in_id_order_looks_up_only_ids_the_table_can_hold(db_url):
     settings = parse_config({"mirror": {"url": db_url}, "connections": {"c": {
         "system": "servicego", "base_url": "http://127.0.0.1:1/api", "email": "a@example.com",
         "api_token_env": "UNUSED", "objects": [{"name": "customer"}]}}}).connections["c"]
+    assert isinstance(settings, ServiceGoConnection)
     engine = open_engine(db_url)
     upgrade(engine)
     schema = ObjectSchema("customer")

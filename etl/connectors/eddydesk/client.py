@@ -129,7 +129,8 @@ class EddyDeskClient:
         body = response.body
         if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
             raise MalformedResponse(SYSTEM, "answer has no 'data' object", path=path)
-        return body["data"]
+        data: dict[str, Any] = body["data"]
+        return data
 
     def sessions(self) -> list[Session]:
         return [self.session]

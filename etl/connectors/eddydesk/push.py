@@ -255,7 +255,8 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
 def _data(body: Any, path: str) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
         raise MalformedResponse("eddydesk", "answer has no 'data' object", path=path)
-    return body["data"]
+    data: dict[str, Any] = body["data"]
+    return data
 
 
 def _find_existing(client: EddyDeskClient, spec: Writable, push: EddyDeskPush, write: PlannedWrite,

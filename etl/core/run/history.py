@@ -44,7 +44,7 @@ def last_started(conn: sa.Connection, job: str) -> datetime | None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else iso_utc(value)  # type: ignore[no-any-return]
+    return None if value is None else iso_utc(value)
 
 
 def next_run(spec: JobConfig, last_started: datetime | None, now: datetime) -> datetime:

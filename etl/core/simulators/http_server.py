@@ -8,7 +8,7 @@ import gc
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -47,7 +47,7 @@ class AppServer:
         self.server = uvicorn.Server(_config(app))
         self._thread: threading.Thread | None = None
 
-    def start(self) -> AppServer:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name=self.name,
                                         daemon=True)
         self._thread.start()

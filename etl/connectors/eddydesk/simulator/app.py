@@ -104,7 +104,7 @@ def _date_param(params: Any, name: str) -> str | None:
         return None
     if not DATE_RE.match(value):
         raise BadRequest(f"Field {{{name}}} value is incorrect (date format 2017-12-31 00:00:00)")
-    return value
+    return str(value)
 
 
 def _id_list(params: Any, name: str) -> set[str] | None:

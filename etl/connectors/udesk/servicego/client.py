@@ -70,7 +70,7 @@ def next_scroll_id(records: list[dict[str, Any]], previous: int, path: str) -> i
     if largest <= previous:
         raise MalformedResponse(SYSTEM, f"scroll did not advance (largest id {largest} after scrollId {previous})",
                                 path=path)
-    return largest
+    return int(largest)
 
 
 def conditions_body(conditions: tuple[Condition, ...]) -> list[dict[str, str]]:

@@ -46,7 +46,7 @@ def to_text(field: FieldColumn, value: Any, tz: tzinfo) -> str | None:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        return str(moment.astimezone(tz).strftime("%Y-%m-%d %H:%M"))
     if kind == "field_type_date":
         return value.isoformat()[:10] if isinstance(value, date | datetime) else str(value)[:10]
     return str(value)
