@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from etl.connectors.eddydesk import models as m
 from etl.core.mirror.base import Base, table_of
 from etl.core.mirror.normalize import to_int, to_str
+from etl.core.mirror.packing import ChildRows
 from etl.core.mirror.pending import Queue
-from etl.core.mirror.write import ChildRows
 
 Kind = Literal["windowed", "full", "child"]
 

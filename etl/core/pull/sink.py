@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from etl.core.mirror.write import Packed
+from etl.core.mirror.packing import Packed
 from etl.core.pull.context import RunContext
 from etl.core.pull.writer_process import Answered, Apply, pickled
 

@@ -20,8 +20,9 @@ import sqlalchemy as sa
 
 from etl.core.errors import MalformedResponse
 from etl.core.log import get_logger
+from etl.core.mirror.packing import Packed
 from etl.core.mirror.state import load_state, save_state
-from etl.core.mirror.write import Packed, TableWriter, WriteStats
+from etl.core.mirror.write import TableWriter, WriteStats
 from etl.core.pool import Emit, run_jobs
 from etl.core.pull.context import RunContext
 from etl.core.pull.sink import decode, page_sink

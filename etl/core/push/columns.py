@@ -19,8 +19,9 @@ import orjson
 import sqlalchemy as sa
 
 from etl.core.mirror.base import table_of
+from etl.core.mirror.packing import Prepared
 from etl.core.mirror.rows import RowBuilder
-from etl.core.mirror.write import Prepared, in_scope
+from etl.core.mirror.write import in_scope
 from etl.core.push.conflicts import open_conflict, record_conflicts, settle
 from etl.core.push.fields import merge
 

@@ -116,7 +116,6 @@ def pull(config: Config, engine: sa.Engine, connection: str, settings: Connectio
             PullRequest(engine, connection, settings, streams, full, reconcile_deletes))
     except ValueError as exc:
         raise DesksyncError(str(exc)) from None
-    log = get_logger(connection=connection)
     started = time.perf_counter()
     run_id = start_run(engine, connection, "sync", [p.name for p in plan], job)
     try:
@@ -135,35 +134,10 @@ def pull(config: Config, engine: sa.Engine, connection: str, settings: Connectio
         session.stop = ctx.stop  # a rate-limit wait or a retry's backoff ends at once when the run stops
         session.on_wait = waiting
     summary = SyncSummary(run_id, connection, "failed")  # until the streams loop completes
-    blocked_budgets: set[str] = set()
     try:
         check_blocks(engine, connection, client)
         with long_lived_objects_frozen():
-            for planned in plan:
-                if planned.budget in blocked_budgets:
-                    summary.errors[planned.name] = f"skipped: the {planned.budget} budget is blocked"
-                    continue
-                log.info("stream_started", stream=planned.name)
-                try:
-                    planned.run(ctx)
-                except AuthError:
-                    raise  # every other stream would be refused the same way
-                except (Stopped, KeyboardInterrupt):
-                    raise
-                except (RemoteError, MassDeleteRefused) as exc:
-                    if isinstance(exc, RateLimitBlocked):
-                        save_block(engine, connection, exc)
-                        blocked_budgets.add(exc.budget)
-                    _stream_failed(ctx, summary, planned, str(exc))
-                except DesksyncError:
-                    raise  # the mirror or the configuration: every other stream would fail the same way
-                except _DATA_BUGS as exc:  # code meeting data it did not foresee: one stream's trouble
-                    log.exception("stream_crashed", stream=planned.name)
-                    _stream_failed(ctx, summary, planned, f"internal error: {type(exc).__name__}: {exc}")
-                else:
-                    if planned.records_success:
-                        record_success(engine, connection, planned.key)
-                    log.info("stream_finished", stream=planned.name)
+            _run_streams(ctx, plan, summary)
         summary.status = "failed" if summary.errors else "ok"
     except (Stopped, KeyboardInterrupt):
         summary.status = "interrupted"
@@ -181,6 +155,38 @@ def pull(config: Config, engine: sa.Engine, connection: str, settings: Connectio
         _finish_run(engine, summary, client, ctx)
         client.close()
     return summary
+
+
+def _run_streams(ctx: RunContext, plan: list[PlannedStream], summary: SyncSummary) -> None:
+    """Each planned stream in turn; one that fails is recorded and the others go on, unless what
+    ended it would end every other stream the same way."""
+    log = get_logger(connection=ctx.connection)
+    blocked_budgets: set[str] = set()
+    for planned in plan:
+        if planned.budget in blocked_budgets:
+            summary.errors[planned.name] = f"skipped: the {planned.budget} budget is blocked"
+            continue
+        log.info("stream_started", stream=planned.name)
+        try:
+            planned.run(ctx)
+        except AuthError:
+            raise  # every other stream would be refused the same way
+        except (Stopped, KeyboardInterrupt):
+            raise
+        except (RemoteError, MassDeleteRefused) as exc:
+            if isinstance(exc, RateLimitBlocked):
+                save_block(ctx.engine, ctx.connection, exc)
+                blocked_budgets.add(exc.budget)
+            _stream_failed(ctx, summary, planned, str(exc))
+        except DesksyncError:
+            raise  # the mirror or the configuration: every other stream would fail the same way
+        except _DATA_BUGS as exc:  # code meeting data it did not foresee: one stream's trouble
+            log.exception("stream_crashed", stream=planned.name)
+            _stream_failed(ctx, summary, planned, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            if planned.records_success:
+                record_success(ctx.engine, ctx.connection, planned.key)
+            log.info("stream_finished", stream=planned.name)
 
 
 # What code raises on data it did not foresee (a crash of one stream, which must not stop the

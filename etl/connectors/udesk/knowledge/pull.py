@@ -23,8 +23,9 @@ from etl.connectors.udesk.knowledge.client import KnowledgeClient
 from etl.connectors.udesk.knowledge.diff import WRITABLE
 from etl.connectors.udesk.knowledge.settings import UdeskKnowledgeConnection
 from etl.core.mirror.base import Base, table_of
+from etl.core.mirror.packing import ChildRows
 from etl.core.mirror.rows import RowBuilder
-from etl.core.mirror.write import ChildRows, TableWriter
+from etl.core.mirror.write import TableWriter
 from etl.core.pull.context import RunContext
 from etl.core.push.columns import Texts, merger
 

@@ -43,8 +43,9 @@ from etl.connectors.udesk.servicego.settings import ServiceGoConnection, Service
 from etl.connectors.udesk.servicego.types import CARRYING, is_text, merge_kinds
 from etl.core.log import get_logger
 from etl.core.mirror.delete_guard import DeleteGuard
+from etl.core.mirror.packing import Packed
 from etl.core.mirror.state import load_state, save_state
-from etl.core.mirror.write import Packed, TableWriter, UpsertResult, WriteStats
+from etl.core.mirror.write import TableWriter, UpsertResult, WriteStats
 from etl.core.pool import Emit, run_jobs
 from etl.core.pull.sink import page_sink
 from etl.core.pull.writer_process import Apply
