@@ -10,12 +10,14 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
 
-from etl.config import load_config
+from etl.cli_pipeline import pipeline
+from etl.cli_simulate import simulate
+from etl.cli_support import fail, load
 from etl.core import log
 from etl.core.config import Config
 from etl.core.errors import ConfigError, DesksyncError, Stopped
@@ -24,27 +26,7 @@ from etl.core.pull.context import fork_writer_if_it_pays
 from etl.core.run import jobs
 from etl.health import problems_of
 
-
-def _load(ctx: click.Context) -> Config:
-    try:
-        config = load_config(ctx.obj["config_path"])
-    except ConfigError as exc:
-        _fail(exc)
-    try:
-        ctx.obj["mirror_url"] = config.mirror.resolved_url(config.base_dir)
-    except ConfigError as exc:
-        _fail(exc)
-    level = "debug" if ctx.obj["verbose"] else config.log.level
-    log.configure(level, config.log.json_output)
-    return config
-
-
 T = TypeVar("T")
-
-
-def _fail(exc: DesksyncError) -> NoReturn:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
 _GLOBAL_FLAGS = ("-v", "--verbose")
@@ -86,7 +68,7 @@ class _Commands(click.Group):
             url = (ctx.obj or {}).get("mirror_url")
             if url is None:
                 raise
-            _fail(mirror_error(sa.engine.make_url(url), exc, "use"))
+            fail(mirror_error(sa.engine.make_url(url), exc, "use"))
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,11 +88,11 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 @click.pass_context
 def init(ctx: click.Context) -> None:
     """Create or upgrade the mirror's schema (Alembic migrations)."""
-    config = _load(ctx)
+    config = load(ctx)
     try:
         head = jobs.init(config)
     except DesksyncError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"mirror schema is at revision {head}")
 
 
@@ -160,7 +142,7 @@ def print_summary(summary: jobs.SyncSummary) -> None:
 def sync(ctx: click.Context, connection: str | None, streams: tuple[str, ...], full: bool, reconcile: bool,
          allow_mass_delete: bool) -> None:
     """Pull remote changes into the mirror (all connections, or one)."""
-    config = _load(ctx)
+    config = load(ctx)
     names = [connection] if connection else list(config.connections)
     failed, config_error = False, False
     for name in names:
@@ -192,11 +174,11 @@ def ui(ctx: click.Context, host: str, port: int, token_env: str | None, allow_ac
 
     from etl.console.app import build_app, console_token
 
-    config = _load(ctx)
+    config = load(ctx)
     try:
         app = build_app(config, console_token(host, token_env), allow_actions=allow_actions)
     except ConfigError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"desksync console on http://{host}:{port}/ ({'actions allowed' if allow_actions else 'read-only'}); "
                "/metrics and /healthz for monitoring", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -212,11 +194,11 @@ def ui(ctx: click.Context, host: str, port: int, token_env: str | None, allow_ac
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, check: bool, prometheus: bool) -> None:
     """Per connection and stream: rows, cursor, last success and error; per scheduled job: last and next run."""
-    config = _load(ctx)
+    config = load(ctx)
     try:
         report = jobs.status(config)
     except DesksyncError as exc:
-        _fail(exc)
+        fail(exc)
     problems = problems_of(report)
     if prometheus:
         from etl.metrics import prometheus_text
@@ -268,14 +250,14 @@ def _read_mirror(ctx: click.Context, read: Callable[[Any], T]) -> T:
     """`read(connection)` on the configured mirror (schema checked); a problem ends the command."""
     from etl.core.mirror.db import ensure_current, open_engine
 
-    config = _load(ctx)
+    config = load(ctx)
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     try:
         ensure_current(engine)
         with engine.connect() as conn:
             return read(conn)
     except DesksyncError as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         engine.dispose()
 
@@ -310,11 +292,11 @@ def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None
 @click.pass_context
 def push(ctx: click.Context, connection: str, dry_run: bool, retry_failed: bool, tables: tuple[str, ...]) -> None:
     """Send local edits of the mirror to the remote (tables with a [push] section)."""
-    config = _load(ctx)
+    config = load(ctx)
     try:
         summary = jobs.push(config, connection, dry_run=dry_run, retry_failed=retry_failed, tables=tables)
     except DesksyncError as exc:
-        _fail(exc)
+        fail(exc)
     for table, outcome in summary.tables.items():
         count = {op: sum(w.operation == op for w in outcome.planned) for op in ("create", "update", "delete")}
         click.echo(f"{table}: {count['create']} creates, {count['update']} updates, {count['delete']} deletes"
@@ -329,78 +311,6 @@ def push(ctx: click.Context, connection: str, dry_run: bool, retry_failed: bool,
         else:
             click.echo(f"  sent {outcome.sent}: {outcome.ok} ok, {outcome.failed} held (see desksync status)")
     sys.exit(1 if summary.failed and not dry_run else 0)
-
-
-@main.group()
-def pipeline() -> None:
-    """Cross-system pipelines ([pipelines.NAME] in the configuration)."""
-
-
-@pipeline.command("run")
-@click.argument("name")
-@click.option("--dry-run", is_flag=True, help="Stage every step, print what would be written, send nothing.")
-@click.option("--retry-failed", is_flag=True, help="Send target rows an earlier push held again (after fixing them).")
-@click.pass_context
-def pipeline_run(ctx: click.Context, name: str, dry_run: bool, retry_failed: bool) -> None:
-    """Write the records changed since the last run into the target, step by step."""
-    config = _load(ctx)
-    try:
-        summary = jobs.run_pipeline(config, name, dry_run=dry_run, retry_failed=retry_failed)
-    except DesksyncError as exc:
-        _fail(exc)
-    verb = "would write" if dry_run else "staged"
-    for step in summary.steps:
-        click.echo(f"{step.step} -> {step.target}: {verb} {step.created} creates, {step.updated} updates, "
-                   f"{step.deleted} deletes; {step.unchanged} unchanged"
-                   + (f", {step.skipped} skipped" if step.skipped else ""))
-        if step.push is not None:
-            click.echo(f"  sent {step.push.sent}: {step.push.ok} ok, {step.push.failed} held by the target "
-                       "(desksync status lists them)")
-        for source_id, ancestor in step.folded:
-            click.echo(f"  folded: {source_id} is deeper than the target allows; it goes into {ancestor}")
-        for source_id, why in step.held:
-            click.echo(f"  held: {source_id}: {why}")
-    if not dry_run:
-        click.echo(f"{summary.requests} requests")
-    sys.exit(1 if summary.held and not dry_run else 0)
-
-
-@pipeline.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def pipeline_list(ctx: click.Context, as_json: bool) -> None:
-    """The configured pipelines: source, target and steps."""
-    config = _load(ctx)
-    listed = {name: {"source": p.source, "target": p.target, "steps": [s.name for s in p.steps]}
-              for name, p in config.pipelines.items()}
-    if as_json:
-        click.echo(json.dumps(listed, indent=2))
-        return
-    if not listed:
-        click.echo("no pipelines configured ([pipelines.NAME] in the configuration)")
-    for name, info in listed.items():
-        click.echo(f"{name}: {info['source']} -> {info['target']} ({', '.join(info['steps'])})")
-
-
-@pipeline.command("status")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def pipeline_status(ctx: click.Context, name: str, as_json: bool) -> None:
-    """The id map per step: records linked, waiting for the target's push, folded, held."""
-    config = _load(ctx)
-    try:
-        report = jobs.pipeline_status(config, name)
-    except DesksyncError as exc:
-        _fail(exc)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    for step, info in report.items():
-        click.echo(f"{step}: {info['linked']} linked, {info['waiting_for_push']} waiting for the push, "
-                   f"{len(info['folded'])} folded, {len(info['held'])} held")
-        for source_id, why in info["held"].items():
-            click.echo(f"  held: {source_id}: {why}")
 
 
 @main.command()
@@ -428,11 +338,11 @@ def conflicts(ctx: click.Context, as_json: bool, connection: str | None) -> None
 @click.pass_context
 def resolve(ctx: click.Context, conflict_id: int, take: str) -> None:
     """Settle a conflict: keep the local value (pushed next) or take the remote one."""
-    config = _load(ctx)
+    config = load(ctx)
     try:
         jobs.resolve(config, conflict_id, take)
     except DesksyncError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"conflict {conflict_id} settled: {take} value kept")
 
 
@@ -443,71 +353,11 @@ def schedule(ctx: click.Context, every: float) -> None:
     """Run the configured jobs on their cadences until SIGINT/SIGTERM (same as scheduler.py)."""
     from etl.core.run.schedule import serve
 
-    config = _load(ctx)
+    config = load(ctx)
     try:
         serve(config, every)
     except DesksyncError as exc:
-        _fail(exc)
-
-
-@main.command()
-@click.option("--system", type=click.Choice(["eddydesk", "servicego", "udesk_knowledge"]), default="eddydesk",
-              show_default=True)
-@click.option("--port", default=8765, show_default=True)
-@click.option("--tickets", default=2000, show_default=True)
-@click.option("--users", default=300, show_default=True)
-@click.option("--organizations", default=40, show_default=True)
-@click.option("--articles", default=100, show_default=True)
-@click.option("--records", default=10_000, show_default=True, help="ServiceGo: records over customer, contact, case.")
-@click.option("--questions", default=2_000, show_default=True, help="Udesk knowledge: questions.")
-@click.option("--seed", default=1, show_default=True)
-@click.option("--latency", default=0.0, show_default=True, help="Seconds added to every answer.")
-@click.option("--rate-limit", "rate_limit", default=300, show_default=True,
-              help="Requests per minute (0: none). Udesk simulators: none unless given.")
-@click.option("--minute-seconds", default=60.0, show_default=True, help="Length of the rate-limit minute.")
-def simulate(system: str, port: int, tickets: int, users: int, organizations: int, articles: int, records: int,
-             questions: int, seed: int, latency: float, rate_limit: int, minute_seconds: float) -> None:
-    """Run a simulator on 127.0.0.1.
-
-    EddyDesk: admin@example.com / sim-api-key. Udesk: admin@udesk.cn / the token of seed 000's
-    example (221b368d7f5f597867f525971f28ff75).
-    """
-    if system != "eddydesk":
-        _simulate_udesk(system, port, records, questions, seed, latency)
-        return
-    from etl.connectors.eddydesk.simulator.data import Sizes
-    from etl.connectors.eddydesk.simulator.limits import Limits
-    from etl.connectors.eddydesk.simulator.server import serve_forever
-
-    limits = Limits(per_minute=rate_limit or None, knowledge_base_per_minute=(rate_limit // 5) or None,
-                    minute_seconds=minute_seconds)
-    sizes = Sizes(tickets=tickets, users=users, organizations=organizations, kb_articles=articles,
-                  kb_categories=max(6, articles // 10))
-
-    def ready(server: Any) -> None:
-        click.echo(f"EddyDesk simulator listening on {server.url}", err=True)
-
-    serve_forever(sizes, port, seed=seed, limits=limits, latency=latency, ready=ready)
-
-
-def _simulate_udesk(system: str, port: int, records: int, questions: int, seed: int, latency: float) -> None:
-    server: Any
-    if system == "servicego":
-        from etl.connectors.udesk.servicego.simulator.server import ServiceGoServer
-        from etl.connectors.udesk.servicego.simulator.store import ServiceGoState
-        from etl.connectors.udesk.servicego.simulator.store import Sizes as ServiceGoSizes
-
-        sizes = ServiceGoSizes(customers=records // 10, contacts=records * 3 // 10,
-                               cases=records - records // 10 - records * 3 // 10)
-        server = ServiceGoServer(ServiceGoState(sizes, seed=seed), latency, port=port)
-    else:
-        from etl.connectors.udesk.knowledge.simulator.server import KnowledgeServer
-        from etl.connectors.udesk.knowledge.simulator.store import KnowledgeState
-        from etl.connectors.udesk.knowledge.simulator.store import Sizes as KnowledgeSizes
-
-        server = KnowledgeServer(KnowledgeState(KnowledgeSizes(questions=questions), seed=seed), latency, port=port)
-    click.echo(f"{system} simulator listening on {server.url}", err=True)
-    server.run_forever()
+        fail(exc)
 
 
 @main.command()
@@ -521,7 +371,11 @@ def demo(database: str) -> None:
     try:
         run_demo(Path(database))
     except DesksyncError as exc:
-        _fail(exc)
+        fail(exc)
+
+
+main.add_command(pipeline)
+main.add_command(simulate)
 
 
 if __name__ == "__main__":  # pragma: no cover
