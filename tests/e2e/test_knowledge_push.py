@@ -296,16 +296,16 @@ def test_an_edit_made_while_its_push_is_under_way_survives_the_answer(
     state = server.state
     question = _mine(server, "question")[0]
     _sql(engine, "UPDATE udesk_knowledge_questions SET title = 'Sent title' WHERE id = :i", i=question)
-    answered = loader._answer
+    from etl.connectors.udesk.knowledge.push_shape import answer_record as answered
 
     def edit_then_answer(stream: str, body: Any, path: str) -> Any:
         _sql(engine, "UPDATE udesk_knowledge_questions SET title = 'Edited again', content = '<p>local answer</p>' "
                      "WHERE id = :i", i=question)
         return answered(stream, body, path)
 
-    monkeypatch.setattr(loader, "_answer", edit_then_answer)
+    monkeypatch.setattr(loader, "answer_record", edit_then_answer)
     assert jobs.push(config, "kn").failed == 0
-    monkeypatch.setattr(loader, "_answer", answered)
+    monkeypatch.setattr(loader, "answer_record", answered)
     assert state.items["question"][question]["title"] == "Sent title"
     with engine.connect() as conn:
         assert open_conflicts(conn) == []
@@ -329,13 +329,13 @@ def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_cr
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A new question edited while its create is under way: the created row keeps the edit as a
     local change (its raw is what the remote holds), and the next push sends it."""
-    import etl.connectors.udesk.knowledge.push as loader
+    import etl.connectors.udesk.knowledge.push_create as loader
 
     server, config, engine = _setup(db_url, knowledge_sim, udesk_config)
     state = server.state
     _sql(engine, "INSERT INTO udesk_knowledge_questions (connection, id, catalog_id, title, content, content_type, lasts) "
                  "VALUES ('kn', -1, :c, 'Sent title', '<p>Open tray 2</p>', 'html', true)", c=_leaf(server, "question"))
-    answered = loader._answer
+    from etl.connectors.udesk.knowledge.push_shape import answer_record as answered
     before = set(state.items["question"])
 
     def edit_then_answer(stream: str, body: Any, path: str) -> Any:
@@ -343,9 +343,9 @@ def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_cr
             _sql(engine, "UPDATE udesk_knowledge_questions SET content = '<p>Edited meanwhile</p>' WHERE id = -1")
         return answered(stream, body, path)
 
-    monkeypatch.setattr(loader, "_answer", edit_then_answer)
+    monkeypatch.setattr(loader, "answer_record", edit_then_answer)
     assert jobs.push(config, "kn").failed == 0
-    monkeypatch.setattr(loader, "_answer", answered)
+    monkeypatch.setattr(loader, "answer_record", answered)
     (created,) = set(state.items["question"]) - before
     assert state.items["question"][created]["content"] == "<p>Open tray 2</p>"
     with engine.connect() as conn:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from etl.connectors.udesk.knowledge import client, push
+from etl.connectors.udesk.knowledge import client, push, push_create, push_shape
 from etl.connectors.udesk.knowledge.client import KnowledgeClient
 from etl.connectors.udesk.knowledge.diff import WRITABLE
 from etl.connectors.udesk.knowledge.pull import run_stream, select_streams
@@ -42,11 +42,11 @@ def status_tables(conn: sa.Connection, settings: UdeskKnowledgeConnection) -> li
 
 def push_tables(request: PushRequest) -> list[PushTable]:
     engine, connection, settings = request.engine, request.connection, request.settings
-    names = push_names(connection, push.ORDER, settings.push, request.tables)
+    names = push_names(connection, push_shape.ORDER, settings.push, request.tables)
     if "km_entities" in names and not settings.km_base_url:
         raise DesksyncError(f"connection {connection!r}: pushing km_entities needs km_base_url (the KM entity API)")
     tz = ZoneInfo(settings.timezone)
-    lookups = push.Lookups()  # the remote lists new rows are matched in, fetched once a push
+    lookups = push_create.Lookups()  # the remote lists new rows are matched in, fetched once a push
 
     def table(name: str) -> PushTable:
         spec = WRITABLE[name]
