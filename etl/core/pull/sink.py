@@ -20,7 +20,8 @@ from typing import Any
 
 from etl.core.mirror.packing import Packed
 from etl.core.pull.context import RunContext
-from etl.core.pull.writer_process import Answered, Apply, pickled
+from etl.core.pull.writer_process import Answered
+from etl.core.pull.writer_serve import Apply, pickled
 
 
 def _same(packed: Packed) -> Packed | bytes:

@@ -48,7 +48,7 @@ from etl.core.mirror.state import load_state, save_state
 from etl.core.mirror.write import TableWriter, UpsertResult, WriteStats
 from etl.core.pool import Emit, run_jobs
 from etl.core.pull.sink import page_sink
-from etl.core.pull.writer_process import Apply
+from etl.core.pull.writer_serve import Apply
 from etl.core.tuning import TUNING
 
 if TYPE_CHECKING:  # the writer process imports this module: it needs no clients
