@@ -149,47 +149,54 @@ class Session:
                 _int_header(http.headers, "X-Rate-Limit"), _int_header(http.headers, "X-Rate-Limit-Remaining"), elapsed
             )
             self.log.debug("request", method=method, path=path, status=http.status_code, ms=round(elapsed * 1000, 1))
-            # the body as text is only needed to describe a failure: decoding it costs on big pages
-            ok = 200 <= http.status_code < 300
-            text = "" if ok else http.text
-            action = Action.OK if ok else classify_status(http.status_code, text)
-            if action is Action.OK:
-                try:
-                    body = orjson.loads(http.content)
-                except orjson.JSONDecodeError as exc:
-                    action = Action.RETRY
-                    snippet = scrub_text(http.text[:80]).replace("\n", " ")
-                    last_problem = f"HTTP {http.status_code} body is not valid JSON ({exc}); it starts {snippet!r}"
-                else:
-                    refusal = self.envelope(body) if self.envelope else None
-                    if refusal is None:
-                        return Response(http.status_code, http.headers, body, elapsed, http.content)
-                    action, code, message = refusal
-                    if action is Action.RETRY:
-                        last_problem = f"HTTP {http.status_code} [{code}] {message}"
-                    elif action is Action.AUTH:
-                        raise AuthError(self.system, message or "credentials refused", http.status_code, code, path)
-                    elif action is not Action.BLOCKED:
-                        raise ApiError(self.system, message, http.status_code, code, path)
-            if action is Action.RETRY:
-                if not last_problem:
-                    last_problem = f"HTTP {http.status_code}: {self._describe(text or http.text)}"
-                self._before_retry(attempt, attempts, path, last_problem)
-                continue
-            if action is Action.BLOCKED:
-                limiter_error = limiter.block()
-                self.metrics.rate_limit_rejections += 1
-                limiter_error.path = path
-                self.log.error("rate_limit_blocked", path=path, budget=budget, blocked_for=limiter.block_seconds)
-                raise limiter_error
-            code, message, details = self._error_of(text)
-            error_cls = AuthError if action is Action.AUTH else ApiError
-            if error_cls is AuthError:
-                raise AuthError(self.system, message or "credentials refused", http.status_code, code, path)
-            raise ApiError(self.system, message, http.status_code, code, path, details=details)
+            answer = self._read(http, elapsed, path, budget, limiter)
+            if isinstance(answer, Response):
+                return answer
+            last_problem = answer
+            self._before_retry(attempt, attempts, path, last_problem)
         raise TransientError(
             self.system, f"gave up after {attempts} attempts; last problem: {last_problem}", path=path, attempts=attempts
         )
+
+    def _read(self, http: httpx.Response, elapsed: float, path: str, budget: str,
+              limiter: RateLimiter) -> Response | str:
+        """An answer as the caller gets it, or what went wrong if it is worth another try;
+        raises for a refusal (a block, bad credentials, the API's error)."""
+        # the body as text is only needed to describe a failure: decoding it costs on big pages
+        ok = 200 <= http.status_code < 300
+        text = "" if ok else http.text
+        action = Action.OK if ok else classify_status(http.status_code, text)
+        problem = ""
+        if action is Action.OK:
+            try:
+                body = orjson.loads(http.content)
+            except orjson.JSONDecodeError as exc:
+                action = Action.RETRY
+                snippet = scrub_text(http.text[:80]).replace("\n", " ")
+                problem = f"HTTP {http.status_code} body is not valid JSON ({exc}); it starts {snippet!r}"
+            else:
+                refusal = self.envelope(body) if self.envelope else None
+                if refusal is None:
+                    return Response(http.status_code, http.headers, body, elapsed, http.content)
+                action, code, message = refusal
+                if action is Action.RETRY:
+                    problem = f"HTTP {http.status_code} [{code}] {message}"
+                elif action is Action.AUTH:
+                    raise AuthError(self.system, message or "credentials refused", http.status_code, code, path)
+                elif action is not Action.BLOCKED:
+                    raise ApiError(self.system, message, http.status_code, code, path)
+        if action is Action.RETRY:
+            return problem or f"HTTP {http.status_code}: {self._describe(text or http.text)}"
+        if action is Action.BLOCKED:
+            limiter_error = limiter.block()
+            self.metrics.rate_limit_rejections += 1
+            limiter_error.path = path
+            self.log.error("rate_limit_blocked", path=path, budget=budget, blocked_for=limiter.block_seconds)
+            raise limiter_error
+        code, message, details = self._error_of(text)
+        if action is Action.AUTH:
+            raise AuthError(self.system, message or "credentials refused", http.status_code, code, path)
+        raise ApiError(self.system, message, http.status_code, code, path, details=details)
 
     def _check_refusals(self, path: str) -> None:
         """Give up on a host that has refused every connection for refused_give_up_seconds."""

@@ -293,6 +293,15 @@ def _stage_one(conn: sa.Connection, name: str, pipeline: PipelineConfig, step: P
     if "create" not in pipeline.operations:
         report.skipped += 1
         return
+    _stage_create(conn, name, pipeline, step, idmap, existing, source_id, values, row, on_create, report)
+
+
+def _stage_create(conn: sa.Connection, name: str, pipeline: PipelineConfig, step: PipelineStep, idmap: IdMap,
+                  existing: _Rows, source_id: str, values: dict[str, Any], row: Mapping[str, Any], on_create: Mapper,
+                  report: StepReport) -> None:
+    """A new target row with a placeholder id (the target's push creates it), and its create-only extras."""
+    target = idmap.targets[step.name]
+    t = target.table
     try:
         extra = _coerced(target, on_create.render(row))
     except MappingError as exc:
@@ -310,7 +319,7 @@ def _stage_one(conn: sa.Connection, name: str, pipeline: PipelineConfig, step: P
             write(conn, pipeline.target, placeholder, value)
     existing.by_id[placeholder] = {"id": placeholder, "is_deleted": False, **columns}
     existing.remember(placeholder, existing.by_id[placeholder], step)
-    idmap.save(conn, step, name, source_id, target_id=placeholder, sent_hash=digest,
+    idmap.save(conn, step, name, source_id, target_id=placeholder, sent_hash=_digest(values),
                sent_values={n: text_of(v) for n, v in values.items()}, error=None)
     report.created += 1
 

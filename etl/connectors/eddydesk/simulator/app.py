@@ -7,15 +7,13 @@ organizations and audit; the ticket list spells the client's name "username", th
 "user_name"; users carry their api_key. Page sizes: 30, options 50, articles 10. Dates in
 from_/to_ filters are inclusive and must look like "2017-12-31 00:00:00"; records with equal
 sort keys are ordered by id. Writes (creates, updates, deletes) follow the readings in
-`writes.py`. The test API lives under /_sim/ and needs no credentials.
+`writes.py` (bodies in `forms.py`, paths in `routes.py`). The test API lives under /_sim/ and needs no credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,21 +25,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from etl.connectors.eddydesk.simulator.collection import Collection
+from etl.connectors.eddydesk.simulator.forms import Refused, parse_form
 from etl.connectors.eddydesk.simulator.limits import Limits
+from etl.connectors.eddydesk.simulator.listing import (
+    BadRequest,
+    ListSpec,
+    Record,
+    envelope,
+    errors_body,
+    int_param,
+    kb_predicates,
+    list_plain,
+    list_records,
+    organization_predicates,
+    status_log_wanted,
+    ticket_predicates,
+    user_predicates,
+)
+from etl.connectors.eddydesk.simulator.routes import dispatch
 from etl.connectors.eddydesk.simulator.store import HelpdeskState
-from etl.connectors.eddydesk.simulator.writes import HelpdeskWrites, Refused, dispatch, parse_form
+from etl.connectors.eddydesk.simulator.writes import HelpdeskWrites
 from etl.core.simulators.http_server import answer_late
 from etl.core.simulators.kept_json import kept_json
-
-Record = dict[str, Any]
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
-ORDER_RE = re.compile(r"^(\w+)\{(asc|desc)\}$")
-
-
-class BadRequest(Exception):
-    def __init__(self, details: str) -> None:
-        self.details = details
 
 
 class NotFound(Exception):
@@ -84,199 +89,38 @@ class Stats:
         self.by_status[status] = self.by_status.get(status, 0) + 1
 
 
-def _errors(code: str, title: str, details: str) -> bytes:
-    return orjson.dumps({"errors": [{"code": code, "title": title, "details": details}]})
 
 
-def _int_param(params: Any, name: str, default: int | None = None) -> int | None:
-    value = params.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequest(f"Field {{{name}}} value is incorrect") from None
 
 
-def _date_param(params: Any, name: str) -> str | None:
-    value = params.get(name)
-    if value in (None, ""):
-        return None
-    if not DATE_RE.match(value):
-        raise BadRequest(f"Field {{{name}}} value is incorrect (date format 2017-12-31 00:00:00)")
-    return str(value)
 
 
-def _id_list(params: Any, name: str) -> set[str] | None:
-    value = params.get(name)
-    if value in (None, ""):
-        return None
-    return {v.strip() for v in value.split(",") if v.strip()}
 
 
-def _order(params: Any, allowed: tuple[str, ...], default: str) -> list[tuple[str, bool]]:
-    raw = params.get("order_by") or default
-    order = []
-    for part in raw.split(","):
-        match = ORDER_RE.match(part.strip()) or re.match(r"^(\w+)$", part.strip())
-        if not match or match.group(1) not in allowed:
-            raise BadRequest(f"Field {{order_by}} value is incorrect (allowed: {', '.join(allowed)})")
-        order.append((match.group(1), (match.group(2) if match.lastindex == 2 else "asc") == "desc"))
-    return order
 
 
-def _sort_key(record: Record, field_name: str) -> Any:
-    value = record.get(field_name)
-    if field_name == "name" and isinstance(value, str):
-        return value.lower()
-    return value if value is not None else ""
 
 
-@dataclass
-class ListSpec:
-    collection: Collection
-    per_page: int
-    orders: tuple[str, ...]
-    default_order: str
-    keyed: bool = False
-    total_as_string: bool = False
-    partition: Callable[[Any], Any] = lambda params: 0
-    predicates: Callable[[Any], list[Callable[[Record], bool]]] = lambda params: []
-    dump: Callable[[Record], bytes] | None = None
 
 
-def _pagination(total: int, per_page: int, page: int, as_string: bool) -> bytes:
-    return orjson.dumps({
-        "total": str(total) if as_string else total,
-        "per_page": per_page,
-        "current_page": page,
-        "total_pages": math.ceil(total / per_page),
-    })
 
 
-def _envelope(items: list[tuple[int, bytes]], keyed: bool, pagination: bytes | None) -> bytes:
-    if keyed and items:
-        data = b"{" + b",".join(b'"%d":%s' % (i, j) for i, j in items) + b"}"
-    else:
-        data = b"[" + b",".join(j for _, j in items) + b"]"
-    tail = b',"pagination":' + pagination if pagination is not None else b""
-    return b'{"data":' + data + tail + b"}"
 
 
-def list_records(spec: ListSpec, params: Any) -> bytes:
-    coll = spec.collection
-    page = _int_param(params, "page", 1) or 1
-    if page < 1:
-        raise BadRequest("Field {page} value is incorrect")
-    lo, hi = _date_param(params, "from_date_updated"), _date_param(params, "to_date_updated")
-    created_lo, created_hi = _date_param(params, "from_date_created"), _date_param(params, "to_date_created")
-    order = _order(params, spec.orders, spec.default_order)
-    part = spec.partition(params)
-    predicates = spec.predicates(params)
-    if created_lo or created_hi:
-        predicates.append(lambda r: (created_lo or "") <= r["date_created"] <= (created_hi or "9999"))
-    index, start, stop = coll.updated_range(part, lo, hi)
-    offset = (page - 1) * spec.per_page
-    if order == [("date_updated", False)] and not predicates:
-        total = stop - start
-        ids = [key[1] for key in index[start + offset : min(stop, start + offset + spec.per_page)]]
-    else:
-        cache_key = (part, lo, hi, created_lo, created_hi, tuple(order), tuple(sorted(
-            (k, v) for k, v in params.items() if k not in ("page",))))
-
-        def make() -> list[int]:
-            records = [coll.records[key[1]] for key in index[start:stop]]
-            records = [r for r in records if all(p(r) for p in predicates)]
-            records.sort(key=lambda r: r["id"])
-            for name, desc in reversed(order):
-                records.sort(key=lambda r: _sort_key(r, name), reverse=desc)
-            return [r["id"] for r in records]
-
-        ordered = coll.sorted_ids(cache_key, make)
-        total = len(ordered)
-        ids = ordered[offset : offset + spec.per_page]
-    items = [(i, coll.json(i, spec.dump)) for i in ids]
-    return _envelope(items, spec.keyed, _pagination(total, spec.per_page, page, spec.total_as_string))
 
 
-def list_plain(records: list[Record], per_page: int, params: Any, keyed: bool = False, total_as_string: bool = False,
-               keys: Callable[[int, Record], int] = lambda n, r: r["id"]) -> bytes:
-    page = _int_param(params, "page", 1) or 1
-    chunk = records[(page - 1) * per_page : page * per_page]
-    items = [(keys((page - 1) * per_page + n, r), orjson.dumps(r)) for n, r in enumerate(chunk)]
-    return _envelope(items, keyed, _pagination(len(records), per_page, page, total_as_string))
 
 
-def _status_log_wanted(entry: Record, params: Any) -> bool:
-    """The status log's filters (seed 003): from_date_created / to_date_created ("2017-12-31
-    00:00:00", read as inclusive, as the other date filters) and statuses ("online,offline")."""
-    created = entry["date_created"]
-    lo, hi = params.get("from_date_created"), params.get("to_date_created")
-    if lo and created < lo or hi and created > hi:
-        return False
-    statuses = _id_list(params, "statuses")
-    return statuses is None or entry["status_id"] in statuses
 
 
-def _member_in(member: str, wanted: set[str]) -> Callable[[Record], bool]:
-    return lambda r: str(r.get(member)) in wanted
 
 
-def _ticket_predicates(params: Any) -> list[Callable[[Record], bool]]:
-    preds: list[Callable[[Record], bool]] = []
-    for name, member in (("status_list", "status_id"), ("priority_list", "priority_id"), ("type_list", "type_id"),
-                         ("owner_list", "owner_id"), ("user_list", "user_id")):
-        wanted = _id_list(params, name)
-        if wanted is not None:
-            preds.append(_member_in(member, wanted))
-    freeze = _int_param(params, "freeze")
-    if freeze is not None:
-        preds.append(lambda r: int(r.get("freeze") or 0) == freeze)
-    search = params.get("search")
-    if search:
-        exact = _int_param(params, "exact_search", 0) == 1
-        preds.append(lambda r: r["title"] == search if exact else search.lower() in r["title"].lower())
-    return preds
 
 
-def _user_predicates(params: Any) -> list[Callable[[Record], bool]]:
-    preds: list[Callable[[Record], bool]] = []
-    groups = _id_list(params, "group_list")
-    if groups is not None:
-        preds.append(lambda r: str(r["group"]["id"]) in groups)
-    ids = _id_list(params, "id_list")
-    if ids is not None:
-        preds.append(lambda r: str(r["id"]) in ids)
-    search = params.get("search")
-    if search:
-        if _int_param(params, "exact_search", 0) == 1:  # a full match of one of the searched members
-            preds.append(lambda r: search.lower() in (r["name"].lower(), r["lastname"].lower(), r["email"].lower()))
-        else:
-            preds.append(lambda r: search.lower() in f"{r['name']} {r['lastname']} {r['email']}".lower())
-    return preds
 
 
-def _organization_predicates(params: Any) -> list[Callable[[Record], bool]]:
-    search = params.get("search")
-    if not search:
-        return []
-    if _int_param(params, "exact_search", 0) == 1:
-        return [lambda r: r["name"].lower() == search.lower()]
-    return [lambda r: search.lower() in r["name"].lower()]
 
 
-def _kb_predicates(params: Any, list_param: str, member: str) -> list[Callable[[Record], bool]]:
-    preds: list[Callable[[Record], bool]] = []
-    wanted = _id_list(params, list_param)
-    if wanted is not None:
-        if member == "categories":
-            preds.append(lambda r: any(str(c) in wanted for c in r["categories"]))
-        else:
-            preds.append(lambda r: str(r[member]) in wanted)
-    public = params.get("public")
-    if public in ("true", "1"):
-        preds.append(lambda r: r["access"] == "public")
-    return preds
 
 
 def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float = 0.0) -> Starlette:
@@ -297,16 +141,16 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
     specs = {
         "tickets": ListSpec(state.tickets, 30, ("date_created", "date_updated", "viewed_by_staff", "viewed_by_client"),
                             "date_created{desc}", keyed=True,
-                            partition=lambda p: _int_param(p, "deleted", 0), predicates=_ticket_predicates,
+                            partition=lambda p: int_param(p, "deleted", 0), predicates=ticket_predicates,
                             dump=dump_list_ticket),
         "users": ListSpec(state.users, 30, ("date_created", "date_updated", "name"), "name{asc}",
-                          predicates=_user_predicates),
+                          predicates=user_predicates),
         "organizations": ListSpec(state.organizations, 30, ("date_created", "date_updated", "name"), "name{asc}",
-                                  total_as_string=True, predicates=_organization_predicates),
+                                  total_as_string=True, predicates=organization_predicates),
         "categories": ListSpec(state.kb_categories, 30, ("date_created", "date_updated", "position"), "position{asc}",
-                               keyed=True, predicates=lambda p: _kb_predicates(p, "parent_list", "parent_id")),
+                               keyed=True, predicates=lambda p: kb_predicates(p, "parent_list", "parent_id")),
         "articles": ListSpec(state.kb_articles, 10, ("date_created", "date_updated", "views", "pin"), "date_created{desc}",
-                             keyed=True, predicates=lambda p: _kb_predicates(p, "category_list", "categories")),
+                             keyed=True, predicates=lambda p: kb_predicates(p, "category_list", "categories")),
     }
     single = {"tickets": (state.tickets, "Ticket", dump_single_ticket), "users": (state.users, "User", None),
               "organizations": (state.organizations, "Organization", None)}
@@ -317,7 +161,7 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
         head = parts[0] if parts else ""
         n = len(parts)
         if n == 1 and head in state.reference:
-            return head, _envelope([(r["id"], orjson.dumps(r)) for r in state.reference[head]], False, None)
+            return head, envelope([(r["id"], orjson.dumps(r)) for r in state.reference[head]], False, None)
         if tuple(parts[:2]) in field_scopes or tuple(parts[:1]) in field_scopes:
             key = tuple(parts[:2]) if tuple(parts[:2]) in field_scopes else tuple(parts[:1])
             scope, rest = field_scopes[key], parts[len(key):]
@@ -329,7 +173,7 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
             if field_ is None:
                 raise NotFound(f"Field with id {{{rest[0]}}} does not exist")
             if len(rest) == 1:
-                return f"{scope}_custom_field", _envelope([(fid, orjson.dumps(field_))], True, None)
+                return f"{scope}_custom_field", envelope([(fid, orjson.dumps(field_))], True, None)
             if rest[1:] == ["options"] and field_["field_type"] in ("select", "hierarchy"):
                 return f"{scope}_options", list_plain(state.options[scope][fid], 50, params)
             raise NotFound("Options are available only for select and hierarchy fields")
@@ -356,7 +200,7 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
                     ("organizations", "notes"): (state.organization_notes, False, False),
                 }
                 if n == 3 and (head, child) == ("users", "statuses_log"):
-                    entries = [e for e in state.status_log(rid) if _status_log_wanted(e, params)]
+                    entries = [e for e in state.status_log(rid) if status_log_wanted(e, params)]
                     return "users_statuses_log", list_plain(entries, 30, params)
                 if n == 3 and (head, child) in lists:
                     fetch, keyed, as_string = lists[(head, child)]
@@ -403,18 +247,18 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
             if kind == "html":
                 return Response(b"<html><body><h1>502 Bad Gateway</h1></body></html>", 502, media_type="text/html")
             if kind == "500":
-                return respond(_errors("e-500", "Internal server error", "Try again later"), 500)
+                return respond(errors_body("e-500", "Internal server error", "Try again later"), 500)
             if kind == "slow":
                 await asyncio.sleep(float(fault.get("seconds", 5)))
         account = _account(request, accounts)
         if account is None:
             stats.count("unauthorized", 401)
-            return respond(_errors("e-401", "Unauthorized", "Invalid e-mail or API key"), 401)
+            return respond(errors_body("e-401", "Unauthorized", "Invalid e-mail or API key"), 401)
         allowed, limit, remaining = limits.admit(account, budget)
         headers = {} if limit is None else {"X-Rate-Limit": str(limit), "X-Rate-Limit-Remaining": str(remaining)}
         if not allowed:
             stats.count("rate_limited", 429)
-            return respond(_errors("e-429", "Too many requests", "Rate limit exceeded, access is blocked"), 429, headers)
+            return respond(errors_body("e-429", "Too many requests", "Rate limit exceeded, access is blocked"), 429, headers)
         stats.admit(budget)
         if settings["latency"]:
             await asyncio.sleep(settings["latency"])
@@ -432,10 +276,10 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
                 else {"code": "e-411", "title": "Bad request", "details": d} for d in exc.details]}), 400, headers)
         except BadRequest as exc:
             stats.count("bad_request", 400)
-            return respond(_errors("e-411", "Bad request", exc.details), 400, headers)
+            return respond(errors_body("e-411", "Bad request", exc.details), 400, headers)
         except NotFound as exc:
             stats.count("not_found", 404)
-            return respond(_errors(exc.code, exc.title, exc.details), 404, headers)
+            return respond(errors_body(exc.code, exc.title, exc.details), 404, headers)
         if fault is not None and fault["kind"] == "truncated":
             body = body[: max(1, len(body) // 2)]
         stats.count(endpoint, 200)
@@ -465,7 +309,7 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
         elif action == "mutate":
             return respond(orjson.dumps(state.random_changes(**body)), 200)
         else:
-            return respond(_errors("e-404", "Not found", f"unknown action {action}"), 404)
+            return respond(errors_body("e-404", "Not found", f"unknown action {action}"), 404)
         return respond(b"{}", 200)
 
     app = Starlette(routes=[

@@ -37,81 +37,19 @@ Readings of the docs (also in the README's simulator section):
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any
-from urllib.parse import parse_qsl
 
 from etl.connectors.eddydesk.simulator import data
+from etl.connectors.eddydesk.simulator.forms import (
+    Problem,
+    Record,
+    Refused,
+    as_html,
+    number_of,
+    required,
+    values_of,
+)
 from etl.connectors.eddydesk.simulator.store import HelpdeskState
-
-Record = dict[str, Any]
-BRACKETS = re.compile(r"^(\w+)((?:\[[^\]]*\])*)$")
-
-
-# A refusal: its details (titled "Bad request"), or (title, details) where the docs print both.
-Problem = str | tuple[str, str]
-
-
-class Refused(Exception):
-    """e-411 errors of one request."""
-
-    def __init__(self, details: list[Problem]) -> None:
-        self.details = details
-
-
-def required(name: str) -> tuple[str, str]:
-    """A missing required field, as the user-create example prints it."""
-    return f"Required {{{name}}} field", f"Required field {{{name}}} is missing or empty"
-
-
-def deleted(details: str) -> Record:
-    """The docs' answer to a DELETE: HTTP 200 with an s-204 "error"."""
-    return {"errors": [{"code": "s-204", "title": "No content", "details": details}]}
-
-
-def as_html(text: str) -> str:
-    """Reply text as the helpdesk stores it: plain text in a paragraph, HTML as sent."""
-    return text if text.lstrip().startswith("<") else f"<p>{text}</p>"
-
-
-def parse_form(body: bytes) -> Record:
-    """application/x-www-form-urlencoded with PHP-style brackets: a[0]=1&a[1]=2, f[6]=x, f[7][1]=y."""
-    out: Record = {}
-    for key, value in parse_qsl(body.decode(), keep_blank_values=True):
-        match = BRACKETS.match(key)
-        if not match:
-            out[key] = value
-            continue
-        name, rest = match.groups()
-        parts = re.findall(r"\[([^\]]*)\]", rest)
-        if not parts:
-            out[name] = value
-            continue
-        node = out.setdefault(name, {})
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1] or str(len(node))] = value
-    return out
-
-
-def _number(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(str(value))
-    except ValueError:
-        return None
-
-
-def _values(value: Any) -> list[Any]:
-    """An array member as the form ({"0": 1, "1": 2}) or JSON ([1, 2]) sends it."""
-    if isinstance(value, dict):
-        return [value[k] for k in sorted(value, key=lambda k: int(k) if str(k).isdigit() else 0)]
-    if isinstance(value, list):
-        return value
-    return [] if value in (None, "") else [value]
 
 
 class HelpdeskWrites:
@@ -130,7 +68,7 @@ class HelpdeskWrites:
             if not isinstance(item, dict) or not isinstance(item.get("name"), dict) or not item["name"]:
                 problems.append("Field {name} is required")
                 continue
-            option_id, pid = _number(item.get("id")), _number(item.get("pid"))
+            option_id, pid = number_of(item.get("id")), number_of(item.get("pid"))
             if item.get("id") is not None and option_id not in by_id:
                 problems.append(f"Option with id {{{item.get('id')}}} does not exist")
             elif option_id is not None and pid is not None and pid != by_id[option_id]["pid"]:
@@ -143,12 +81,12 @@ class HelpdeskWrites:
         next_id = max((o["id"] for by_field in self.state.options.values() for opts in by_field.values() for o in opts),
                       default=0) + 1
         for item in items:
-            option_id = _number(item.get("id"))
+            option_id = number_of(item.get("id"))
             if option_id is not None:
                 by_id[option_id]["name"] = dict(item["name"])
                 answer.append(by_id[option_id])
             else:
-                option = {"id": next_id, "pid": _number(item.get("pid")) or 0, "name": dict(item["name"])}
+                option = {"id": next_id, "pid": number_of(item.get("pid")) or 0, "name": dict(item["name"])}
                 next_id += 1
                 options.append(option)
                 answer.append(option)
@@ -173,7 +111,7 @@ class HelpdeskWrites:
     def _user(self, body: Record, name: str, problems: list[Problem], staff: bool = False) -> Record | None:
         if name not in body or body[name] in (None, ""):
             return None
-        uid = _number(body[name])
+        uid = number_of(body[name])
         user = self.state.users.get(uid) if uid is not None else None
         if user is None:
             problems.append(f"Field {{{name}}} with id {{{body[name]}}} does not exist")
@@ -207,9 +145,9 @@ class HelpdeskWrites:
                 continue
             kind = spec["field_type"]
             if kind == "hierarchy":
-                value = [_number(v) for v in _values(value)]
+                value = [number_of(v) for v in values_of(value)]
             elif kind in ("select", "checkbox"):
-                number = _number(value)
+                number = number_of(value)
                 options = {o["id"] for o in self.state.options[scope].get(spec["id"], [])}
                 if number is None or (kind == "select" and number not in options) or (kind == "checkbox" and number not in (0, 1)):
                     problems.append(f"Field {{custom_fields[{fid}]}} value is incorrect")
@@ -243,7 +181,7 @@ class HelpdeskWrites:
             changes["status_id"] = str(body["status_id"])
         for name in ("priority_id", "type_id", "department_id"):
             if name in body:
-                changes[name] = _number(body[name])
+                changes[name] = number_of(body[name])
         if "department_id" in body:
             dep = next((d for d in self.state.reference["departments"] if str(d["id"]) == str(body["department_id"])), None)
             changes["department_name"] = dep["name"].get("en", "") if dep else ""
@@ -262,8 +200,8 @@ class HelpdeskWrites:
             changes["freeze"] = 0 if changes["freeze_date"] == "null" else 1
         for name, key in (("cc", "cc"), ("bcc", "bcc"), ("followers", "followers")):
             if name in body:
-                items = _values(body[name])
-                changes[key] = [_number(i) for i in items] if key == "followers" else [str(i) for i in items]
+                items = values_of(body[name])
+                changes[key] = [number_of(i) for i in items] if key == "followers" else [str(i) for i in items]
         changes["custom_fields"] = self._custom_fields("ticket", body, current.get("custom_fields") or [], problems)
         return changes
 
@@ -337,14 +275,14 @@ class HelpdeskWrites:
             if group is not None:
                 changes["group"] = group
         if "department" in body:
-            departments = [_number(d) for d in _values(body["department"])]
+            departments = [number_of(d) for d in values_of(body["department"])]
             if any(str(d) not in self.known["department_id"] for d in departments):
                 problems.append("Field {department} value is incorrect")
             changes["department"] = sorted(d for d in departments if d is not None)
         if body.get("organization"):
             changes["organization"] = str(body["organization"])
         elif body.get("organiz_id"):
-            org = self.state.organizations.get(_number(body["organiz_id"]) or 0)
+            org = self.state.organizations.get(number_of(body["organiz_id"]) or 0)
             if org is None:
                 problems.append(f"Field {{organiz_id}} with id {{{body['organiz_id']}}} does not exist")
             else:
@@ -384,10 +322,10 @@ class HelpdeskWrites:
             elif taken:
                 problems.append(f"Organization name {{{changes['name']}}} already exists")
         if "minute_limit" in body:
-            changes["minute_limit"] = _number(body["minute_limit"]) or 0
+            changes["minute_limit"] = number_of(body["minute_limit"]) or 0
         for name in ("employees", "managers"):
             if name in body:
-                changes[name] = [u for u in (_number(v) for v in _values(body[name])) if u is not None]
+                changes[name] = [u for u in (number_of(v) for v in values_of(body[name])) if u is not None]
         changes["custom_fields"] = self._custom_fields("organization", body, current.get("custom_fields") or [], problems)
         return changes
 
@@ -417,107 +355,13 @@ class HelpdeskWrites:
         """A reply or note's owner: user_id when given (an existing user), else the API user."""
         if body.get("user_id") in (None, ""):
             return 1
-        uid = _number(body["user_id"])
+        uid = number_of(body["user_id"])
         if uid is None or self.state.users.get(uid) is None:
             raise Refused([f"Field {{user_id}} with id {{{body['user_id']}}} does not exist"])
         return uid
 
 
-def dispatch(writes: HelpdeskWrites, method: str, parts: list[str], body: Record,
-             not_found: Callable[..., Exception], params: Any = None) -> tuple[str, Any]:
-    """(endpoint name, answer data) for a write; raises Refused or `not_found(details)`."""
-    state = writes.state
-    params = params or {}
-    head, n = (parts[0] if parts else ""), len(parts)
-    scopes = {"custom_fields": "ticket", "users": "user", "organizations": "organization"}
-    at = 1 if head == "custom_fields" else 2
-    if head in scopes and parts[at - 1:at] == ["custom_fields"] and parts[at + 1:at + 2] == ["options"]:
-        scope, field_id = scopes[head], _number(parts[at])
-        if field_id is None or field_id not in state.options[scope]:
-            raise not_found(f"Field with id {{{parts[at]}}} does not exist")
-        if n == at + 2 and method == "POST":
-            return "POST options", writes.write_options(scope, field_id, body)
-        option_id = _number(parts[at + 2]) if n == at + 3 else None
-        if method == "DELETE" and option_id is not None:
-            options = state.options[scope][field_id]
-            if not any(o["id"] == option_id for o in options):
-                raise not_found(f"Option with id {{{option_id}}} does not exist")
-            options[:] = [o for o in options if o["id"] != option_id]
-            return "DELETE options", deleted(f"Option with id {{{option_id}}} successfully deleted")
-        raise not_found("Unknown API method")
-    labels = {"tickets": (state.tickets, "Ticket"), "users": (state.users, "User"),
-              "organizations": (state.organizations, "Organization")}
-    if head not in labels:
-        raise not_found("Unknown API method")
-    collection, label = labels[head]
-    if n == 1 and method == "POST":
-        create = {"tickets": writes.create_ticket, "users": writes.create_user,
-                  "organizations": writes.create_organization}[head]
-        return f"POST {head}", create(body)
-    record_id = _number(parts[1]) if n >= 2 else None
-    if record_id is None or collection.get(record_id) is None:
-        raise not_found(f"{label} with id {{{parts[1] if n >= 2 else ''}}} does not exist")
-    if n == 2 and method == "PUT":
-        update = {"tickets": writes.update_ticket, "users": writes.update_user,
-                  "organizations": writes.update_organization}[head]
-        return f"PUT {head}", update(record_id, body)
-    if n == 2 and method == "DELETE":
-        if head == "tickets" and str(params.get("delete", "false")).lower() in ("true", "1"):
-            state.hard_delete_ticket(record_id)
-        elif head == "tickets":
-            state.soft_delete_ticket(record_id)
-        elif head == "users":
-            state.hard_delete_user(record_id)
-        else:
-            state.hard_delete_organization(record_id)
-        return f"DELETE {head}", deleted(f"{label} with id {{{record_id}}} successfully deleted")
-    if head == "tickets" and n in (3, 4) and parts[2] in ("posts", "comments"):
-        return _ticket_child(writes, method, parts, body, record_id, not_found)
-    if head in ("users", "organizations") and n in (3, 4) and parts[2] == "notes":
-        return _note(writes, method, parts, body, record_id, not_found)
-    raise not_found("Unknown API method")
 
 
-def _ticket_child(writes: HelpdeskWrites, method: str, parts: list[str], body: Record, ticket_id: int,
-                  not_found: Callable[..., Exception]) -> tuple[str, Any]:
-    state, kind, n = writes.state, parts[2], len(parts)
-    listing = state.posts if kind == "posts" else state.comments
-    label = "Post" if kind == "posts" else "Comment"
-    if n == 3 and method == "POST":
-        add = state.add_post if kind == "posts" else state.add_comment
-        return f"POST {kind}", add(ticket_id, writes.child_text(body), user_id=writes.owner(body))
-    child_id = _number(parts[3]) if n == 4 else None
-    if child_id is None or not any(c["id"] == child_id for c in listing(ticket_id)):
-        raise not_found(f"{label} with id {{{parts[-1]}}} in ticket with id {{{ticket_id}}} does not exist")
-    if method == "PUT":
-        edit = state.edit_post if kind == "posts" else state.edit_comment
-        edit(ticket_id, child_id, writes.child_text(body))
-        return f"PUT {kind}", next(c for c in listing(ticket_id) if c["id"] == child_id)
-    if method == "DELETE":
-        remove = state.delete_post if kind == "posts" else state.delete_comment
-        remove(ticket_id, child_id)
-        return f"DELETE {kind}", deleted(f"{label} with id {{{child_id}}} in ticket with id {{{ticket_id}}} "
-                                          "successfully deleted")
-    raise not_found("Unknown API method")
 
 
-def _note(writes: HelpdeskWrites, method: str, parts: list[str], body: Record, parent_id: int,
-          not_found: Callable[..., Exception]) -> tuple[str, Any]:
-    """POST …/notes/ and DELETE …/notes/{id} of a user or an organization (seed 003)."""
-    state, n = writes.state, len(parts)
-    users = parts[0] == "users"
-    listing = state.user_notes if users else state.organization_notes
-    if n == 3 and method == "POST":
-        add = state.add_user_note if users else state.add_organization_note
-        return f"POST {parts[0]} notes", add(parent_id, str(body.get("text") or ""))
-    note_id = _number(parts[3]) if n == 4 else None
-    if method == "DELETE" and note_id is not None:
-        if not any(note["id"] == note_id for note in listing(parent_id)):
-            # the code the docs print for this answer
-            owner = "user" if users else "organizations"
-            raise not_found(f"Note with id {{{note_id}}} in {owner} with id {{{parent_id}}} does not exist",
-                            code="s-204", title="No content")
-        remove = state.delete_user_note if users else state.delete_organization_note
-        remove(parent_id, note_id)
-        return f"DELETE {parts[0]} notes", deleted(f"Note with id {{{note_id}}} successfully deleted")
-    raise not_found("Unknown API method")

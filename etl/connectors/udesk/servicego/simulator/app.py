@@ -243,6 +243,32 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
     def respond(body: bytes, status: int = 200) -> Response:
         return Response(body, status_code=status, media_type="application/json")
 
+    def dispatch(endpoint: str, query: Any, body: dict[str, Any]) -> tuple[Any, float] | None:
+        """The endpoint's answer, and how long it is held back (writes, when tests ask); None: no such API."""
+        if endpoint == "GET /v1/datas":
+            return handlers.datas(query), 0.0
+        if endpoint == "GET /v1/datas/scroll":
+            return handlers.scroll(query), 0.0
+        if endpoint == "POST /v1/datas/search":
+            return handlers.search(body), 0.0
+        if endpoint == "POST /v1/datas/scrollSearch":
+            return handlers.scroll_search(body), 0.0
+        if endpoint == "GET /v1/data":
+            return handlers.get(query), 0.0
+        if endpoint == "POST /v1/data":
+            return _envelope(data={"id": writes.create(state, body)}), settings["write_delay"]
+        if endpoint == "PUT /v1/data":
+            writes.update(state, body)
+            return _envelope(), 0.0
+        if endpoint == "DELETE /v1/data":
+            writes.delete(state, query)
+            return _envelope(), 0.0
+        if endpoint == "GET /v1/data/relatedDatas":
+            return handlers.related(query), 0.0
+        if endpoint == "GET /v1/selfObjectRelationData":
+            return handlers.relations(query), 0.0
+        return None
+
     async def api(request: Request) -> Response:
         path = request.url.path.removeprefix("/api")
         endpoint = f"{request.method} {path}"
@@ -268,7 +294,6 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
         admitted[second] = admitted.get(second, 0) + 1
         if settings["latency"]:
             await asyncio.sleep(settings["latency"])
-        answer_late = 0.0
         try:
             body: dict[str, Any] = {}
             if request.method in ("POST", "PUT"):
@@ -279,31 +304,10 @@ def build_app(state: ServiceGoState, latency: float = 0.0, per_minute: int | Non
                 if not isinstance(body, dict):
                     raise Refused(400, "request body must be a JSON object")
             with state.lock:
-                if endpoint == "GET /v1/datas":
-                    out = handlers.datas(request.query_params)
-                elif endpoint == "GET /v1/datas/scroll":
-                    out = handlers.scroll(request.query_params)
-                elif endpoint == "POST /v1/datas/search":
-                    out = handlers.search(body)
-                elif endpoint == "POST /v1/datas/scrollSearch":
-                    out = handlers.scroll_search(body)
-                elif endpoint == "GET /v1/data":
-                    out = handlers.get(request.query_params)
-                elif endpoint == "POST /v1/data":
-                    out = _envelope(data={"id": writes.create(state, body)})
-                    answer_late = settings["write_delay"]
-                elif endpoint == "PUT /v1/data":
-                    writes.update(state, body)
-                    out = _envelope()
-                elif endpoint == "DELETE /v1/data":
-                    writes.delete(state, request.query_params)
-                    out = _envelope()
-                elif endpoint == "GET /v1/data/relatedDatas":
-                    out = handlers.related(request.query_params)
-                elif endpoint == "GET /v1/selfObjectRelationData":
-                    out = handlers.relations(request.query_params)
-                else:
-                    return respond(_envelope(404, f"no such API: {endpoint}"), 404)
+                answered = dispatch(endpoint, request.query_params, body)
+            if answered is None:
+                return respond(_envelope(404, f"no such API: {endpoint}"), 404)
+            out, answer_late = answered
         except (Refused, writes.WriteRefused) as exc:
             return respond(_envelope(exc.code, exc.message))
         if answer_late:  # the write is done; its answer takes long (tests lose it by killing the client)
