@@ -24,7 +24,7 @@ from etl.core.connector import (
 )
 from etl.core.mirror.base import table_of
 from etl.core.mirror.state import reconcile_due
-from etl.core.pipelines.targets import CreateExtra, Target
+from etl.core.pipelines.targets import CreateExtra, Target, push_table_problem
 from etl.core.push import columns
 from etl.core.push.journal import PushOutcome
 from etl.core.push.order import push_names
@@ -107,15 +107,6 @@ def pipeline_target(conn: sa.Connection, settings: EddyDeskConnection, connectio
     return Target(obj, spec.table, {c: c for c in spec.columns}, extras)
 
 
-def pipeline_target_problem(settings: EddyDeskConnection, connection: str, obj: str) -> str:
-    if obj not in PIPELINE_TARGETS:
-        return f"{obj!r} cannot be a pipeline target on eddydesk (available: {', '.join(PIPELINE_TARGETS)})"
-    if obj not in settings.push:
-        return (f"connection {connection!r} has no push section for {obj!r} "
-                "(pipelines write through the target's push)")
-    return ""
-
-
 CONNECTOR = Connector(
     system="eddydesk",
     settings=EddyDeskConnection,
@@ -127,5 +118,5 @@ CONNECTOR = Connector(
     resolve_conflict=resolve_conflict,
     pull_streams_for_push=pull_streams_for_push,
     pipeline_target=pipeline_target,
-    pipeline_target_problem=pipeline_target_problem,
+    pipeline_target_problem=functools.partial(push_table_problem, "eddydesk", PIPELINE_TARGETS),
 )

@@ -47,3 +47,14 @@ def target_of(conn: sa.Connection, settings: ConnectionSettings, connection: str
     if found.pipeline_target is None:
         raise DesksyncError(f"connection {connection!r}: {settings.system} takes no pipeline writes")
     return found.pipeline_target(conn, settings, connection, obj)
+
+
+def push_table_problem(system: str, available: tuple[str, ...], settings: Any, connection: str, obj: str) -> str:
+    """Why `obj` cannot take a pipeline's writes on a connection whose push sections are keyed by
+    table name (`settings.push`), or "": it must be one of `available` with a push section."""
+    if obj not in available:
+        return f"{obj!r} cannot be a pipeline target on {system} (available: {', '.join(available)})"
+    if obj not in settings.push:
+        return (f"connection {connection!r} has no push section for {obj!r} "
+                "(pipelines write through the target's push)")
+    return ""

@@ -23,7 +23,7 @@ from etl.core.connector import (
 )
 from etl.core.errors import DesksyncError
 from etl.core.mirror.base import table_of
-from etl.core.pipelines.targets import Target
+from etl.core.pipelines.targets import Target, push_table_problem
 from etl.core.push import columns
 from etl.core.push.journal import PushOutcome
 from etl.core.push.order import push_names
@@ -74,15 +74,6 @@ def pipeline_target(conn: sa.Connection, settings: UdeskKnowledgeConnection, con
     return Target(obj, spec.table, {c: c for c in (*spec.columns, *context)}, takes_placeholders=True)
 
 
-def pipeline_target_problem(settings: UdeskKnowledgeConnection, connection: str, obj: str) -> str:
-    if obj not in PIPELINE_TARGETS:
-        return f"{obj!r} cannot be a pipeline target on udesk_knowledge (available: {', '.join(PIPELINE_TARGETS)})"
-    if obj not in settings.push:
-        return (f"connection {connection!r} has no push section for {obj!r} "
-                "(pipelines write through the target's push)")
-    return ""
-
-
 CONNECTOR = Connector(
     system="udesk_knowledge",
     settings=UdeskKnowledgeConnection,
@@ -93,5 +84,5 @@ CONNECTOR = Connector(
     push_tables=push_tables,
     resolve_conflict=resolve_conflict,
     pipeline_target=pipeline_target,
-    pipeline_target_problem=pipeline_target_problem,
+    pipeline_target_problem=functools.partial(push_table_problem, "udesk_knowledge", PIPELINE_TARGETS),
 )
