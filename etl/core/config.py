@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from etl.core.connector import connector
 from etl.core.errors import ConfigError
@@ -42,18 +42,6 @@ class RetryConfig(Frozen):
     attempts: Annotated[int, Field(ge=1, le=20)] = 6
     backoff_seconds: Annotated[float, Field(ge=0)] = 0.5
     max_backoff_seconds: Annotated[float, Field(ge=0)] = 30.0
-
-
-class ConnectionSettings(Frozen):
-    """What the engine reads of every connection; a connector's model adds the rest."""
-
-    system: str
-    timezone: str = "UTC"
-    rate_limit: RateBudget
-    # `push` first pulls the tables it would update or delete in, so that a remote edit it has
-    # not seen meets the conflict policy instead of being overwritten; false: push what the
-    # mirror holds (when a pull always runs just before, say)
-    pull_before_push: bool = True
 
 
 def check_url(value: str, example: str) -> str:
@@ -89,11 +77,35 @@ def secret_from_env(env_name: str, connection: str, key: str) -> str:
     return value
 
 
+def push_tables_check(available: tuple[str, ...]) -> Any:
+    """A settings model's validator refusing push sections for tables that take no write-back."""
+    return field_validator("push")(classmethod(lambda cls, value: known_push_tables(value, available)))
+
+
 def known_push_tables(value: dict[str, Any], available: tuple[str, ...]) -> dict[str, Any]:
     unknown = sorted(set(value) - set(available))
     if unknown:
         raise ValueError(f"write-back is not available for {', '.join(unknown)} (available: {', '.join(available)})")
     return value
+
+
+class ConnectionSettings(Frozen):
+    """What the engine reads of every connection; a connector's model adds the rest."""
+
+    system: str
+    timezone: str = "UTC"
+    rate_limit: RateBudget
+    retry: RetryConfig = RetryConfig()
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # `push` first pulls the tables it would update or delete in, so that a remote edit it has
+    # not seen meets the conflict policy instead of being overwritten; false: push what the
+    # mirror holds (when a pull always runs just before, say)
+    pull_before_push: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
 
 
 class MirrorConfig(Frozen):

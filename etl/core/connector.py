@@ -15,8 +15,8 @@ CONTRIBUTING.md shows how to write one, with the test connector in tests/connect
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, fields
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -147,6 +147,16 @@ class Connector:
     runtime_table: Callable[[sa.Connection, str], sa.Table | None] | None = None
     # tables outside the Alembic history (a connector of another package), created on first use
     own_tables: Callable[[], list[sa.Table]] | None = None
+
+
+def declare(system: str, settings: type[ConnectionSettings], functions: Mapping[str, Any]) -> Connector:
+    """A connector made of a module's functions named as the Connector's fields (`connect`,
+    `plan_pull`, `push_tables`, ...): `CONNECTOR = declare("notes", NotesConnection, globals())`."""
+    names = [f.name for f in fields(Connector) if f.name not in ("system", "settings")]
+    missing = [f.name for f in fields(Connector) if f.name in names and f.default is MISSING and f.name not in functions]
+    if missing:
+        raise TypeError(f"connector {system!r} defines no {', '.join(missing)}")
+    return Connector(system, settings, **{name: functions[name] for name in names if name in functions})
 
 
 _connectors: dict[str, Connector] = {}

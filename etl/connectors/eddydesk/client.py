@@ -23,7 +23,7 @@ from etl.connectors.eddydesk.settings import EddyDeskConnection
 from etl.core.errors import ApiError, MalformedResponse
 from etl.core.http.ratelimit import RateLimiter
 from etl.core.http.retry import Backoff
-from etl.core.http.session import Session, new_http_client
+from etl.core.http.session import OneSessionClient, Session, new_http_client
 
 SYSTEM = "eddydesk"
 MAIN = "main"
@@ -114,11 +114,8 @@ def budget_of(path: str) -> str:
     return KNOWLEDGE_BASE if path.lstrip("/").startswith("knowledge_base") else MAIN
 
 
-class EddyDeskClient:
+class EddyDeskClient(OneSessionClient):
     """Typed access to the list and get endpoints; one per account."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
 
     def list_page(self, path: str, params: dict[str, Any] | None = None) -> Page:
         response = self.session.request_json("GET", path, budget=budget_of(path), params=params)
@@ -132,11 +129,6 @@ class EddyDeskClient:
         data: dict[str, Any] = body["data"]
         return data
 
-    def sessions(self) -> list[Session]:
-        return [self.session]
-
-    def close(self) -> None:
-        self.session.close()
 
 
 def new_limiters(conn: EddyDeskConnection) -> dict[str, RateLimiter]:

@@ -13,15 +13,7 @@ from etl.connectors.eddydesk.diff import OPTIONS, WRITABLE
 from etl.connectors.eddydesk.models import UserDepartment
 from etl.connectors.eddydesk.settings import EddyDeskConnection
 from etl.connectors.eddydesk.streams import select_streams
-from etl.core.connector import (
-    ConflictSettling,
-    Connector,
-    PlannedStream,
-    PullRequest,
-    PushRequest,
-    PushTable,
-    StatusTable,
-)
+from etl.core import connector as core
 from etl.core.mirror.base import table_of
 from etl.core.mirror.state import reconcile_due
 from etl.core.pipelines.targets import CreateExtra, Target, push_table_problem
@@ -33,20 +25,20 @@ PIPELINE_TARGETS = ("users", "organizations")
 _USER_DEPARTMENTS = table_of(UserDepartment)
 
 
-def plan_pull(request: PullRequest) -> list[PlannedStream]:
+def plan_pull(request: core.PullRequest) -> list[core.PlannedStream]:
     settings: EddyDeskConnection = request.settings
     plan = []
     for stream in select_streams(settings.streams, request.streams):
         due = stream.kind == "windowed" and (request.reconcile_deletes or reconcile_due(
             request.engine, request.connection, stream.name, settings.reconcile_every_hours))
-        plan.append(PlannedStream(stream.name, client.budget_of(stream.path),
+        plan.append(core.PlannedStream(stream.name, client.budget_of(stream.path),
                                   functools.partial(pull.run_stream, stream=stream, full=request.full, do_reconcile=due),
                                   records_success=stream.kind != "windowed"))
     return plan
 
 
-def status_tables(conn: sa.Connection, settings: EddyDeskConnection) -> list[StatusTable]:
-    return [StatusTable(s.name, s.table, s.name) for s in select_streams(settings.streams)]
+def status_tables(conn: sa.Connection, settings: EddyDeskConnection) -> list[core.StatusTable]:
+    return [core.StatusTable(s.name, s.table, s.name) for s in select_streams(settings.streams)]
 
 
 def pull_streams_for_push(settings: EddyDeskConnection, pushed: list[str]) -> tuple[str, ...]:
@@ -63,11 +55,11 @@ def pull_streams_for_push(settings: EddyDeskConnection, pushed: list[str]) -> tu
     return tuple(dict.fromkeys(streams))
 
 
-def push_tables(request: PushRequest) -> list[PushTable]:
+def push_tables(request: core.PushRequest) -> list[core.PushTable]:
     engine, connection, settings = request.engine, request.connection, request.settings
     tz = ZoneInfo(settings.timezone)
 
-    def table(name: str) -> PushTable:
+    def table(name: str) -> core.PushTable:
         spec, config = WRITABLE[name], settings.push[name]
         if name == OPTIONS:
             def plan_options(conn: sa.Connection) -> PushOutcome:
@@ -76,7 +68,7 @@ def push_tables(request: PushRequest) -> list[PushTable]:
             def send_options(remote: client.EddyDeskClient, outcome: PushOutcome) -> None:
                 push_options.send(engine, remote, connection, settings, spec, outcome)
 
-            return PushTable(name, spec.table.name, plan_options, send_options)
+            return core.PushTable(name, spec.table.name, plan_options, send_options)
 
         def plan(conn: sa.Connection) -> PushOutcome:
             return push.plan(conn, connection, spec, config, tz, request.retry_failed)
@@ -84,12 +76,12 @@ def push_tables(request: PushRequest) -> list[PushTable]:
         def send(remote: client.EddyDeskClient, outcome: PushOutcome) -> None:
             push.send(engine, remote, connection, settings, spec, outcome)
 
-        return PushTable(name, spec.table.name, plan, send)
+        return core.PushTable(name, spec.table.name, plan, send)
 
     return [table(n) for n in push_names(connection, push.ORDER, settings.push, request.tables)]
 
 
-def resolve_conflict(conn: sa.Connection, conflict_id: int, take: str, settling: ConflictSettling) -> None:
+def resolve_conflict(conn: sa.Connection, conflict_id: int, take: str, settling: core.ConflictSettling) -> None:
     columns.resolve(WRITABLE.values(), conn, conflict_id, take, lambda name: ZoneInfo(settling.timezone_of(name)),
                     lambda name: settling.settings_of(name).language)
 
@@ -107,16 +99,10 @@ def pipeline_target(conn: sa.Connection, settings: EddyDeskConnection, connectio
     return Target(obj, spec.table, {c: c for c in spec.columns}, extras)
 
 
-CONNECTOR = Connector(
-    system="eddydesk",
-    settings=EddyDeskConnection,
-    connect=client.connect,
-    new_limiters=client.new_limiters,
-    plan_pull=plan_pull,
-    status_tables=status_tables,
-    push_tables=push_tables,
-    resolve_conflict=resolve_conflict,
-    pull_streams_for_push=pull_streams_for_push,
-    pipeline_target=pipeline_target,
-    pipeline_target_problem=functools.partial(push_table_problem, "eddydesk", PIPELINE_TARGETS),
-)
+pipeline_target_problem = functools.partial(push_table_problem, "eddydesk", PIPELINE_TARGETS)
+
+# what core.declare() collects by name, besides the functions above
+connect = client.connect
+new_limiters = client.new_limiters
+
+CONNECTOR = core.declare("eddydesk", EddyDeskConnection, globals())

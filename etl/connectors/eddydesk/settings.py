@@ -10,11 +10,9 @@ from etl.core.config import (
     ConnectionSettings,
     Frozen,
     RateBudget,
-    RetryConfig,
     check_email,
-    check_timezone,
     check_url,
-    known_push_tables,
+    push_tables_check,
     secret_from_env,
 )
 
@@ -53,20 +51,14 @@ class EddyDeskConnection(ConnectionSettings):
     streams: tuple[str, ...] = ("default",)
     store_api_keys: bool = False
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     lookback_seconds: Annotated[float, Field(ge=1)] = 120.0
     reconcile_every_hours: Annotated[float, Field(ge=0)] = 24.0
     rate_limit: RateLimitConfig = RateLimitConfig()
-    retry: RetryConfig = RetryConfig()
     push: dict[str, EddyDeskPush] = {}  # stream name -> write-back settings (off unless given)
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: check_url(v, "https://acme.eddydesk.com/api/v2")))
 
-    @field_validator("push")
-    @classmethod
-    def _push_tables(cls, value: dict[str, EddyDeskPush]) -> dict[str, EddyDeskPush]:
-        return known_push_tables(value, EDDYDESK_PUSH_TABLES)
-    _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
+    _push = push_tables_check(EDDYDESK_PUSH_TABLES)
     _email = field_validator("email")(classmethod(lambda cls, v: check_email(v)))
 
     def api_key(self, name: str) -> str:

@@ -243,4 +243,17 @@ def new_http_client(base_url: str, timeout: float, concurrency: int,
     return httpx.Client(base_url=base_url, timeout=timeout, transport=transport, limits=limits, **kwargs)
 
 
-__all__ = ["Session", "Response", "RemoteError", "MalformedResponse", "new_http_client"]
+class OneSessionClient:
+    """A client over one HTTP session: what the engine needs of it (etl.core.connector.Client)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def sessions(self) -> list[Session]:
+        return [self.session]
+
+    def close(self) -> None:
+        self.session.close()
+
+
+__all__ = ["Session", "Response", "RemoteError", "MalformedResponse", "new_http_client", "OneSessionClient"]

@@ -56,6 +56,15 @@ class ListPage(Protocol):
 
 
 @dataclass(frozen=True)
+class Page:
+    """A ListPage for a client that parses no more than the scan reads."""
+
+    records: list[dict[str, Any]]
+    total: int
+    total_pages: int
+
+
+@dataclass(frozen=True)
 class DatePaging:
     """How a remote filters a list by update time and pages it. Both bounds are inclusive; the
     list is ordered by update time, oldest first; dates are text in `date_format` (in the

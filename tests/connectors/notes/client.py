@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -10,17 +9,11 @@ import httpx
 from etl.core.errors import MalformedResponse
 from etl.core.http.ratelimit import RateLimiter
 from etl.core.http.retry import Backoff
-from etl.core.http.session import Session, new_http_client
+from etl.core.http.session import OneSessionClient, Session, new_http_client
+from etl.core.pull.windowed import Page
 from tests.connectors.notes.settings import NotesConnection
 
 SYSTEM = "notes"
-
-
-@dataclass(frozen=True)
-class NotesPage:
-    records: list[dict[str, Any]]
-    total: int
-    total_pages: int
 
 
 def parse_error(body: Any) -> tuple[str | None, str, list[dict[str, str]]]:
@@ -37,16 +30,13 @@ def _note(body: Any, path: str) -> dict[str, Any]:
     return note
 
 
-class NotesClient:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def list_page(self, path: str, params: dict[str, Any]) -> NotesPage:
+class NotesClient(OneSessionClient):
+    def list_page(self, path: str, params: dict[str, Any]) -> Page:
         body = self.session.request_json("GET", path, params=params).body
         if not isinstance(body, dict) or not isinstance(body.get("notes"), list):
             raise MalformedResponse(SYSTEM, "a list answer has no notes", path=path)
         try:
-            return NotesPage(body["notes"], int(body["total"]), int(body["pages"]))
+            return Page(body["notes"], int(body["total"]), int(body["pages"]))
         except (KeyError, TypeError, ValueError):
             raise MalformedResponse(SYSTEM, "a list answer has no total or pages", path=path) from None
 
@@ -57,11 +47,6 @@ class NotesClient:
         path = f"notes/{note_id}"
         return _note(self.session.request_json("PATCH", path, json=fields).body, path)
 
-    def sessions(self) -> list[Session]:
-        return [self.session]
-
-    def close(self) -> None:
-        self.session.close()
 
 
 def new_limiters(settings: NotesConnection) -> dict[str, RateLimiter]:

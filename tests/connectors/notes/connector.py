@@ -15,15 +15,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import sqlalchemy as sa
 
-from etl.core.connector import (
-    ConflictSettling,
-    Connector,
-    PlannedStream,
-    PullRequest,
-    PushRequest,
-    PushTable,
-    StatusTable,
-)
+from etl.core import connector as core
 from etl.core.errors import DesksyncError
 from etl.core.mirror.rows import RowBuilder
 from etl.core.mirror.write import TableWriter
@@ -62,14 +54,14 @@ def _pull(ctx: RunContext, full: bool) -> None:
     ), full=full)
 
 
-def plan_pull(request: PullRequest) -> list[PlannedStream]:
+def plan_pull(request: core.PullRequest) -> list[core.PlannedStream]:
     if any(name != STREAM for name in request.streams):
         raise ValueError(f"unknown stream (Notes has one: {STREAM})")
-    return [PlannedStream(STREAM, "main", functools.partial(_pull, full=request.full), records_success=False)]
+    return [core.PlannedStream(STREAM, "main", functools.partial(_pull, full=request.full), records_success=False)]
 
 
-def status_tables(conn: sa.Connection, settings: NotesConnection) -> list[StatusTable]:
-    return [StatusTable(STREAM, NOTES, STREAM)] if sa.inspect(conn).has_table(NOTES.name) else []
+def status_tables(conn: sa.Connection, settings: NotesConnection) -> list[core.StatusTable]:
+    return [core.StatusTable(STREAM, NOTES, STREAM)] if sa.inspect(conn).has_table(NOTES.name) else []
 
 
 def plan_push(conn: sa.Connection, connection: str, settings: NotesConnection, retry_failed: bool) -> PushOutcome:
@@ -113,7 +105,7 @@ def send_push(engine: sa.Engine, remote: client.NotesClient, connection: str, se
     send_concurrently(engine, connection, NOTES.name, outcome, ready, send_one, written, settings.concurrency)
 
 
-def push_tables(request: PushRequest) -> list[PushTable]:
+def push_tables(request: core.PushRequest) -> list[core.PushTable]:
     settings: NotesConnection = request.settings
     if settings.push is None:
         raise DesksyncError(f"connection {request.connection!r}: the notes table has no push section")
@@ -124,21 +116,18 @@ def push_tables(request: PushRequest) -> list[PushTable]:
     def send(remote: client.NotesClient, outcome: PushOutcome) -> None:
         send_push(request.engine, remote, request.connection, settings, outcome)
 
-    return [PushTable(STREAM, NOTES.name, plan, send)]
+    return [core.PushTable(STREAM, NOTES.name, plan, send)]
 
 
-def resolve_conflict(conn: sa.Connection, conflict_id: int, take: str, settling: ConflictSettling) -> None:
+def resolve_conflict(conn: sa.Connection, conflict_id: int, take: str, settling: core.ConflictSettling) -> None:
     resolve([WRITABLE], conn, conflict_id, take, lambda name: ZoneInfo(settling.timezone_of(name)), lambda name: "en")
 
 
-CONNECTOR = Connector(
-    system="notes",
-    settings=NotesConnection,
-    connect=client.connect,
-    new_limiters=client.new_limiters,
-    plan_pull=plan_pull,
-    status_tables=status_tables,
-    push_tables=push_tables,
-    resolve_conflict=resolve_conflict,
-    own_tables=lambda: [NOTES],
-)
+def own_tables() -> list[sa.Table]:
+    return [NOTES]
+
+# what core.declare() collects by name, besides the functions above
+connect = client.connect
+new_limiters = client.new_limiters
+
+CONNECTOR = core.declare("notes", NotesConnection, globals())

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from etl.core.config import ConnectionSettings, Frozen, RateBudget, RetryConfig, check_url, secret_from_env
+from etl.core.config import ConnectionSettings, Frozen, RateBudget, check_url, secret_from_env
 
 
 class NotesPush(Frozen):
@@ -19,7 +19,6 @@ class NotesConnection(ConnectionSettings):
     token_env: str
     timezone: str = "UTC"  # the API's times are UTC
     rate_limit: RateBudget = RateBudget(per_minute=600)
-    retry: RetryConfig = RetryConfig()
     concurrency: Annotated[int, Field(ge=1, le=8)] = 2
     lookback_seconds: Annotated[float, Field(ge=1)] = 60.0
     push: NotesPush | None = None  # write-back of the notes table (off unless given)

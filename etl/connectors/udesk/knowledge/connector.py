@@ -12,15 +12,7 @@ from etl.connectors.udesk.knowledge.client import KnowledgeClient
 from etl.connectors.udesk.knowledge.diff import WRITABLE
 from etl.connectors.udesk.knowledge.pull import run_stream, select_streams
 from etl.connectors.udesk.knowledge.settings import UdeskKnowledgeConnection
-from etl.core.connector import (
-    ConflictSettling,
-    Connector,
-    PlannedStream,
-    PullRequest,
-    PushRequest,
-    PushTable,
-    StatusTable,
-)
+from etl.core import connector as core
 from etl.core.errors import DesksyncError
 from etl.core.mirror.base import table_of
 from etl.core.pipelines.targets import Target, push_table_problem
@@ -31,16 +23,16 @@ from etl.core.push.order import push_names
 PIPELINE_TARGETS = ("catalogs", "questions", "useful_expressions", "useful_links")
 
 
-def plan_pull(request: PullRequest) -> list[PlannedStream]:
-    return [PlannedStream(s.name, "main", functools.partial(run_stream, stream=s))
+def plan_pull(request: core.PullRequest) -> list[core.PlannedStream]:
+    return [core.PlannedStream(s.name, "main", functools.partial(run_stream, stream=s))
             for s in select_streams(request.streams, request.settings)]
 
 
-def status_tables(conn: sa.Connection, settings: UdeskKnowledgeConnection) -> list[StatusTable]:
-    return [StatusTable(s.name, table_of(s.model), s.name) for s in select_streams((), settings)]
+def status_tables(conn: sa.Connection, settings: UdeskKnowledgeConnection) -> list[core.StatusTable]:
+    return [core.StatusTable(s.name, table_of(s.model), s.name) for s in select_streams((), settings)]
 
 
-def push_tables(request: PushRequest) -> list[PushTable]:
+def push_tables(request: core.PushRequest) -> list[core.PushTable]:
     engine, connection, settings = request.engine, request.connection, request.settings
     names = push_names(connection, push_shape.ORDER, settings.push, request.tables)
     if "km_entities" in names and not settings.km_base_url:
@@ -48,7 +40,7 @@ def push_tables(request: PushRequest) -> list[PushTable]:
     tz = ZoneInfo(settings.timezone)
     lookups = push_create.Lookups()  # the remote lists new rows are matched in, fetched once a push
 
-    def table(name: str) -> PushTable:
+    def table(name: str) -> core.PushTable:
         spec = WRITABLE[name]
 
         def plan(conn: sa.Connection) -> PushOutcome:
@@ -57,12 +49,12 @@ def push_tables(request: PushRequest) -> list[PushTable]:
         def send(remote: KnowledgeClient, outcome: PushOutcome) -> None:
             push.send(engine, remote, connection, settings, spec, outcome, lookups)
 
-        return PushTable(name, spec.table.name, plan, send)
+        return core.PushTable(name, spec.table.name, plan, send)
 
     return [table(n) for n in names]
 
 
-def resolve_conflict(conn: sa.Connection, conflict_id: int, take: str, settling: ConflictSettling) -> None:
+def resolve_conflict(conn: sa.Connection, conflict_id: int, take: str, settling: core.ConflictSettling) -> None:
     # knowledge records keep no language-dependent columns
     columns.resolve(WRITABLE.values(), conn, conflict_id, take, lambda name: ZoneInfo(settling.timezone_of(name)),
                     lambda name: "en")
@@ -74,15 +66,10 @@ def pipeline_target(conn: sa.Connection, settings: UdeskKnowledgeConnection, con
     return Target(obj, spec.table, {c: c for c in (*spec.columns, *context)}, takes_placeholders=True)
 
 
-CONNECTOR = Connector(
-    system="udesk_knowledge",
-    settings=UdeskKnowledgeConnection,
-    connect=client.connect,
-    new_limiters=client.new_limiters,
-    plan_pull=plan_pull,
-    status_tables=status_tables,
-    push_tables=push_tables,
-    resolve_conflict=resolve_conflict,
-    pipeline_target=pipeline_target,
-    pipeline_target_problem=functools.partial(push_table_problem, "udesk_knowledge", PIPELINE_TARGETS),
-)
+pipeline_target_problem = functools.partial(push_table_problem, "udesk_knowledge", PIPELINE_TARGETS)
+
+# what core.declare() collects by name, besides the functions above
+connect = client.connect
+new_limiters = client.new_limiters
+
+CONNECTOR = core.declare("udesk_knowledge", UdeskKnowledgeConnection, globals())

@@ -10,11 +10,9 @@ from etl.connectors.udesk.settings import UdeskRateLimit
 from etl.core.config import (
     ConnectionSettings,
     Frozen,
-    RetryConfig,
     check_email,
-    check_timezone,
     check_url,
-    known_push_tables,
+    push_tables_check,
     secret_from_env,
 )
 
@@ -51,21 +49,15 @@ class UdeskKnowledgeConnection(ConnectionSettings):
     download_attachments: bool = False
     attachments_dir: str = "attachments"
     max_attachment_bytes: Annotated[int, Field(gt=0)] = 20 * 1024 * 1024
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     rate_limit: UdeskRateLimit = UdeskRateLimit()
-    retry: RetryConfig = RetryConfig()
     concurrency: Annotated[int, Field(ge=1, le=16)] = 4  # write-back: updates and deletes in flight
     push: dict[str, KnowledgePush] = {}  # stream name -> write-back settings (off unless given)
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: check_url(v, "https://demo.udesk.cn/open_api_v1")))
 
-    @field_validator("push")
-    @classmethod
-    def _push_tables(cls, value: dict[str, KnowledgePush]) -> dict[str, KnowledgePush]:
-        return known_push_tables(value, KNOWLEDGE_PUSH_TABLES)
+    _push = push_tables_check(KNOWLEDGE_PUSH_TABLES)
     _km = field_validator("km_base_url")(
         classmethod(lambda cls, v: None if v is None else check_url(v, "https://km.udesk.cn/api")))
-    _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
     _email = field_validator("email")(classmethod(lambda cls, v: check_email(v)))
 
     @model_validator(mode="after")

@@ -27,7 +27,7 @@ from etl.connectors.udesk.servicego.settings import Condition, ServiceGoConnecti
 from etl.connectors.udesk.sign import new_limiter, signed_session
 from etl.core.errors import MalformedResponse
 from etl.core.http.ratelimit import RateLimiter
-from etl.core.http.session import Session
+from etl.core.http.session import OneSessionClient, Session
 
 SYSTEM = "servicego"
 SCROLL_SEARCH = "v1/datas/scrollSearch"
@@ -77,9 +77,9 @@ def conditions_body(conditions: tuple[Condition, ...]) -> list[dict[str, str]]:
     return [{"fieldApiName": c.field, "operator": c.operator, "value": c.value} for c in conditions]
 
 
-class ServiceGoClient:
+class ServiceGoClient(OneSessionClient):
     def __init__(self, session: Session, page_size: int = 100) -> None:
-        self.session = session
+        super().__init__(session)
         self.page_size = page_size
 
     def _total(self, body: Any, path: str) -> int:
@@ -146,11 +146,6 @@ class ServiceGoClient:
                 return rows
             page += 1
 
-    def sessions(self) -> list[Session]:
-        return [self.session]
-
-    def close(self) -> None:
-        self.session.close()
 
 
 def new_limiters(conn: ServiceGoConnection) -> dict[str, RateLimiter]:

@@ -16,15 +16,7 @@ from etl.connectors.udesk.servicego.models import ObjectSchema, table_name
 from etl.connectors.udesk.servicego.pull import ObjectSync, search_args, state_key
 from etl.connectors.udesk.servicego.related import refresh as refresh_related
 from etl.connectors.udesk.servicego.settings import ServiceGoConnection, ServiceGoObject
-from etl.core.connector import (
-    ConflictSettling,
-    Connector,
-    PlannedStream,
-    PullRequest,
-    PushRequest,
-    PushTable,
-    StatusTable,
-)
+from etl.core import connector as core
 from etl.core.errors import DesksyncError
 from etl.core.mirror.state import mark_reconciled, reconcile_due
 from etl.core.pipelines.targets import Target
@@ -32,7 +24,7 @@ from etl.core.pull.context import RunContext
 from etl.core.push.journal import PushOutcome
 
 
-def _pull_object(ctx: RunContext, obj: ServiceGoObject, request: PullRequest) -> None:
+def _pull_object(ctx: RunContext, obj: ServiceGoObject, request: core.PullRequest) -> None:
     assert isinstance(ctx.client, ServiceGoClient)
     settings: ServiceGoConnection = request.settings
     sync = ObjectSync(ctx, obj)
@@ -48,29 +40,29 @@ def _pull_object(ctx: RunContext, obj: ServiceGoObject, request: PullRequest) ->
     refresh_related(ctx, obj)
 
 
-def plan_pull(request: PullRequest) -> list[PlannedStream]:
+def plan_pull(request: core.PullRequest) -> list[core.PlannedStream]:
     settings: ServiceGoConnection = request.settings
     known = [o.name for o in settings.objects]
     unknown = [n for n in request.streams if n not in known]
     if unknown:
         raise ValueError(f"unknown object {unknown[0]!r} (configured: {', '.join(known)})")
-    return [PlannedStream(o.name, "main", functools.partial(_pull_object, obj=o, request=request), False,
+    return [core.PlannedStream(o.name, "main", functools.partial(_pull_object, obj=o, request=request), False,
                           state_key(o.name))
             for o in settings.objects if not request.streams or o.name in request.streams]
 
 
-def status_tables(conn: sa.Connection, settings: ServiceGoConnection) -> list[StatusTable]:
+def status_tables(conn: sa.Connection, settings: ServiceGoConnection) -> list[core.StatusTable]:
     existing = set(sa.inspect(conn).get_table_names())
     out = []
     for obj in settings.objects:
         schema = ObjectSchema(obj.name)
         if schema.table.name in existing:
             schema.load(conn)
-            out.append(StatusTable(obj.name, schema.table, state_key(obj.name)))
+            out.append(core.StatusTable(obj.name, schema.table, state_key(obj.name)))
     return out
 
 
-def push_tables(request: PushRequest) -> list[PushTable]:
+def push_tables(request: core.PushRequest) -> list[core.PushTable]:
     engine, connection, settings = request.engine, request.connection, request.settings
     objects = push.push_order([o for o in settings.objects
                                if o.push is not None and (not request.tables or o.name in request.tables)])
@@ -78,19 +70,19 @@ def push_tables(request: PushRequest) -> list[PushTable]:
         raise DesksyncError(f"connection {connection!r}: no object has a [push] section (see config/desksync.example.toml)")
     tz = ZoneInfo(settings.timezone)
 
-    def table(obj: ServiceGoObject) -> PushTable:
+    def table(obj: ServiceGoObject) -> core.PushTable:
         def plan(conn: sa.Connection) -> PushOutcome:
             return push.plan(conn, connection, obj, tz, request.retry_failed)
 
         def send(remote: ServiceGoClient, outcome: PushOutcome) -> None:
             push.send(engine, remote, connection, obj, outcome, referrers=push.referrers_of(obj.name, settings.objects))
 
-        return PushTable(obj.name, table_name(obj.name), plan, send)
+        return core.PushTable(obj.name, table_name(obj.name), plan, send)
 
     return [table(o) for o in objects]
 
 
-def resolve_conflict(conn: sa.Connection, conflict_id: int, take: str, settling: ConflictSettling) -> None:
+def resolve_conflict(conn: sa.Connection, conflict_id: int, take: str, settling: core.ConflictSettling) -> None:
     resolve(conn, conflict_id, take, lambda name: ZoneInfo(settling.timezone_of(name)))
 
 
@@ -120,16 +112,8 @@ def pipeline_target_problem(settings: ServiceGoConnection, connection: str, obj:
     return ""
 
 
-CONNECTOR = Connector(
-    system="servicego",
-    settings=ServiceGoConnection,
-    connect=client.connect,
-    new_limiters=client.new_limiters,
-    plan_pull=plan_pull,
-    status_tables=status_tables,
-    push_tables=push_tables,
-    resolve_conflict=resolve_conflict,
-    pipeline_target=pipeline_target,
-    pipeline_target_problem=pipeline_target_problem,
-    runtime_table=runtime_table,
-)
+# what core.declare() collects by name, besides the functions above
+connect = client.connect
+new_limiters = client.new_limiters
+
+CONNECTOR = core.declare("servicego", ServiceGoConnection, globals())

@@ -10,9 +10,7 @@ from etl.connectors.udesk.settings import UdeskRateLimit
 from etl.core.config import (
     ConnectionSettings,
     Frozen,
-    RetryConfig,
     check_email,
-    check_timezone,
     check_url,
     secret_from_env,
 )
@@ -80,12 +78,9 @@ class ServiceGoConnection(ConnectionSettings):
     page_size: Annotated[int, Field(ge=1, le=100)] = 100
     overlap_minutes: Annotated[float, Field(ge=1)] = 5.0
     reconcile_every_hours: Annotated[float, Field(ge=0)] = 24.0
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     rate_limit: UdeskRateLimit = UdeskRateLimit()
-    retry: RetryConfig = RetryConfig()
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: check_url(v, "https://servicego.udesk.cn/api")))
-    _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
     _email = field_validator("email")(classmethod(lambda cls, v: check_email(v)))
 
     def api_token(self, name: str) -> str:
