@@ -413,14 +413,14 @@ def test_an_edit_made_while_its_push_is_under_way_survives_the_answer(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The push reads a row, sends it, and writes the remote's answer back: an edit made in the
     mirror in between (here, the moment the answer arrives) is neither lost nor taken for a conflict."""
-    import etl.connectors.eddydesk.push as loader
+    import etl.connectors.eddydesk.client as loader
 
     server, config, engine = _setup(db_url, simulator, make_config,
                                     push={"tickets": {"conflict_policy": "manual"}})
     ticket = 9
     priority = 3 if server.state.tickets.records[ticket]["priority_id"] != 3 else 2  # another of the three
     _sql(engine, "UPDATE eddydesk_tickets SET title = 'Sent title' WHERE id = :t", t=ticket)
-    answered = loader._data
+    from etl.connectors.eddydesk.client import data_of as answered
 
     def edit_then_answer(body: Any, path: str) -> dict[str, Any]:
         # another session edits the row (and the title again) before the answer is written back
@@ -428,9 +428,9 @@ def test_an_edit_made_while_its_push_is_under_way_survives_the_answer(
              p=priority)
         return answered(body, path)
 
-    monkeypatch.setattr(loader, "_data", edit_then_answer)
+    monkeypatch.setattr(loader, "data_of", edit_then_answer)
     first = jobs.push(config, "helpdesk")
-    monkeypatch.setattr(loader, "_data", answered)
+    monkeypatch.setattr(loader, "data_of", answered)
     assert first.tables["tickets"].ok == 1 and server.state.tickets.records[ticket]["title"] == "Sent title"
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT title, priority_id, raw FROM eddydesk_tickets WHERE id = :t"),
@@ -454,7 +454,7 @@ def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_cr
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The placeholder row gives way to the created one: what was edited in it meanwhile (a
     column and a custom field) goes with it as a local edit, and the next push sends it."""
-    import etl.connectors.eddydesk.push as loader
+    import etl.connectors.eddydesk.client as loader
 
     server, config, engine = _setup(db_url, simulator, make_config)
     client_user = sorted(server.state.users.records)[-1]
@@ -462,7 +462,7 @@ def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_cr
                  "VALUES ('helpdesk', -1, 'Sent title', 1, :u)", u=client_user)
     _sql(engine, "INSERT INTO eddydesk_ticket_posts (connection, id, ticket_id, text) "
                  "VALUES ('helpdesk', -1, -1, '<p>It burns</p>')")
-    answered = loader._data
+    from etl.connectors.eddydesk.client import data_of as answered
 
     def edit_then_answer(body: Any, path: str) -> dict[str, Any]:
         if path.rstrip("/") == "tickets":  # the create's answer: the placeholder is edited meanwhile
@@ -471,9 +471,9 @@ def test_an_edit_made_to_a_new_row_while_its_create_is_under_way_moves_to_the_cr
                          "VALUES ('helpdesk', -1, :f, 'set meanwhile')", f=TEXT_FIELD)
         return answered(body, path)
 
-    monkeypatch.setattr(loader, "_data", edit_then_answer)
+    monkeypatch.setattr(loader, "data_of", edit_then_answer)
     assert jobs.push(config, "helpdesk").failed == 0
-    monkeypatch.setattr(loader, "_data", answered)
+    monkeypatch.setattr(loader, "data_of", answered)
     created = max(server.state.tickets.records)
     assert server.state.tickets.records[created]["title"] == "Sent title"
     with engine.connect() as conn:

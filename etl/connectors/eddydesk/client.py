@@ -114,21 +114,52 @@ def budget_of(path: str) -> str:
     return KNOWLEDGE_BASE if path.lstrip("/").startswith("knowledge_base") else MAIN
 
 
+def data_of(body: Any, path: str) -> dict[str, Any]:
+    """The record of a single-record answer ({"data": {...}}, seed 003)."""
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise MalformedResponse(SYSTEM, "answer has no 'data' object", path=path)
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+def record_path(stream: str, record_id: int | None = None, ticket_id: int | None = None) -> str:
+    """Where a table's records are written (seed 003): replies and notes under their ticket."""
+    if stream in ("ticket_posts", "ticket_comments"):
+        kind = "posts" if stream == "ticket_posts" else "comments"
+        return f"tickets/{ticket_id}/{kind}/" + (f"{record_id}" if record_id is not None else "")
+    return f"{stream}/" + (f"{record_id}" if record_id is not None else "")
+
+
 class EddyDeskClient(OneSessionClient):
-    """Typed access to the list and get endpoints; one per account."""
+    """Typed access to the endpoints; one per account."""
 
     def list_page(self, path: str, params: dict[str, Any] | None = None) -> Page:
         response = self.session.request_json("GET", path, budget=budget_of(path), params=params)
         return parse_list_page(response.body, path)
 
     def get(self, path: str) -> dict[str, Any]:
-        response = self.session.request_json("GET", path, budget=budget_of(path))
-        body = response.body
-        if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-            raise MalformedResponse(SYSTEM, "answer has no 'data' object", path=path)
-        data: dict[str, Any] = body["data"]
-        return data
+        return data_of(self.session.request_json("GET", path, budget=budget_of(path)).body, path)
 
+    def create(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        """A form-encoded POST; never retried blindly (a lost answer may have created the record)."""
+        return data_of(self.session.request_json("POST", path, data=form, retry=False).body, path)
+
+    def update(self, path: str, body: dict[str, Any], *, as_form: bool = False) -> dict[str, Any]:
+        """A PUT of the changed members: JSON, or a form (replies and notes)."""
+        answer = self.session.request_json("PUT", path, data=body if as_form else None, json=None if as_form else body)
+        return data_of(answer.body, path)
+
+    def write_options(self, path: str, options: list[dict[str, Any]], *, retry: bool) -> Any:
+        """A field's options created or updated in one POST (up to 100, seed 003); the answer's body."""
+        return self.session.request_json("POST", path, json={"options": options}, retry=retry).body
+
+    def delete(self, path: str) -> None:
+        """A DELETE; a record already gone (HTTP 404) is what was asked."""
+        try:
+            self.session.request_json("DELETE", path)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
 
 
 def new_limiters(conn: EddyDeskConnection) -> dict[str, RateLimiter]:

@@ -27,6 +27,8 @@ ours: the API offers nothing surer.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,11 +37,10 @@ import orjson
 import sqlalchemy as sa
 
 from etl.connectors.eddydesk import models as m
-from etl.connectors.eddydesk.client import EddyDeskClient
+from etl.connectors.eddydesk.client import EddyDeskClient, record_path
 from etl.connectors.eddydesk.settings import EddyDeskConnection, EddyDeskPush
 from etl.connectors.eddydesk.streams import BY_NAME, children_queue
 from etl.connectors.eddydesk.writers import helpdesk_writer
-from etl.core.errors import ApiError, MalformedResponse
 from etl.core.mirror.base import table_of
 from etl.core.mirror.pending import add_pending
 from etl.core.mirror.rows import RowBuilder
@@ -76,6 +77,8 @@ POSTS = table_of(m.TicketPost)
 COMMENTS = table_of(m.TicketComment)
 USER_DEPARTMENTS = table_of(m.UserDepartment)
 ISO = "%Y-%m-%d %H:%M:%S"
+Form = dict[str, str]
+Record = dict[str, Any]
 
 
 def _api_value(spec: Writable, name: str, text: str | None) -> Any:
@@ -97,9 +100,9 @@ def _json_body(spec: Writable, names: list[str], local: dict[str, str | None]) -
     return body
 
 
-def _form_body(local: dict[str, str | None]) -> dict[str, str]:
+def _form_body(local: dict[str, str | None]) -> Form:
     """A create's members as the form sends them: only what the row holds."""
-    form: dict[str, str] = {}
+    form: Form = {}
     for name, text in local.items():
         if text is None:
             continue
@@ -108,30 +111,125 @@ def _form_body(local: dict[str, str | None]) -> dict[str, str]:
     return form
 
 
-def _path(spec: Writable, record_id: int | None, parent_id: int | None) -> str:
-    if spec.stream in ("ticket_posts", "ticket_comments"):
-        kind = "posts" if spec.stream == "ticket_posts" else "comments"
-        return f"tickets/{parent_id}/{kind}/" + (f"{record_id}" if record_id is not None else "")
-    return f"{spec.stream}/" + (f"{record_id}" if record_id is not None else "")
+# --- each table's ways (seed 003) ------------------------------------------------------------------
 
+def _ticket_description(conn: sa.Connection, connection: str, push: EddyDeskPush, record_id: int, form: Form) -> None:
+    """A new ticket's description: its newest placeholder reply."""
+    description = conn.execute(sa.select(POSTS.c.text).where(
+        POSTS.c.connection == connection, POSTS.c.ticket_id == record_id, POSTS.c.id < 0)
+        .order_by(POSTS.c.id.desc()).limit(1)).scalar()
+    if description:
+        form["description"] = description
+
+
+def _user_departments(conn: sa.Connection, connection: str, push: EddyDeskPush, record_id: int, form: Form) -> None:
+    """A new user's departments (its department rows, or the configured defaults) and other defaults."""
+    departments = conn.execute(sa.select(USER_DEPARTMENTS.c.department_id).where(
+        USER_DEPARTMENTS.c.connection == connection, USER_DEPARTMENTS.c.user_id == record_id)).scalars().all()
+    defaults = push.create_defaults
+    for name, value in defaults.items():
+        if name != "department" and name not in form:
+            form[name] = str(value)
+    for n, department in enumerate(departments or defaults.get("department") or []):
+        form[f"department[{n}]"] = str(department)
+
+
+def _with_password(form: Form) -> Form:
+    # required by the API; never stored or logged: the user sets their own through the helpdesk
+    return {**form, "password": secrets.token_urlsafe(18)}
+
+
+def _ticket_as_listed(record: Record) -> Record:
+    """The single ticket spells the client's name "user_name", the list "username" (seed 003)."""
+    if "user_name" in record:
+        record = {**record, "username": record["user_name"]}
+        del record["user_name"]
+    return record
+
+
+def _lost_ticket(client: EddyDeskClient, write: PlannedWrite, since: datetime, tz: tzinfo) -> Record | None:
+    """A ticket created after a lost answer: the exact title, created since the intent (newest)."""
+    form = write.payload["form"]
+    start = (since - timedelta(minutes=1)).astimezone(tz).strftime(ISO)
+    page = client.list_page("tickets/", {"search": form.get("title", ""), "exact_search": 1, "from_date_created": start})
+    matches = [r for r in page.records if r.get("title") == form.get("title")
+               and ("user_id" not in form or str(r.get("user_id")) == form["user_id"])]
+    return max(matches, key=lambda r: int(r["id"]), default=None)
+
+
+def _lost_child(client: EddyDeskClient, write: PlannedWrite, since: datetime, tz: tzinfo) -> Record | None:
+    """A reply or note created after a lost answer: the same text under the ticket."""
+    page = client.list_page(write.payload["path"])
+    return next((r for r in page.records if r.get("text") == write.payload["form"].get("text")), None)
+
+
+def _ticket_created(conn: sa.Connection, connection: str, placeholder: int, new_id: int) -> None:
+    """The description reply is now on the remote (the next pull brings it); other new replies and
+    notes of the ticket are created under its real id, and its lists are queued for the next pull
+    (the row now matches the remote ticket, so the pull would not look at them)."""
+    description = conn.execute(sa.select(sa.func.max(POSTS.c.id)).where(
+        POSTS.c.connection == connection, POSTS.c.ticket_id == placeholder, POSTS.c.id < 0)).scalar()
+    if description is not None:
+        conn.execute(POSTS.delete().where(POSTS.c.connection == connection, POSTS.c.id == description))
+    for table in (POSTS, COMMENTS):
+        conn.execute(table.update().where(table.c.connection == connection, table.c.ticket_id == placeholder)
+                     .values(ticket_id=new_id))
+    add_pending(conn, connection, children_queue(BY_NAME["tickets"]), ("ticket_posts", "ticket_comments"), [new_id])
+
+
+def _user_created(conn: sa.Connection, connection: str, placeholder: int, new_id: int) -> None:
+    conn.execute(USER_DEPARTMENTS.delete().where(USER_DEPARTMENTS.c.connection == connection,
+                                                 USER_DEPARTMENTS.c.user_id == placeholder))
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class TableWays:
+    """What sets one table's writes apart (seed 003)."""
+
+    child: bool = False  # replies and notes: under their ticket, sent as a form with the text only
+    unique: str | None = None  # the member a create is matched on (`upsert`)
+    create_extras: Callable[[sa.Connection, str, EddyDeskPush, int, Form], None] | None = None
+    secret_form: Callable[[Form], Form] = _same  # what the POST adds and nothing records
+    find_lost: Callable[[EddyDeskClient, PlannedWrite, datetime, tzinfo], Record | None] | None = None
+    as_listed: Callable[[Record], Record] = _same  # an answer in the shape a pull lists it
+    created: Callable[[sa.Connection, str, int, int], None] | None = None  # (conn, connection, placeholder, id)
+
+
+WAYS = {
+    "tickets": TableWays(create_extras=_ticket_description, find_lost=_lost_ticket, as_listed=_ticket_as_listed,
+                         created=_ticket_created),
+    "users": TableWays(unique="email", create_extras=_user_departments, secret_form=_with_password,
+                       created=_user_created),
+    "organizations": TableWays(unique="name"),
+    "ticket_posts": TableWays(child=True, find_lost=_lost_child),
+    "ticket_comments": TableWays(child=True, find_lost=_lost_child),
+}
+
+
+# --- planning --------------------------------------------------------------------------------------
 
 def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPush, tz: tzinfo,
          retry_failed: bool) -> PushOutcome:
     """What a push of this table would send (`--dry-run` prints it)."""
     outcome = PushOutcome()
     t = spec.table
-    child = spec.stream in ("ticket_posts", "ticket_comments")
+    ways = WAYS[spec.stream]
     builder = RowBuilder(t, tz, "en")
     held = held_ids(conn, connection, t.name)
     conflicted = open_conflict_ids(conn, connection, t.name)
-    extra = [t.c.ticket_id] if child else []
+    extra = [t.c.ticket_id] if ways.child else []
     rows = conn.execute(sa.select(t.c.id, t.c.raw, t.c.is_deleted, t.c.deleted_at, *extra, *(t.c[c] for c in spec.columns))
                         .where(t.c.connection == connection, sa.or_(t.c.is_deleted.is_(False), t.c.deleted_at.is_(None)))
                         .order_by(t.c.id)).mappings().all()
     custom = local_values(conn, spec, connection, [r["id"] for r in rows])
     for row in rows:
         record_id = int(row["id"])
-        parent_id = int(row["ticket_id"]) if child else None
+        parent_id = int(row["ticket_id"]) if ways.child else None
+        path = record_path(spec.stream, record_id, parent_id)
         if record_id < 0:
             if row["is_deleted"]:
                 continue
@@ -143,8 +241,7 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
             if not push.allow_delete:
                 outcome.skipped_deletes += 1
                 continue
-            write = PlannedWrite(t.name, record_id, "delete", payload={"path": _path(spec, record_id, parent_id)},
-                                 parent_id=parent_id)
+            write = PlannedWrite(t.name, record_id, "delete", payload={"path": path}, parent_id=parent_id)
         else:
             raw = row["raw"] if isinstance(row["raw"], dict) else orjson.loads(row["raw"])
             base, local_custom = with_values(texts(spec, builder.build(raw)[0], tz), record_values(spec, raw),
@@ -153,57 +250,38 @@ def plan(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPus
             changed = changed_fields(base, local)
             if not changed:
                 continue
-            body: dict[str, Any] = {"text": local["text"] or ""} if child else _json_body(spec, changed, local)
+            body: dict[str, Any] = {"text": local["text"] or ""} if ways.child else _json_body(spec, changed, local)
             write = PlannedWrite(t.name, record_id, "update", [(c, base[c], local[c]) for c in changed],
-                                 payload={"path": _path(spec, record_id, parent_id), "body": body}, parent_id=parent_id)
+                                 payload={"path": path, "body": body}, parent_id=parent_id)
         outcome.consider(write, conflicted, held, retry_failed)
     return outcome.finish(held)
 
 
 def _plan_create(conn: sa.Connection, connection: str, spec: Writable, push: EddyDeskPush, record_id: int,
                  parent_id: int | None, local: dict[str, str | None]) -> PlannedWrite:
-    form = _form_body(local)
+    ways = WAYS[spec.stream]
+    form = {"text": local["text"] or ""} if ways.child else _form_body(local)
+    if ways.create_extras is not None:
+        ways.create_extras(conn, connection, push, record_id, form)
     write = PlannedWrite(spec.table.name, record_id, "create", [(n, None, v) for n, v in local.items() if v is not None],
                          parent_id=parent_id)
-    if spec.stream == "tickets":
-        description = conn.execute(sa.select(POSTS.c.text).where(
-            POSTS.c.connection == connection, POSTS.c.ticket_id == record_id, POSTS.c.id < 0)
-            .order_by(POSTS.c.id.desc()).limit(1)).scalar()
-        if description:
-            form["description"] = description
-    elif spec.stream == "users":
-        departments = conn.execute(sa.select(USER_DEPARTMENTS.c.department_id).where(
-            USER_DEPARTMENTS.c.connection == connection, USER_DEPARTMENTS.c.user_id == record_id)).scalars().all()
-        defaults = push.create_defaults
-        for name, value in defaults.items():
-            if name != "department" and name not in form:
-                form[name] = str(value)
-        for n, department in enumerate(departments or defaults.get("department") or []):
-            form[f"department[{n}]"] = str(department)
-    elif spec.stream in ("ticket_posts", "ticket_comments"):
-        form = {"text": local["text"] or ""}
-    write.payload = {"path": _path(spec, None, parent_id), "form": form}
+    write.payload = {"path": record_path(spec.stream, None, parent_id), "form": form}
     return write
 
 
 # --- sending ---------------------------------------------------------------------------------------
 
-def _as_listed(spec: Writable, record: dict[str, Any], parent_id: int | None) -> dict[str, Any]:
-    """An answer in the shape a pull lists it, so that the next pull finds no difference: the
-    single ticket spells the client's name "user_name", the list "username" (seed 003)."""
-    record = dict(record)
-    if spec.stream == "tickets" and "user_name" in record:
-        record["username"] = record.pop("user_name")
-    if parent_id is not None:
-        record.setdefault("ticket_id", parent_id)
-    return record
-
-
-def _apply(conn: sa.Connection, writer: TableWriter, spec: Writable, answers: list[tuple[dict[str, Any], int | None]]) -> None:
+def _apply(conn: sa.Connection, writer: TableWriter, spec: Writable, answers: list[tuple[Record, int | None]]) -> None:
     if not answers:
         return
-    records = [_as_listed(spec, record, parent) for record, parent in answers]
-    overrides = [{"ticket_id": parent} for _, parent in answers] if spec.stream in ("ticket_posts", "ticket_comments") else None
+    ways = WAYS[spec.stream]
+    records = []
+    for record, parent in answers:
+        listed = ways.as_listed(dict(record))
+        if parent is not None:
+            listed.setdefault("ticket_id", parent)
+        records.append(listed)
+    overrides = [{"ticket_id": parent} for _, parent in answers] if ways.child else None
     writer.upsert(conn, records, None, overrides=overrides)
 
 
@@ -219,27 +297,19 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
     tz = ZoneInfo(settings.timezone)
     ready = hold_unsendable(engine, connection, outcome)
 
-    def created(conn: sa.Connection, write: PlannedWrite, record: dict[str, Any]) -> None:
+    def created(conn: sa.Connection, write: PlannedWrite, record: Record) -> None:
         _created(conn, writer, spec, connection, write, record, tz)
 
     send_creates(engine, connection, outcome, ready, lambda w: _create(engine, client, connection, spec, push, w, tz),
                  created)
 
-    def send_one(write: PlannedWrite) -> dict[str, Any] | None:
-        path = write.payload["path"]
+    def send_one(write: PlannedWrite) -> Record | None:
         if write.operation == "delete":
-            try:
-                client.session.request_json("DELETE", path)
-            except ApiError as exc:
-                if exc.status != 404:  # already gone: what we wanted
-                    raise
+            client.delete(write.payload["path"])
             return None
-        body = write.payload["body"]
-        child = spec.stream in ("ticket_posts", "ticket_comments")
-        answer = client.session.request_json("PUT", path, data=body if child else None, json=None if child else body)
-        return _data(answer.body, path)
+        return client.update(write.payload["path"], write.payload["body"], as_form=WAYS[spec.stream].child)
 
-    def written(conn: sa.Connection, done: list[tuple[PlannedWrite, dict[str, Any] | None]]) -> None:
+    def written(conn: sa.Connection, done: list[tuple[PlannedWrite, Record | None]]) -> None:
         sent.clear()
         sent.update({write.record_id: write.sent_values() for write, _ in done})
         _apply(conn, writer, spec, [(record, write.parent_id) for write, record in done if record is not None])
@@ -252,49 +322,33 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
     send_concurrently(engine, connection, spec.table.name, outcome, ready, send_one, written, settings.concurrency)
 
 
-def _data(body: Any, path: str) -> dict[str, Any]:
-    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-        raise MalformedResponse("eddydesk", "answer has no 'data' object", path=path)
-    data: dict[str, Any] = body["data"]
-    return data
-
-
 def _find_existing(client: EddyDeskClient, spec: Writable, push: EddyDeskPush, write: PlannedWrite,
-                   since: datetime | None, tz: tzinfo) -> dict[str, Any] | None:
+                   since: datetime | None, tz: tzinfo) -> Record | None:
     """The remote record a new row stands for: by its unique member (users, organizations), or
     after a lost answer by the best search the API offers (tickets, replies, notes)."""
-    form = write.payload["form"]
-    if spec.stream in ("users", "organizations"):
-        key = "email" if spec.stream == "users" else "name"
-        value = form.get(key)
+    ways = WAYS[spec.stream]
+    if ways.unique is not None:
+        value = write.payload["form"].get(ways.unique)
         if not value or not (push.upsert or since is not None):
             return None
         page = client.list_page(spec.stream + "/", {"search": value, "exact_search": 1})
-        return next((r for r in page.records if str(r.get(key, "")).lower() == value.lower()), None)
-    if since is None:
+        return next((r for r in page.records if str(r.get(ways.unique, "")).lower() == value.lower()), None)
+    if since is None or ways.find_lost is None:
         return None
-    if spec.stream == "tickets":
-        start = (since - timedelta(minutes=1)).astimezone(tz).strftime(ISO)
-        page = client.list_page("tickets/", {"search": form.get("title", ""), "exact_search": 1,
-                                             "from_date_created": start})
-        matches = [r for r in page.records if r.get("title") == form.get("title")
-                   and ("user_id" not in form or str(r.get("user_id")) == form["user_id"])]
-        return max(matches, key=lambda r: int(r["id"]), default=None)
-    page = client.list_page(write.payload["path"])
-    return next((r for r in page.records if r.get("text") == form.get("text")), None)
+    return ways.find_lost(client, write, since, tz)
 
 
 def _create(engine: sa.Engine, client: EddyDeskClient, connection: str, spec: Writable, push: EddyDeskPush,
-            write: PlannedWrite, tz: tzinfo) -> dict[str, Any]:
+            write: PlannedWrite, tz: tzinfo) -> Record:
     """Create (or update the matching record), recording the intent first; the answer's record."""
     since = earlier_intents(engine, connection, write.table, [write.record_id]).get(write.record_id)
     with engine.begin() as conn:
         log_attempt(conn, connection, write, "intent", None, None)
+    ways = WAYS[spec.stream]
     existing = _find_existing(client, spec, push, write, since, tz)
-    form = write.payload["form"]
     if existing is not None:
         write.payload = {**write.payload, "matched": existing["id"]}
-        if spec.stream in ("ticket_posts", "ticket_comments") or spec.stream == "tickets":
+        if ways.unique is None:
             return existing  # found again after a lost answer: it holds what we sent
         # the row's own values only (create defaults must not move an existing user), and only
         # those the remote record does not hold already: after a lost answer, often none
@@ -302,19 +356,12 @@ def _create(engine: sa.Engine, client: EddyDeskClient, connection: str, spec: Wr
         local = {n: v for n, _, v in write.changes if remote.get(n) != v}
         if not local:
             return existing
-        update = _json_body(spec, list(local), local)
-        path = f"{spec.stream}/{existing['id']}"
-        return _data(client.session.request_json("PUT", path, json=update).body, path)
-    if spec.stream == "users":
-        # required by the API; never stored or logged: the user sets their own through the helpdesk
-        form = {**form, "password": secrets.token_urlsafe(18)}
-    # a POST is never retried blindly: a lost answer may have created the record already
-    path = write.payload["path"]
-    return _data(client.session.request_json("POST", path, data=form, retry=False).body, path)
+        return client.update(record_path(spec.stream, existing["id"]), _json_body(spec, list(local), local))
+    return client.create(write.payload["path"], ways.secret_form(write.payload["form"]))
 
 
 def _created(conn: sa.Connection, writer: TableWriter, spec: Writable, connection: str, write: PlannedWrite,
-             record: dict[str, Any], tz: tzinfo) -> None:
+             record: Record, tz: tzinfo) -> None:
     """The remote record takes the placeholder's place; children of the placeholder follow it,
     and so do the edits made to it while its create was under way."""
     t = spec.table
@@ -323,24 +370,10 @@ def _created(conn: sa.Connection, writer: TableWriter, spec: Writable, connectio
     _apply(conn, writer, spec, [(record, write.parent_id)])
     carry_edits(conn, spec, connection, new_id, edits)
     conn.execute(t.delete().where(t.c.connection == connection, t.c.id == write.record_id))
-    stream = BY_NAME[spec.stream]
-    for child, column in stream.child_tables:
+    for child, column in BY_NAME[spec.stream].child_tables:
         conn.execute(child.delete().where(child.c.connection == connection, child.c[column] == write.record_id))
-    if spec.stream == "users":
-        conn.execute(USER_DEPARTMENTS.delete().where(USER_DEPARTMENTS.c.connection == connection,
-                                                     USER_DEPARTMENTS.c.user_id == write.record_id))
-    if spec.stream == "tickets":
-        # the description reply is now on the remote (the next pull brings it); other new
-        # replies and notes of the ticket are created under its real id
-        description = conn.execute(sa.select(sa.func.max(POSTS.c.id)).where(
-            POSTS.c.connection == connection, POSTS.c.ticket_id == write.record_id, POSTS.c.id < 0)).scalar()
-        if description is not None:
-            conn.execute(POSTS.delete().where(POSTS.c.connection == connection, POSTS.c.id == description))
-        for table in (POSTS, COMMENTS):
-            conn.execute(table.update().where(table.c.connection == connection, table.c.ticket_id == write.record_id)
-                         .values(ticket_id=new_id))
-        # the row now matches the remote ticket, so the next pull would not look at its replies:
-        # queue them (the description is one)
-        add_pending(conn, connection, children_queue(BY_NAME["tickets"]), ("ticket_posts", "ticket_comments"), [new_id])
+    ways = WAYS[spec.stream]
+    if ways.created is not None:
+        ways.created(conn, connection, write.record_id, new_id)
     write.payload = {**write.payload, "id": new_id}
     log_done(conn, connection, t.name, [write])

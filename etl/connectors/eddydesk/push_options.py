@@ -127,11 +127,7 @@ def send(engine: sa.Engine, client: EddyDeskClient, connection: str, settings: E
             _send_batch(engine, client, connection, settings, spec, outcome, scope, field_id, writes[start:start + BATCH])
 
     def send_one(write: PlannedWrite) -> None:
-        try:
-            client.session.request_json("DELETE", write.payload["path"])
-        except ApiError as exc:
-            if exc.status != 404:  # already gone: what we wanted
-                raise
+        client.delete(write.payload["path"])
 
     def written(conn: sa.Connection, done: list[tuple[PlannedWrite, None]]) -> None:
         t = spec.table
@@ -168,8 +164,8 @@ def _send_batch(engine: sa.Engine, client: EddyDeskClient, connection: str, sett
         outcome.sent += len(to_send)
         try:
             # never retried blindly when it creates: a lost answer may have made the options already
-            body = client.session.request_json("POST", path, json={"options": [w.payload["option"] for w in to_send]},
-                                               retry=not any(w.operation == "create" for w in to_send)).body
+            body = client.write_options(path, [w.payload["option"] for w in to_send],
+                                        retry=not any(w.operation == "create" for w in to_send))
         except ApiError as exc:
             with engine.begin() as conn:
                 for write in to_send:
