@@ -107,7 +107,7 @@ def run_sync(config: Config, connection: str, streams: tuple[str, ...], full: bo
     previous = signal.signal(signal.SIGTERM, on_signal)
     from etl.progress import progress_display  # rich's display, for a terminal only
 
-    # forked now, while this process has neither the mirror open nor other threads (see write_process)
+    # forked now, while this process has neither the mirror open nor other threads (see etl.core.pull.writer_process)
     forked_writer = fork_writer_if_it_pays(config.connection(connection), config.mirror.writer_process_min_pages)
     display = progress_display()
     try:

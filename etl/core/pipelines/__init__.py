@@ -1,2 +1,2 @@
 """Cross-system pipelines: mirror rows of one connection mapped into another platform's mirror
-tables and sent by that platform's loaders (`etl.load`), with an id map (`pipeline_links`)."""
+tables and sent by that platform's connector (its push tables), with an id map (`pipeline_links`)."""

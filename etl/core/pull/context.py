@@ -38,7 +38,8 @@ class RunContext:
     writer_process_min_pages: int | None = None  # scans this long go to `forked_writer`, if there is one
     delete_guard: DeleteGuard = field(default_factory=DeleteGuard)  # refuses mass deletions (etl.core.mirror.delete_guard)
     failed_streams: set[str] = field(default_factory=set)  # streams that failed in this run: their absence proves nothing
-    forked_writer: WriterProcess | None = None  # forked before the mirror opened (see write_process); jobs.sync closes it
+    # forked before the mirror opened (etl.core.pull.writer_process); the run closes it
+    forked_writer: WriterProcess | None = None
 
     @property
     def log(self) -> Any:
@@ -73,5 +74,5 @@ def writer_process_pays(settings: ConnectionSettings, min_pages: int | None) -> 
 
 def fork_writer_if_it_pays(settings: ConnectionSettings, min_pages: int | None) -> WriterProcess | None:
     """A writer process for a run of this connection, where one pays (`writer_process_pays`).
-    Call it before this process opens the mirror and starts threads (see write_process)."""
+    Call it before this process opens the mirror and starts threads (see etl.core.pull.writer_process)."""
     return WriterProcess() if writer_process_pays(settings, min_pages) else None
