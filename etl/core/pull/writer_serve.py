@@ -166,8 +166,7 @@ def serve(inbox: Inbox, outbox: IO[bytes]) -> None:
                 if engine is not None:
                     engine.dispose()
                 # The pages a transaction dirties stay in memory until its commit instead of
-                # spilling to the WAL one by one (100,000 tickets: writer CPU about 11 -> 7 s
-                # with _GROUP, 643 MB written, not 1.1 GB)
+                # spilling to the WAL one by one (README, Benchmarks: the writer's page cache)
                 engine = open_engine(url, sqlite_cache_mb=_CACHE_MB)
                 conn = engine.connect()
                 current_url = url
