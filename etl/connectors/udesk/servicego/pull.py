@@ -299,11 +299,10 @@ class ObjectSync:
         first = client.scroll_search(name, int(scan["scroll_id"]), **args)
         pages = math.ceil(first.total / client.page_size)
         packing = [self.writer()]  # replaced when the writer reports fields added during the scan
-        # the writer process packs some pages itself (SQLite only: see etl.core.tuning), and is
-        # asked for here only to know whether there is one; page_sink chooses the same way
-        writer_packs = _WRITER_PACKS_EVERY if ctx.writer_process(pages) is not None and dialect.name == "sqlite" else 0
 
-        def result(page: ScrollPage, number: int, scroll_id: int, last: bool) -> ScrollPageResult:
+        def result(page: ScrollPage, number: int, scroll_id: int, last: bool, writer_packs: int) -> ScrollPageResult:
+            """A page as the sink takes it: packed here, or (every `writer_packs`-th) as received,
+            for the writer process to pack; records with fields new to the table go unpacked."""
             records = page.records
             if writer_packs and number % writer_packs == writer_packs - 1 and page.content:
                 return ScrollPageResult(page.content, scroll_id, page.total, last)
@@ -340,5 +339,11 @@ class ObjectSync:
         spec = ScanSpec(ctx.connection, self.settings, self.obj, ctx.run_id, scan, ctx.delete_guard)
         with page_sink(ctx, scan_writer, spec, pages, in_process_batch=TUNING.in_process_batch_pages_servicego,
                        process_batch=TUNING.writer_batch_pages_servicego, log=self.log) as sink:
-            run_jobs([fetch], lambda batch: sink.submit([result(*item) for item in batch], answered), workers=1,
-                     stop=ctx.stop, batch_size=sink.batch_pages, least=sink.least_pages)
+            # a writer process packs some pages itself (SQLite only: see etl.core.tuning)
+            packs = 0 if sink.in_process or dialect.name != "sqlite" else _WRITER_PACKS_EVERY
+
+            def consume(batch: list[tuple[ScrollPage, int, int, bool]]) -> None:
+                sink.submit([result(page, number, scroll_id, last, packs) for page, number, scroll_id, last in batch],
+                            answered)
+
+            run_jobs([fetch], consume, workers=1, stop=ctx.stop, batch_size=sink.batch_pages, least=sink.least_pages)
