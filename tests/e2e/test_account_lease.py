@@ -113,11 +113,29 @@ def test_a_scheduled_job_skips_its_turn_while_a_run_by_hand_holds_the_account(db
             runner.run_job("pull")
         assert _runs(db_url) == 1 and server.stats.requests > 0
         # and while a scheduler's job holds it, a run by hand is refused: one lease both ways
-        assert runner.locks.try_acquire("account", "helpdesk")
+        assert runner.runner.locks.try_acquire("account", "helpdesk")
         try:
             with pytest.raises(AccountBusy):
                 jobs.sync(config, "helpdesk")
         finally:
-            runner.locks.release("account", "helpdesk")
+            runner.runner.locks.release("account", "helpdesk")
     finally:
         runner.shutdown()
+
+
+def test_the_next_holder_of_an_account_counts_the_requests_the_last_one_sent(db_url, simulator, make_config, tmp_path):
+    """A run in another process spends part of the account's minute; a run here right after it
+    starts with those requests counted (etl.core.run.records.carry_account_use), as a worker on
+    another machine would: the lease passes, the budget's minute goes on."""
+    server = simulator(SMALL)
+    config = make_config(db_url, server)
+    path = write_config_file(tmp_path / "desksync.toml", db_url, {"helpdesk": connection_settings(server)})
+    other = subprocess.run([sys.executable, "-m", "etl.cli", "--config", str(path), "sync", "helpdesk"], cwd=ROOT,
+                           env={**__import__("os").environ}, capture_output=True, timeout=120)
+    assert other.returncode == 0, other.stderr.decode()[-2000:]
+    first = server.stats.requests
+    limiters = jobs.new_limiters(config.connection("helpdesk"))
+    second = jobs.sync(config, "helpdesk", limiters=limiters)
+    assert second.status == "ok" and second.requests > 0
+    counted = sum(len(limiter.recent_sends()) for limiter in limiters.values())
+    assert counted == first + second.requests  # all inside the budgets' minute

@@ -26,8 +26,9 @@ LOWER_LAYERS = {
     # pushing never reaches into pulling (nor pulling into pushing, below)
     "etl.core.push": {"etl.core.mirror", "etl.core.errors", "etl.core.log", "etl.core.pool", "etl.core.tuning",
                       "etl.core.connector", "etl.core.config", "etl.core.http"},
+    "etl.core.run.tasks": {"etl.core.mirror"},
     "etl.core.run.history": {"etl.core.config", "etl.core.mirror", "etl.core.connector", "etl.core.errors",
-                             "etl.core.log"},
+                             "etl.core.log", "etl.core.run.tasks"},
 }
 APP = ("etl.cli", "etl.cli_support", "etl.cli_pipeline", "etl.cli_simulate", "etl.config", "etl.demo", "etl.console",
        "etl.metrics", "etl.health", "etl.progress")

@@ -78,3 +78,28 @@ def test_slow_answers_widen_the_window_pad():
     limiter.acquire()
     limiter.release(None, None, latency=3.0)
     assert limiter.pad == 3.0
+
+
+def test_an_accounts_next_holder_counts_what_the_last_one_spent():
+    """The lease passes from one process to another (another machine, say) within a minute:
+    the second starts with the first's sends, so the minute never holds more than the limit."""
+    clock = FakeClock()
+    first = _limiter(clock, 100)
+    for _ in range(90):
+        first.acquire()
+        first.release(None, None)
+        clock.now += 0.1
+    handed = first.recent_sends()
+    assert len(handed) == 90
+    second = _limiter(clock, 100)
+    second.carry_sends(handed)
+    sends = [*handed]
+    for _ in range(50):
+        second.acquire()
+        sends.append(clock.now)
+        second.release(None, None)
+    for i, start in enumerate(sends):
+        assert len([t for t in sends[i:] if t < start + 60.0]) <= 100
+    # and what it hands back includes the first's sends still inside the window: they are not counted twice
+    first.carry_sends(second.recent_sends())
+    assert len(first.recent_sends()) == len([t for t in sends if t > clock.now - first.window - first.pad])

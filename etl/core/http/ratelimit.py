@@ -154,6 +154,21 @@ class RateLimiter:
             self.blocked_until = self._clock() + duration
             return self._blocked("the server refused a request and blocked the account", duration)
 
+    def recent_sends(self) -> list[float]:
+        """This budget's sends still inside its window, as wall-clock times: what the account's
+        next holder (another process, perhaps on another machine) must count as spent."""
+        with self._lock:
+            now, wall = self._clock(), self._wall()
+            return [round(wall - (now - sent), 3) for sent in self._sent if sent > now - self.window - self.pad]
+
+    def carry_sends(self, wall_times: list[float]) -> None:
+        """Take the account's recent sends as its last holder left them. They already hold this
+        process's own earlier sends (that holder carried them in turn, as the account's lease
+        passes from process to process), so they replace what this limiter remembers."""
+        with self._lock:
+            now, wall = self._clock(), self._wall()
+            self._sent = deque(sorted(now - (wall - t) for t in wall_times))
+
     def block_until_wall_time(self, until_epoch: float) -> None:
         """Carry a block recorded by an earlier process into this one."""
         with self._lock:

@@ -49,6 +49,25 @@ class SyncRun(Base):
     rows_updated: Mapped[int] = mapped_column(default=0)
     rows_deleted: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(sa.Text)
+    task_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)  # the Celery task that ran it
+
+
+class JobTask(Base):
+    """A scheduled job sent to the workers (the `[executor]`): queued by the scheduler, taken by a
+    worker (which one, how many deliveries), and how it ended (etl.core.run.tasks)."""
+
+    __tablename__ = "job_tasks"
+    task_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    job: Mapped[str] = mapped_column(sa.String(64), index=True)
+    connection: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(16))  # queued | running | done | lost
+    queued_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    host: Mapped[str | None] = mapped_column(sa.String(255))  # the worker that took it last
+    pid: Mapped[int | None]
+    deliveries: Mapped[int] = mapped_column(default=0)
+    note: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class ChangeLog(Base):
@@ -94,6 +113,18 @@ class AccountBlock(Base):
     budget: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     blocked_until: Mapped[datetime]
     reason: Mapped[str] = mapped_column(sa.Text)
+
+
+class AccountSends(Base):
+    """An account's recent requests per budget (wall-clock times), left by the process that last
+    held its lease: the next holder, on this machine or another, starts with the budget as spent."""
+
+    __tablename__ = "account_sends"
+    connection: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    budget: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    sent: Mapped[list[Any]]
+    holder: Mapped[str] = mapped_column(sa.String(255))  # the process that saved them (host:pid:start)
+    saved_at: Mapped[datetime]
 
 
 class PushLog(Base):

@@ -19,10 +19,11 @@ from etl.core.mirror.db import ensure_current, open_engine
 from etl.core.push.journal import release
 from etl.core.run.records import (
     Ending,
-    check_blocks,
+    carry_account_use,
     end_run,
     ensure_own_tables,
     own_account,
+    save_account_use,
     start_run,
     watch_ending,
 )
@@ -127,11 +128,12 @@ def push_into(engine: sa.Engine, connection: str, settings: ConnectionSettings, 
                 continue
             if client is None:
                 client = connect()
-                check_blocks(engine, connection, client)
+                carry_account_use(engine, connection, client)
             table.send(client, outcome)
     finally:
         if client is not None:
             sessions = client.sessions()
             summary.requests = sum(s.metrics.requests for s in sessions)
             summary.rate_limit_wait_seconds = sum(s.rate_limit_wait_seconds for s in sessions)
+            save_account_use(engine, connection, client)
             client.close()

@@ -6,6 +6,7 @@ import gc
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from etl.core.connector import Client, connector_of
 from etl.core.errors import DesksyncError, RateLimitBlocked, Stopped
 from etl.core.http.ratelimit import RateLimiter
 from etl.core.mirror.base import table_of
-from etl.core.mirror.meta import AccountBlock, SyncRun
+from etl.core.mirror.meta import AccountBlock, AccountSends, SyncRun
 from etl.core.run.locks import account_lease
+from etl.core.run.tasks import current_task
 
 RUNS = table_of(SyncRun)
 BLOCKS = table_of(AccountBlock)
+SENDS = table_of(AccountSends)
 
 
 def start_run(engine: sa.Engine, connection: str, kind: str, streams: list[str], job: str | None) -> int:
@@ -44,7 +47,7 @@ def start_run(engine: sa.Engine, connection: str, kind: str, streams: list[str],
             + sa.literal(") ended without finishing it; the next run resumed from its checkpoint")))
         return int(conn.execute(RUNS.insert().values(
             connection=connection, kind=kind, started_at=datetime.now(UTC), status="running", streams=streams,
-            job=job, host=host, pid=pid,
+            job=job, host=host, pid=pid, task_id=current_task.get(),
         )).inserted_primary_key[0])  # type: ignore[index]
 
 
@@ -83,17 +86,50 @@ def ensure_own_tables(engine: sa.Engine, settings: ConnectionSettings) -> None:
         table.create(engine, checkfirst=True)
 
 
-def check_blocks(engine: sa.Engine, connection: str, client: Client) -> None:
-    """Carry blocks recorded by earlier runs into this run's limiters."""
+def _limiters_of(client: Client) -> dict[str, RateLimiter]:
+    return {name: limiter for session in client.sessions() for name, limiter in session.limiters.items()}
+
+
+def this_process() -> str:
+    """Who saved an account's sends: host, pid and the process's start, so that a reused pid is
+    not taken for the process that saved them."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_STARTED.setdefault(os.getpid(), time.time_ns())}"
+
+
+_STARTED: dict[int, int] = {}
+
+
+def carry_account_use(engine: sa.Engine, connection: str, client: Client) -> None:
+    """Carry what earlier processes left of the account into this run's limiters: the blocks a
+    server reported, and the requests sent within the budget's window (another process, perhaps
+    on another machine, held the lease just before: its minute is this run's minute too)."""
+    limiters = _limiters_of(client)
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(BLOCKS).where(BLOCKS.c.connection == connection)).mappings().all()
-    for row in rows:
+        blocks = conn.execute(sa.select(BLOCKS).where(BLOCKS.c.connection == connection)).mappings().all()
+        sends = conn.execute(sa.select(SENDS).where(SENDS.c.connection == connection,
+                                                    SENDS.c.holder != this_process())).mappings().all()
+    for row in blocks:
         until = row["blocked_until"]
         if until.tzinfo is None:
             until = until.replace(tzinfo=UTC)
-        limiter = client.session.limiters.get(row["budget"])
+        limiter = limiters.get(row["budget"])
         if limiter is not None and until > datetime.now(UTC):
             limiter.block_until_wall_time(until.timestamp())
+    for row in sends:
+        limiter = limiters.get(row["budget"])
+        if limiter is not None:
+            limiter.carry_sends(row["sent"])
+
+
+def save_account_use(engine: sa.Engine, connection: str, client: Client) -> None:
+    """Leave the account's recent requests for whoever holds its lease next (`carry_account_use`)."""
+    recent = {name: limiter.recent_sends() for name, limiter in _limiters_of(client).items()}
+    with engine.begin() as conn:
+        for budget, sent in recent.items():
+            conn.execute(SENDS.delete().where(SENDS.c.connection == connection, SENDS.c.budget == budget))
+            if sent:
+                conn.execute(SENDS.insert().values(connection=connection, budget=budget, sent=sent,
+                                                   holder=this_process(), saved_at=datetime.now(UTC)))
 
 
 def save_block(engine: sa.Engine, connection: str, exc: RateLimitBlocked) -> None:

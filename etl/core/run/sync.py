@@ -28,11 +28,12 @@ from etl.core.mirror.state import record_error, record_success
 from etl.core.pull.context import Progress, RunContext
 from etl.core.pull.writer_process import WriterProcess
 from etl.core.run.records import (
-    check_blocks,
+    carry_account_use,
     end_run,
     ensure_own_tables,
     long_lived_objects_frozen,
     own_account,
+    save_account_use,
     save_block,
     start_run,
 )
@@ -135,7 +136,7 @@ def pull(config: Config, engine: sa.Engine, connection: str, settings: Connectio
         session.on_wait = waiting
     summary = SyncSummary(run_id, connection, "failed")  # until the streams loop completes
     try:
-        check_blocks(engine, connection, client)
+        carry_account_use(engine, connection, client)
         with long_lived_objects_frozen():
             _run_streams(ctx, plan, summary)
         summary.status = "failed" if summary.errors else "ok"
@@ -153,6 +154,7 @@ def pull(config: Config, engine: sa.Engine, connection: str, settings: Connectio
     finally:
         summary.seconds = time.perf_counter() - started
         _finish_run(engine, summary, client, ctx)
+        save_account_use(engine, connection, client)
         client.close()
     return summary
 
