@@ -16,6 +16,7 @@ from etl.core.config import Config, JobConfig
 from etl.core.mirror.base import table_of
 from etl.core.mirror.meta import SyncRun
 from etl.core.mirror.normalize import iso_utc
+from etl.core.run.tasks import open_task
 
 _RUNS = table_of(SyncRun)
 
@@ -31,6 +32,12 @@ def consecutive_failures(conn: sa.Connection, job: str) -> int:
             break
         count += 1
     return count
+
+
+def failure_backoff(config: Config, failures: int) -> float:
+    """Seconds a job waits after `failures` failed runs in a row: base × 2^(failures−1), capped."""
+    settings = config.schedule
+    return float(min(settings.max_failure_backoff_seconds, settings.failure_backoff_seconds * 2 ** (failures - 1)))
 
 
 def last_started(conn: sa.Connection, job: str) -> datetime | None:
@@ -58,6 +65,12 @@ def next_run(spec: JobConfig, last_started: datetime | None, now: datetime) -> d
     return max(now, started + timedelta(seconds=spec.every_seconds or 0))
 
 
+def _unclaimed_limit(spec: JobConfig) -> timedelta:
+    """How long a job's task may wait for a worker before health calls it a problem: two of its
+    intervals, at least ten minutes (a busy cluster works through a backlog)."""
+    return max(timedelta(minutes=10), timedelta(seconds=2 * (spec.every_seconds or 0)))
+
+
 def job_report(conn: sa.Connection, config: Config, specs: dict[str, JobConfig]) -> dict[str, Any]:
     now = datetime.now(UTC)
     out: dict[str, Any] = {}
@@ -66,7 +79,11 @@ def job_report(conn: sa.Connection, config: Config, specs: dict[str, JobConfig])
         last_ok = last_started(conn, name)
         failures = consecutive_failures(conn, name)
         lag = None if last_ok is None else now - last_ok
+        task = open_task(conn, name)  # sent to the workers ([executor]) and not done yet
         problems = []
+        if task is not None and task.status == "queued" and now - task.queued_at > _unclaimed_limit(spec):
+            problems.append(f"queued for {(now - task.queued_at).total_seconds() / 60:.0f} minutes and no worker "
+                            "took it (are the workers running?)")
         if failures >= config.schedule.max_consecutive_failures:
             problems.append(f"failed {failures} times in a row")
         if spec.max_lag_minutes is not None and (lag is None or lag > timedelta(minutes=spec.max_lag_minutes)):
@@ -80,6 +97,9 @@ def job_report(conn: sa.Connection, config: Config, specs: dict[str, JobConfig])
             "last_success_started_at": _iso(last_ok),
             "consecutive_failures": failures,
             "next_run_at": iso_utc(next_run(spec, last["started_at"] if last else None, now)),
+            "task": None if task is None else {
+                "status": task.status, "queued_at": _iso(task.queued_at), "started_at": _iso(task.started_at),
+                "worker": f"{task.host} pid {task.pid}" if task.host else None},
             "problems": problems,
         }
     return out

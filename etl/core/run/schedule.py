@@ -26,9 +26,8 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -36,19 +35,15 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from etl.core.config import Config, JobConfig
-from etl.core.errors import DesksyncError, Stopped
-from etl.core.http.ratelimit import RateLimiter
 from etl.core.log import get_logger
 from etl.core.memory import cap_malloc_arenas
-from etl.core.mirror.base import table_of
-from etl.core.mirror.db import ensure_current, open_engine
-from etl.core.mirror.meta import AccountBlock, SyncRun
-from etl.core.run import jobs
-from etl.core.run.history import consecutive_failures, last_started
-from etl.core.run.locks import AdvisoryLocks, SchedulerFileLock
+from etl.core.mirror.db import ensure_current
+from etl.core.run.history import consecutive_failures, failure_backoff, last_started
+from etl.core.run.locks import SchedulerFileLock
+from etl.core.run.runner import JobRunner
 
-_RUNS = table_of(SyncRun)
-_BLOCKS = table_of(AccountBlock)
+if TYPE_CHECKING:
+    from etl.core.run.dispatch import Dispatcher
 
 
 def default_jobs(config: Config, every_seconds: float) -> dict[str, JobConfig]:
@@ -82,57 +77,36 @@ def first_run_at(spec: JobConfig, last: datetime | None, now: datetime, grace_se
     return upcoming if upcoming is not None else now
 
 
-def blocked_until(conn: sa.Connection, connection: str) -> datetime | None:
-    until = conn.execute(sa.select(sa.func.max(_BLOCKS.c.blocked_until)).where(_BLOCKS.c.connection == connection)).scalar()
-    if until is None:
-        return None
-    until = until if until.tzinfo else until.replace(tzinfo=UTC)
-    return until if until > datetime.now(UTC) else None
-
-
 @dataclass
 class Runner:
-    """Runs the configured jobs in one process."""
+    """The cadence: at each job's time, runs it in this process (`JobRunner`) or, with an
+    `[executor]`, sends it to the workers (`dispatch.Dispatcher`)."""
 
     config: Config
     jobs: dict[str, JobConfig]
     stop: threading.Event = field(default_factory=threading.Event)
     scheduler: BaseScheduler | None = None
-    _limiters: dict[str, dict[str, RateLimiter]] = field(default_factory=dict)
-    _limiters_lock: threading.Lock = field(default_factory=threading.Lock)
-    _accounts: dict[str, threading.Lock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.url = self.config.mirror.resolved_url(self.config.base_dir)
-        self.engine = open_engine(self.url)
-        self.locks = AdvisoryLocks(self.engine)
+        self.runner = JobRunner(self.config, self.jobs, self.stop)
+        self.engine = self.runner.engine
         self.file_lock: SchedulerFileLock | None = None
         self.log = get_logger(component="scheduler")
+        self.dispatcher: Dispatcher | None = None
+        if self.config.executor is not None:
+            from etl.core.run.dispatch import Dispatcher
+
+            self.dispatcher = Dispatcher(self.config, self.runner)
 
     def start_checks(self) -> None:
         """Refuse to start on an old schema, or beside another scheduler on one SQLite file."""
         ensure_current(self.engine)
+        if self.dispatcher is not None:
+            self.dispatcher.start_checks()
         if self.engine.dialect.name == "sqlite":
             database = self.engine.url.database or ""
             self.file_lock = SchedulerFileLock(database)
             self.file_lock.acquire()
-
-    def limiters(self, connection: str) -> dict[str, RateLimiter]:
-        with self._limiters_lock:
-            if connection not in self._limiters:
-                self._limiters[connection] = jobs.new_limiters(self.config.connection(connection))
-                self._accounts[connection] = threading.Lock()
-            return self._limiters[connection]
-
-    def _take_account(self, connection: str) -> bool:
-        """Jobs of one account run one after another (their streams' cursors and scans must not
-        interleave); they wait for each other rather than skip."""
-        self.limiters(connection)
-        lock = self._accounts[connection]
-        while not self.stop.is_set():
-            if lock.acquire(timeout=0.5):
-                return True
-        return False
 
     def build(self, scheduler: BaseScheduler) -> None:
         grace = int(self.config.schedule.misfire_grace_seconds)
@@ -145,7 +119,7 @@ class Runner:
             self.log.info("job_scheduled", job=name, first_run_at=first[name].isoformat())
         self.scheduler = scheduler
 
-    def _delay(self, name: str, until: datetime, reason: str) -> None:
+    def delay(self, name: str, until: datetime, reason: str) -> None:
         if self.scheduler is not None and not self.stop.is_set():
             self.scheduler.modify_job(name, next_run_time=until)
             self.log.info("job_delayed", job=name, until=until.isoformat(), reason=reason)
@@ -153,72 +127,30 @@ class Runner:
     def run_job(self, name: str) -> None:
         if self.stop.is_set():
             return
-        spec = self.jobs[name]
-        log = self.log.bind(job=name, connection=spec.connection)
-        with self.engine.connect() as conn:
-            until = blocked_until(conn, spec.connection)
-        if until is not None:
-            self._delay(name, until + timedelta(seconds=1), "the account is blocked for its rate limit")
+        if self.dispatcher is not None:
+            later = self.dispatcher.send(name)
+            if later is not None:
+                self.delay(name, *later)
             return
-        if not self.locks.try_acquire("job", name):
-            log.info("job_skipped", reason="running in another scheduler")
+        connection = self.jobs[name].connection
+        outcome = self.runner.run(name)
+        if outcome.status == "busy":
+            if outcome.blocked_until is not None:
+                self.delay(name, outcome.blocked_until + timedelta(seconds=1), outcome.why)
+            elif not self.stop.is_set():
+                self.log.info("job_skipped", job=name, connection=connection, reason=outcome.why)
             return
-        try:
-            if not self._take_account(spec.connection):
-                return
-            try:
-                if not self.locks.try_acquire("account", spec.connection):
-                    log.info("job_skipped", reason="another scheduler is using this account's budget")
-                    return
-                try:
-                    self._run(name, spec, log)
-                finally:
-                    self.locks.release("account", spec.connection)
-            finally:
-                self._accounts[spec.connection].release()
-        finally:
-            self.locks.release("job", name)
-
-    def _run(self, name: str, spec: JobConfig, log: Any) -> None:
-        failed = False
-        try:
-            if spec.kind == "push":
-                # rows the remote refuses are held (status lists them): the job itself went well
-                pushed = jobs.push(self.config, spec.connection, tables=spec.streams, job=name,
-                                   limiters=self.limiters(spec.connection))
-                log.info("job_finished", kind="push", requests=pushed.requests, created=pushed.done("create"),
-                         updated=pushed.done("update"), deleted=pushed.done("delete"), held=pushed.failed)
-            elif spec.kind == "pipeline":
-                assert spec.pipeline is not None
-                ran = jobs.run_pipeline(self.config, spec.pipeline, job=name, limiters=self.limiters(spec.connection))
-                log.info("job_finished", kind="pipeline", requests=ran.requests, created=ran.sent("create"),
-                         updated=ran.sent("update"), deleted=ran.sent("delete"), held=ran.held)
-            else:
-                summary = jobs.sync(self.config, spec.connection, spec.streams, reconcile_deletes=spec.reconcile,
-                                    stop=self.stop, job=name, limiters=self.limiters(spec.connection))
-                failed = summary.status != "ok"
-                log.info("job_finished", status=summary.status, requests=summary.requests, inserted=summary.inserted,
-                         updated=summary.updated, deleted=summary.deleted, seconds=round(summary.seconds, 2))
-        except (Stopped, KeyboardInterrupt):
-            log.info("job_interrupted")
-            return
-        except DesksyncError as exc:
-            failed = True
-            log.error("job_failed", error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a job's unforeseen error backs it off, as any failure does
-            failed = True
-            log.exception("job_failed", error=f"{type(exc).__name__}: {exc}")
-        with self.engine.connect() as conn:
-            until = blocked_until(conn, spec.connection)
-            failures = consecutive_failures(conn, name) if failed else 0
-        if until is not None:
+        if outcome.blocked_until is not None:
             for other, other_spec in self.jobs.items():
-                if other_spec.connection == spec.connection:
-                    self._delay(other, until + timedelta(seconds=1), "the account is blocked for its rate limit")
-        elif failures:
-            settings = self.config.schedule
-            delay = min(settings.max_failure_backoff_seconds, settings.failure_backoff_seconds * 2 ** (failures - 1))
-            self._delay(name, datetime.now(UTC) + timedelta(seconds=delay), f"{failures} failures in a row")
+                if other_spec.connection == connection:
+                    self.delay(other, outcome.blocked_until + timedelta(seconds=1),
+                               "the account is blocked for its rate limit")
+        elif outcome.status == "failed":
+            with self.engine.connect() as conn:
+                failures = consecutive_failures(conn, name)
+            if failures:
+                self.delay(name, datetime.now(UTC) + timedelta(seconds=failure_backoff(self.config, failures)),
+                           f"{failures} failures in a row")
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -226,7 +158,9 @@ class Runner:
             self.scheduler.shutdown(wait=True)
         if self.file_lock is not None:
             self.file_lock.release()
-        self.engine.dispose()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+        self.runner.close()
 
 
 def run_forever(config: Config, job_specs: dict[str, JobConfig], stop: threading.Event) -> None:
