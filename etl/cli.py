@@ -237,12 +237,14 @@ def _print_status(report: dict[str, Any]) -> None:
             console.print(f"[yellow]{info['open_conflicts']} open conflicts (`desksync conflicts {name}`)[/yellow]")
     if report.get("jobs"):
         table = Table(title="scheduled jobs")
-        for column in ("job", "connection", "last run", "status", "failures in a row", "next run"):
+        for column in ("job", "connection", "last run", "status", "failures in a row", "next run", "on the workers"):
             table.add_column(column)
         for name, job in report["jobs"].items():
-            last = job["last_run"] or {}
+            last, task = job["last_run"] or {}, job.get("task")
+            on_workers = "-" if task is None else (f"running on {task['worker']}" if task["status"] == "running"
+                                                   else f"queued since {task['queued_at']}")
             table.add_row(name, job["connection"], str(last.get("started_at") or "-"), str(last.get("status") or "-"),
-                          str(job["consecutive_failures"]), job["next_run_at"])
+                          str(job["consecutive_failures"]), job["next_run_at"], on_workers)
         console.print(table)
 
 
@@ -279,8 +281,8 @@ def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None
         click.echo(
             f"{run['id']:>6} {run['job'] or '(by hand)':<20} {run['kind']:<8} {run['connection']:<12} "
             f"{run['started_at']} {run['status']:<11} read {run['records_read']}, +{run['rows_inserted']} ~{run['rows_updated']} "
-            f"-{run['rows_deleted']}, {run['requests']} requests, {run['rate_limit_wait_seconds']:.1f}s waiting"
-            + (f"  {run['error']}" if run["error"] else "")
+            f"-{run['rows_deleted']}, {run['requests']} requests, {run['rate_limit_wait_seconds']:.1f}s waiting, "
+            f"on {run['host']} pid {run['pid']}" + (f"  {run['error']}" if run["error"] else "")
         )
 
 
@@ -356,6 +358,21 @@ def schedule(ctx: click.Context, every: float) -> None:
     config = load(ctx)
     try:
         serve(config, every)
+    except DesksyncError as exc:
+        fail(exc)
+
+
+@main.command()
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Jobs this worker runs at once (threads).")
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int) -> None:
+    """Run the jobs the scheduler sends through the [executor]'s broker, until SIGTERM/SIGINT."""
+    from etl.core.run.worker import serve_worker
+
+    config = load(ctx)
+    try:
+        serve_worker(config, concurrency)
     except DesksyncError as exc:
         fail(exc)
 

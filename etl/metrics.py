@@ -109,12 +109,19 @@ class _ReportCollector(Collector):
         failures = GaugeMetricFamily("desksync_job_consecutive_failures", "Failed runs in a row", labels=labels)
         job_success = GaugeMetricFamily("desksync_job_last_success_timestamp_seconds",
                                         "When the job's latest successful run started (Unix time)", labels=labels)
+        waiting = GaugeMetricFamily("desksync_job_task_waiting_seconds",
+                                    "How long the job's task has waited for a worker ([executor]; 0: none waits)",
+                                    labels=labels)
         for job, info in self.report.get("jobs", {}).items():
             failures.add_metric([job, info["connection"]], float(info["consecutive_failures"]))
+            task = info.get("task")
+            queued = task is not None and task["status"] == "queued"
+            waiting.add_metric([job, info["connection"]],
+                               max(0.0, self.now - (_seconds(task["queued_at"]) or self.now)) if queued else 0.0)
             last = _seconds(info["last_success_started_at"])
             if last is not None:
                 job_success.add_metric([job, info["connection"]], last)
-        yield from (failures, job_success)
+        yield from (failures, job_success, waiting)
 
 
 def prometheus_text(report: dict[str, Any], pipelines: dict[str, dict[str, Any]] | None = None,

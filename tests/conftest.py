@@ -40,6 +40,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'mirror.sqlite'}"
         return
+    yield from _new_pg_database()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A brand-new, empty PostgreSQL mirror database (what several machines share)."""
+    yield from _new_pg_database()
+
+
+def _new_pg_database() -> Iterator[str]:
     admin = _pg_admin_url()
     if not admin:
         if os.environ.get("CI"):

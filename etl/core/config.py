@@ -264,6 +264,40 @@ class ScheduleConfig(Frozen):
     max_concurrent_runs: Annotated[int, Field(ge=1)] | None = None
 
 
+class ExecutorConfig(Frozen):
+    """Jobs run by Celery workers (`desksync worker`) on any number of machines, sent there by the
+    scheduler through a Redis broker (etl.core.run.dispatch); without this section the scheduler
+    runs them itself."""
+
+    kind: Literal["celery"]
+    broker_url_env: str = "DESKSYNC_BROKER_URL"  # e.g. redis://:password@broker.internal:6379/0
+    queue: str = "desksync"
+    # a task whose account is busy (another job of it runs) goes back to the broker for this long
+    busy_retry_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # a task unacknowledged this long is given to another worker (its worker is presumed dead):
+    # longer than the longest job, or a long job is delivered twice (the second waits its turn)
+    visibility_timeout_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    # how often a worker looks for such tasks
+    restore_interval_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # a task still queued (no worker took it) or whose worker died, this long after, is sent anew:
+    # the broker lost it; must exceed visibility_timeout_seconds
+    requeue_after_seconds: Annotated[float, Field(gt=0)] = 7200.0
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> ExecutorConfig:
+        if self.requeue_after_seconds <= self.visibility_timeout_seconds:
+            raise ValueError("requeue_after_seconds must exceed visibility_timeout_seconds (a dead worker's task "
+                             "is the broker's to hand on first)")
+        return self
+
+    def broker_url(self) -> str:
+        value = os.environ.get(self.broker_url_env)
+        if not value:
+            raise ConfigError(f"executor.broker_url_env: environment variable {self.broker_url_env} is not set or empty")
+        register_secret(value)
+        return value
+
+
 class Config(Frozen):
     mirror: MirrorConfig = MirrorConfig()
     log: LogConfig = LogConfig()
@@ -272,6 +306,7 @@ class Config(Frozen):
     pipelines: dict[str, PipelineConfig] = {}
     jobs: dict[str, JobConfig] = {}
     schedule: ScheduleConfig = ScheduleConfig()
+    executor: ExecutorConfig | None = None
     base_dir: Path = Path(".")
     connector_modules: tuple[str, ...] = ()  # connectors of other packages (etl.core.connector)
 

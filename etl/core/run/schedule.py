@@ -18,6 +18,8 @@ Rules, and where each is kept:
   of a table never runs while a pull of it does. A pipeline job runs on its target's account (its
   connection), taking turns with that account's pulls and pushes. Across processes a job that finds its account
   busy is skipped until its next time, not queued.
+- With an `[executor]`, due jobs go to Celery workers instead (etl.core.run.dispatch): the same
+  rules hold there, each worker running its jobs through the same JobRunner.
 """
 
 from __future__ import annotations

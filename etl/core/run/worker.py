@@ -1,0 +1,106 @@
+"""`desksync worker`: a Celery worker that runs the jobs the scheduler sends (etl.core.run.dispatch).
+
+One process with a pool of threads (Celery's `threads` pool): the jobs' work is mostly waiting on
+the remote APIs and the database, long scans write through their own writer process, and one
+process keeps one set of limiters and one cache per account. Run several workers, on one machine
+or many, for more.
+
+A task runs its job through `JobRunner` (the job's lock, the account's lease, as the scheduler
+does), claiming its job_tasks row first (etl.core.run.tasks):
+- its account is busy (another job of it runs here or on another worker) or blocked: the task
+  goes back to the broker with a delay (`busy_retry_seconds`, or until the block ends);
+- its row is done already (a second delivery of a task that ran): nothing runs;
+- the worker is stopping (SIGTERM, Celery's warm shutdown): the running pulls commit their page
+  and end "interrupted", and their tasks go back to the queue for another worker, which resumes
+  them from the checkpoint;
+- the worker is killed: its tasks stay unacknowledged, and the broker hands them to another
+  worker once `visibility_timeout_seconds` have passed; that worker's run marks the dead one's
+  run abandoned (etl.core.run.records.start_run) and resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from etl.core.config import Config, ExecutorConfig
+from etl.core.errors import ConfigError
+from etl.core.log import get_logger
+from etl.core.memory import cap_malloc_arenas
+from etl.core.mirror.db import ensure_current
+from etl.core.run import tasks
+from etl.core.run.celery_app import TASK, celery_app, check_broker
+from etl.core.run.dispatch import require_postgresql
+from etl.core.run.runner import JobRunner
+from etl.core.run.schedule import default_jobs
+
+
+def run_task(task: Any, runner: JobRunner, executor: ExecutorConfig, job: str, task_id: str) -> str:
+    """One delivery of a task: what its job's try came to (see the module's docstring)."""
+    from celery.exceptions import Reject
+
+    log = get_logger(component="worker", job=job, task_id=task_id)
+    if job not in runner.jobs:
+        tasks.finish(runner.engine, task_id, "done", note=f"job {job!r} is not in this worker's configuration")
+        log.error("task_refused", reason="the job is not in this worker's configuration")
+        return "refused"
+    token = tasks.current_task.set(task_id)
+    try:
+        outcome = runner.run(job, wait_for_account=False, claim=lambda: tasks.claim(runner.engine, task_id))
+    finally:
+        tasks.current_task.reset(token)
+    if outcome.status == "busy":
+        wait = executor.busy_retry_seconds
+        if outcome.blocked_until is not None:
+            wait = max(1.0, (outcome.blocked_until - datetime.now(UTC)).total_seconds() + 1)
+        log.info("task_deferred", reason=outcome.why, seconds=round(wait, 1))
+        raise task.retry(countdown=wait)
+    if outcome.status == "interrupted":
+        tasks.finish(runner.engine, task_id, "queued", note="handed back by a stopping worker")
+        log.info("task_handed_back")
+        raise Reject("the worker is stopping", requeue=True)
+    if outcome.status == "stale":
+        log.info("task_already_done")
+    else:
+        tasks.finish(runner.engine, task_id, "done")
+    return outcome.status
+
+
+def serve_worker(config: Config, concurrency: int) -> None:
+    """Consume the executor's queue with `concurrency` threads until SIGTERM or SIGINT (a warm
+    shutdown: running jobs stop at their next page and hand their tasks back)."""
+    from celery.signals import worker_shutting_down
+
+    if config.executor is None:
+        raise ConfigError("desksync worker needs an [executor] section (kind = \"celery\", broker_url_env) "
+                          "naming the broker the scheduler sends its jobs to")
+    executor = config.executor
+    cap_malloc_arenas()
+    stop = threading.Event()
+    # without [jobs], the scheduler's default: a pull of every connection (its cadence is the scheduler's)
+    runner = JobRunner(config, dict(config.jobs) or default_jobs(config, 300.0), stop)
+    require_postgresql(runner.engine)
+    ensure_current(runner.engine)
+    app = celery_app(executor)
+    check_broker(app, executor)
+
+    @app.task(name=TASK, bind=True, max_retries=None, acks_late=True)  # type: ignore[untyped-decorator]
+    def run_job(task: Any, job: str, task_id: str) -> str:
+        return run_task(task, runner, executor, job, task_id)
+
+    def on_shutdown(**_: Any) -> None:
+        stop.set()
+
+    worker_shutting_down.connect(on_shutdown, weak=False)
+    log = get_logger(component="worker")
+    log.info("worker_started", concurrency=concurrency, queue=executor.queue, pid=os.getpid())
+    try:
+        app.Worker(pool="threads", concurrency=concurrency, queues=[executor.queue], quiet=True,
+                   hostname=f"desksync-{os.getpid()}@%h", without_gossip=True, without_mingle=True,
+                   loglevel="WARNING").start()
+    finally:
+        stop.set()
+        runner.close()
+        log.info("worker_stopped")
