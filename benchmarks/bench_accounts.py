@@ -3,7 +3,9 @@
     python benchmarks/bench_accounts.py                          # 50 EddyDesk + 3 ServiceGo, 5 minutes
     python benchmarks/bench_accounts.py --accounts 10            # the same with 10
     python benchmarks/bench_accounts.py --accounts 10,50         # both, one after the other
-    python benchmarks/bench_accounts.py --seconds 120 --latency 0.4 --mirror postgresql
+    python benchmarks/bench_accounts.py --seconds 120 --latency 0.4 --mirror postgresql://...
+    python benchmarks/bench_accounts.py --mirror postgresql://... --workers 1,2
+                                    # the jobs on 1, then 2 Celery workers (a real redis-server)
 
 Every EddyDesk account is served at the documented 300 requests a minute (60 for its knowledge
 base) and every ServiceGo account at 60 a minute, each answer 400 ms late, by the multi-account
@@ -11,6 +13,8 @@ simulators (etl.core.simulators.accounts) in one process of their own. Each acco
 an EddyDesk backfill of about 750 requests (2.5 minutes of its budget), a ServiceGo one of about
 150 (2.5 minutes), then a pull every minute.
 `desksync schedule` runs every account's pull job for the fixed real time, then is stopped.
+With `--workers`, the scheduler sends the jobs to that many `desksync worker` processes (one
+thread per account between them) through a redis-server of the benchmark's own.
 
 Printed per account: the share of its budget its backfill used (requests the simulator admitted in
 the budget's minutes wholly inside the backfill, over what those minutes allow), rejections, and
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +45,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simulator_process import ROOT, free_port, machine_reference, process_tree, tree_pss_mb  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from tests.redis_server import redis_server  # noqa: E402
 
 EDDYDESK_PER_MINUTE = 300
 SERVICEGO_PER_MINUTE = 60
@@ -81,7 +89,8 @@ def serve(accounts: int, servicego: int, latency: float, eddydesk_port: int, ser
         time.sleep(3600)
 
 
-def write_config(path: Path, mirror_url: str, accounts: int, servicego: int, eddydesk: str, udesk: str) -> dict[str, str]:
+def write_config(path: Path, mirror_url: str, accounts: int, servicego: int, eddydesk: str, udesk: str,
+                 broker: str | None = None) -> dict[str, str]:
     """The config file of the scheduler; returns the environment with every account's key."""
     import tomli_w
 
@@ -100,8 +109,12 @@ def write_config(path: Path, mirror_url: str, accounts: int, servicego: int, edd
                                  "api_token_env": f"BENCH_SG_TOKEN_{n}",
                                  "objects": [{"name": "customer"}, {"name": "contact"}, {"name": "case"}]}
         jobs[f"pull_sg{n}"] = {"connection": f"sg{n}", **job}
-    path.write_text(tomli_w.dumps({"mirror": {"url": mirror_url}, "log": {"level": "warning", "json": True},
-                                   "connections": connections, "jobs": jobs}))
+    document: dict[str, Any] = {"mirror": {"url": mirror_url}, "log": {"level": "warning", "json": True},
+                                "connections": connections, "jobs": jobs}
+    if broker is not None:
+        env["BENCH_BROKER_URL"] = broker
+        document["executor"] = {"kind": "celery", "broker_url_env": "BENCH_BROKER_URL", "busy_retry_seconds": 5}
+    path.write_text(tomli_w.dumps(document))
     return env
 
 
@@ -186,7 +199,7 @@ def account_stats(eddydesk: str, udesk: str, accounts: int, servicego: int) -> d
     return stats
 
 
-def measure(accounts: int, servicego: int, seconds: float, latency: float, mirror: str) -> dict[str, Any]:
+def measure(accounts: int, servicego: int, seconds: float, latency: float, mirror: str, workers: int = 0) -> dict[str, Any]:
     eddydesk_port, servicego_port = free_port(), free_port()
     eddydesk, udesk = f"http://127.0.0.1:{eddydesk_port}", f"http://127.0.0.1:{servicego_port}"
     simulators = subprocess.Popen(
@@ -194,41 +207,49 @@ def measure(accounts: int, servicego: int, seconds: float, latency: float, mirro
          "--latency", str(latency), "--ports", f"{eddydesk_port},{servicego_port}"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert simulators.stdout is not None
-    scheduler: subprocess.Popen[bytes] | None = None
-    with tempfile.TemporaryDirectory() as tmp:
+    procs: list[subprocess.Popen[bytes]] = []  # the scheduler, then the workers
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         try:
             if simulators.stdout.readline().strip() != "ready":
                 raise RuntimeError("the simulators did not start")
             mirror_url = f"sqlite:///{tmp}/mirror.sqlite" if mirror == "sqlite" else fresh_postgres_database(mirror)
+            broker = stack.enter_context(redis_server(Path(tmp) / "redis")) if workers else None
             config = Path(tmp) / "desksync.toml"
-            env = write_config(config, mirror_url, accounts, servicego, eddydesk, udesk)
+            env = write_config(config, mirror_url, accounts, servicego, eddydesk, udesk, broker)
             init = subprocess.run([sys.executable, "-m", "etl.cli", "--config", str(config), "init"], cwd=ROOT,
                                   env=env, capture_output=True, text=True)
             if init.returncode:
                 raise RuntimeError(f"desksync init failed: {init.stderr}")
-            log = Path(tmp) / "scheduler.log"
-            with log.open("wb") as sink:
-                scheduler = subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), "schedule"],
-                                             cwd=ROOT, env=env, stdout=sink, stderr=sink)
+            threads = math.ceil((accounts + servicego) / workers) if workers else 0
+            commands = [("scheduler", ["schedule"])] + [
+                (f"worker{n}", ["worker", "--concurrency", str(threads)]) for n in range(workers)]
+            for name, command in commands:
+                with (Path(tmp) / f"{name}.log").open("wb") as sink:
+                    procs.append(subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(config), *command],
+                                                  cwd=ROOT, env=env, stdout=sink, stderr=sink))
             started = time.time()
             peak, cpu = 0.0, 0.0
-            while time.time() - started < seconds and scheduler.poll() is None:
-                peak = max(peak, tree_pss_mb(scheduler.pid))
-                cpu = max(cpu, cpu_seconds(process_tree(scheduler.pid)))
+            while time.time() - started < seconds and all(p.poll() is None for p in procs):
+                peak = max(peak, sum(tree_pss_mb(p.pid) for p in procs))
+                cpu = max(cpu, cpu_seconds([pid for p in procs for pid in process_tree(p.pid)]))
                 time.sleep(1.0)
             ended = time.time()
-            cpu = max(cpu, cpu_seconds(process_tree(scheduler.pid)))
+            cpu = max(cpu, cpu_seconds([pid for p in procs for pid in process_tree(p.pid)]))
             simulator_cpu = cpu_seconds([simulators.pid])
-            scheduler.send_signal(signal.SIGTERM)
-            if scheduler.wait(timeout=120) != 0:
-                raise RuntimeError(f"the scheduler failed:\n{log.read_text()[-3000:]}")
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for (name, _), proc in zip(commands, procs, strict=True):
+                if proc.wait(timeout=120) != 0:
+                    raise RuntimeError(f"{name} failed:\n{(Path(tmp) / f'{name}.log').read_text()[-3000:]}")
             stats = account_stats(eddydesk, udesk, accounts, servicego)
         finally:
-            if scheduler is not None and scheduler.poll() is None:
-                scheduler.kill()
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
             simulators.kill()
         runs = runs_of(mirror_url)
-        errors = [line for line in log.read_text().splitlines() if '"level": "error"' in line]
+        errors = [line for name, _ in commands for line in (Path(tmp) / f"{name}.log").read_text().splitlines()
+                  if '"level": "error"' in line]
     result = summarise(stats, runs, started, ended, peak, cpu, errors)
     result["simulator_cpu_s"] = simulator_cpu  # the simulators' share of the two cores
     return result
@@ -298,6 +319,25 @@ def report(label: str, result: dict[str, Any], verbose: bool) -> None:
         print("  ", line[:300])
 
 
+def compare_workers(accounts: int, args: argparse.Namespace, counts: list[int]) -> None:
+    """The same accounts on each number of Celery workers in turn, then each side by side."""
+    results = []
+    for workers in counts:
+        result = measure(accounts, args.servicego, args.seconds, args.latency, args.mirror, workers)
+        report(f"{accounts} + {args.servicego} accounts on {workers} worker(s), {args.seconds:.0f} s:", result,
+               args.verbose)
+        results.append(result)
+    for workers, result in zip(counts, results, strict=True):
+        shares = [a["budget_share"] for a in result["accounts"].values() if a["budget_share"] is not None]
+        lags = [a["worst_lag_minutes"] for a in result["accounts"].values() if a["worst_lag_minutes"] is not None]
+        print(f"{workers} worker(s): budget used during backfill median "
+              f"{statistics.median(shares) if shares else float('nan'):.1%} (min {min(shares, default=float('nan')):.1%}), "
+              f"worst lag {max(lags, default=float('nan')):.2f} min, "
+              f"{sum(a['rejections'] for a in result['accounts'].values())} rejections, "
+              f"{sum(a['overlaps'] for a in result['accounts'].values())} overlaps, peak {result['peak_mb']:.0f} MB "
+              f"(scheduler and workers, summed PSS), CPU {result['cpu_s']:.0f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", default="50", help="EddyDesk accounts; several runs: 10,50")
@@ -305,6 +345,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--latency", type=float, default=0.4)
     parser.add_argument("--mirror", default="sqlite", help="sqlite, or a PostgreSQL server URL")
+    parser.add_argument("--workers", help="run the jobs on Celery workers: 1,2 measures one, then two "
+                                          "(needs --mirror postgresql://...)")
     parser.add_argument("--verbose", action="store_true", help="a line per account")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
@@ -314,6 +356,10 @@ def main() -> None:
         serve(int(args.accounts), args.servicego, args.latency, eddydesk_port, servicego_port)
         return
     print(machine_reference(), "(before)", flush=True)
+    if args.workers:
+        compare_workers(int(args.accounts), args, [int(n) for n in args.workers.split(",")])
+        print(machine_reference(), "(after)")
+        return
     results = []
     for accounts in (int(n) for n in args.accounts.split(",")):
         result = measure(accounts, args.servicego, args.seconds, args.latency, args.mirror)

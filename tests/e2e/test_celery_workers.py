@@ -258,6 +258,37 @@ def test_a_worker_killed_mid_pull_has_its_task_finished_by_the_other(pg_url, bro
     engine.dispose()
 
 
+def test_a_worker_stopped_mid_pull_hands_its_task_to_the_other(pg_url, broker, accounts, tmp_path):
+    cluster = _cluster(tmp_path, pg_url, broker, accounts, {"pull_helpdesk": {"connection": "helpdesk", "every_seconds": 1}})
+    engine = open_engine(pg_url)
+    helpdesk = accounts.helpdesk
+    cluster.start()
+    try:
+        _wait(lambda: _running_run(engine, "helpdesk", "sync") is not None and _count(engine, "eddydesk_tickets") > 0,
+              120, "the EddyDesk pull to write its first tickets")
+        helpdesk.app.state.settings["read_delay"] = 60.0
+        stopped = _running_run(engine, "helpdesk", "sync")
+        worker = next(w for w in cluster.workers if w.pid == stopped["pid"])
+        name = f"worker{cluster.workers.index(worker)}"
+        worker.send_signal(signal.SIGTERM)
+        _wait(lambda: "worker_stopping" in cluster.log(name), 60, "the worker to begin its warm shutdown")
+        helpdesk.app.state.settings["read_delay"] = 0.0  # the page in flight is answered; the run stops after it
+        assert worker.wait(timeout=120) == 0, cluster.log(name)
+        _wait(lambda: _ok_runs(engine, "helpdesk") >= 1, 120, "the other worker to finish the pull")
+        _finish(cluster, engine)
+    finally:
+        cluster.stop()
+    with engine.connect() as conn:
+        runs = conn.execute(sa.text("SELECT status, pid FROM sync_runs WHERE task_id = :t ORDER BY id"),
+                            {"t": stopped["task_id"]}).all()
+        task = conn.execute(sa.text("SELECT * FROM job_tasks WHERE task_id = :t"), {"t": stopped["task_id"]}).mappings().one()
+    assert [r.status for r in runs] == ["interrupted", "ok"] and runs[1].pid != stopped["pid"]
+    assert task["status"] == "done" and task["deliveries"] == 2
+    _assert_no_job_lost(engine)
+    assert_mirror_matches(engine, helpdesk.state)
+    engine.dispose()
+
+
 def test_a_worker_killed_mid_push_creates_nothing_twice(pg_url, broker, accounts, tmp_path):
     # the mirror holds the account first (a pull by hand), then gets new users and an organization
     config = parse_config({"mirror": {"url": pg_url}, "connections": accounts.connections}, base_dir=tmp_path)

@@ -12,14 +12,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("unit", ["desksync.service", "desksync-check.service"])
+@pytest.mark.parametrize("unit", ["desksync.service", "desksync-check.service", "desksync-worker@.service"])
 def test_the_unit_passes_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze is not None, "systemd-analyze is missing (.ci/run installs systemd)"
     # verify checks that the commands exist: the unit's install path is this checkout here
     text = (ROOT / "config" / unit).read_text().replace("/opt/desksync", str(ROOT))
     assert (ROOT / ".venv" / "bin" / "desksync").exists()
-    copy = tmp_path / unit
+    copy = tmp_path / unit.replace("@.", "@1.")  # a template is verified as one of its instances
     copy.write_text(text)
     checked = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0 and checked.stdout + checked.stderr == "", checked.stdout + checked.stderr

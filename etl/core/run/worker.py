@@ -39,13 +39,13 @@ from etl.core.run.schedule import default_jobs
 
 def run_task(task: Any, runner: JobRunner, executor: ExecutorConfig, job: str, task_id: str) -> str:
     """One delivery of a task: what its job's try came to (see the module's docstring)."""
-    from celery.exceptions import Reject
-
     log = get_logger(component="worker", job=job, task_id=task_id)
     if job not in runner.jobs:
         tasks.finish(runner.engine, task_id, "done", note=f"job {job!r} is not in this worker's configuration")
         log.error("task_refused", reason="the job is not in this worker's configuration")
         return "refused"
+    if runner.stop.is_set():  # a stopping worker may still be handed a task: it goes back, not run
+        raise task.retry(countdown=1)
     token = tasks.current_task.set(task_id)
     try:
         outcome = runner.run(job, wait_for_account=False, claim=lambda: tasks.claim(runner.engine, task_id))
@@ -60,7 +60,7 @@ def run_task(task: Any, runner: JobRunner, executor: ExecutorConfig, job: str, t
     if outcome.status == "interrupted":
         tasks.finish(runner.engine, task_id, "queued", note="handed back by a stopping worker")
         log.info("task_handed_back")
-        raise Reject("the worker is stopping", requeue=True)
+        raise task.retry(countdown=0)  # a new message for the queue; this one is acknowledged
     if outcome.status == "stale":
         log.info("task_already_done")
     else:
@@ -90,11 +90,13 @@ def serve_worker(config: Config, concurrency: int) -> None:
     def run_job(task: Any, job: str, task_id: str) -> str:
         return run_task(task, runner, executor, job, task_id)
 
+    log = get_logger(component="worker")
+
     def on_shutdown(**_: Any) -> None:
         stop.set()
+        log.info("worker_stopping", reason="running jobs stop at their next page and hand their tasks back")
 
     worker_shutting_down.connect(on_shutdown, weak=False)
-    log = get_logger(component="worker")
     log.info("worker_started", concurrency=concurrency, queue=executor.queue, pid=os.getpid())
     try:
         app.Worker(pool="threads", concurrency=concurrency, queues=[executor.queue], quiet=True,
