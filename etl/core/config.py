@@ -285,6 +285,9 @@ class ExecutorConfig(Frozen):
 
     @model_validator(mode="after")
     def _timeouts(self) -> ExecutorConfig:
+        if self.busy_retry_seconds >= self.visibility_timeout_seconds:
+            raise ValueError("busy_retry_seconds must be shorter than visibility_timeout_seconds (a task waiting "
+                             "longer in a worker is delivered again)")
         if self.requeue_after_seconds <= self.visibility_timeout_seconds:
             raise ValueError("requeue_after_seconds must exceed visibility_timeout_seconds (a dead worker's task "
                              "is the broker's to hand on first)")

@@ -228,6 +228,17 @@ def _assert_redelivered(engine: sa.Engine, killed: Any) -> None:
     assert after and after[-1].status == "ok" and after[-1].pid != killed["pid"]
 
 
+def _hold_a_pull(engine: sa.Engine, helpdesk: SimulatorServer) -> Any:
+    """Once the backfill has written tickets, hold the simulator's reads and return the pull held
+    on its page (this one, or on a machine quick to finish it, the next): it cannot end meanwhile."""
+    _wait(lambda: _count(engine, "eddydesk_tickets") > 0, 120, "the EddyDesk pull to write its first tickets")
+    helpdesk.app.state.settings["read_delay"] = 60.0
+    _wait(lambda: helpdesk.app.state.settings["reads_held"] > 0, 60, "a pull's read to be held")
+    held = _running_run(engine, "helpdesk", "sync")
+    assert held is not None
+    return held
+
+
 def test_a_worker_killed_mid_pull_has_its_task_finished_by_the_other(pg_url, broker, accounts, tmp_path):
     cluster = _cluster(tmp_path, pg_url, broker, accounts,
                        {f"pull_{name}": {"connection": name, "every_seconds": 1} for name in accounts.connections})
@@ -235,11 +246,7 @@ def test_a_worker_killed_mid_pull_has_its_task_finished_by_the_other(pg_url, bro
     helpdesk = accounts.helpdesk
     cluster.start()
     try:
-        # the EddyDesk backfill is held on a page once it has written some tickets: the kill lands inside it
-        _wait(lambda: _running_run(engine, "helpdesk", "sync") is not None and _count(engine, "eddydesk_tickets") > 0,
-              120, "the EddyDesk pull to write its first tickets")
-        helpdesk.app.state.settings["read_delay"] = 60.0
-        killed = _running_run(engine, "helpdesk", "sync")
+        killed = _hold_a_pull(engine, helpdesk)
         cluster.kill(killed["pid"])
         helpdesk.app.state.settings["read_delay"] = 0.0
         _wait(lambda: _ok_runs(engine, "helpdesk") >= 1, 120, "the redelivered pull to finish")
@@ -264,10 +271,7 @@ def test_a_worker_stopped_mid_pull_hands_its_task_to_the_other(pg_url, broker, a
     helpdesk = accounts.helpdesk
     cluster.start()
     try:
-        _wait(lambda: _running_run(engine, "helpdesk", "sync") is not None and _count(engine, "eddydesk_tickets") > 0,
-              120, "the EddyDesk pull to write its first tickets")
-        helpdesk.app.state.settings["read_delay"] = 60.0
-        stopped = _running_run(engine, "helpdesk", "sync")
+        stopped = _hold_a_pull(engine, helpdesk)
         worker = next(w for w in cluster.workers if w.pid == stopped["pid"])
         name = f"worker{cluster.workers.index(worker)}"
         worker.send_signal(signal.SIGTERM)
@@ -388,3 +392,69 @@ def test_an_unreachable_broker_or_a_sqlite_mirror_is_refused_by_name(pg_url, acc
     plain.write_text(cluster.config.read_text().split("[executor]")[0])
     refused = CliRunner().invoke(main, ["--config", str(plain), "worker"])
     assert refused.exit_code == 2 and "needs an [executor] section" in refused.output, refused.output
+
+
+class _Retry(Exception):
+    pass
+
+
+class _Task:
+    """What run_task asks of a Celery task: a retry, which it raises."""
+
+    def __init__(self) -> None:
+        self.countdowns: list[float] = []
+
+    def retry(self, countdown: float) -> _Retry:
+        self.countdowns.append(countdown)
+        return _Retry()
+
+
+def test_a_task_runs_only_while_its_row_is_open_and_its_account_free(sqlite_url, simulator, make_config):
+    """One delivery's decisions (etl.core.run.worker.run_task), without a broker: a task whose row
+    is done runs nothing; one whose account is held elsewhere goes back with the delay; one whose
+    account is blocked ends skipped (the scheduler sends it after the block); an unknown job is
+    refused; an open one runs and is done, its run carrying the task's id."""
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from etl.core.config import ExecutorConfig, JobConfig
+    from etl.core.run import tasks
+    from etl.core.run.runner import JobRunner
+    from etl.core.run.worker import run_task
+
+    server = simulator(Sizes(tickets=10, users=3, organizations=1, kb_articles=1))
+    config = make_config(sqlite_url, server)
+    executor = ExecutorConfig(kind="celery", busy_retry_seconds=7)
+    runner = JobRunner(config, {"pull": JobConfig(connection="helpdesk", every_seconds=60)}, threading.Event())
+    engine = runner.engine
+
+    def queued(task_id: str) -> str:
+        with engine.begin() as conn:
+            tasks.queue(conn, task_id, "pull", "helpdesk")
+        return task_id
+
+    def status(task_id: str) -> str:
+        with engine.connect() as conn:
+            return str(conn.execute(sa.text("SELECT status FROM job_tasks WHERE task_id = :t"), {"t": task_id}).scalar())
+
+    try:
+        assert run_task(_Task(), runner, executor, "nightly", queued("t0")) == "refused"
+        assert run_task(_Task(), runner, executor, "pull", queued("t1")) == "ok" and status("t1") == "done"
+        assert run_task(_Task(), runner, executor, "pull", "t1") == "stale"  # a second delivery
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT task_id, status FROM sync_runs")).all() == [("t1", "ok")]
+        assert runner.locks.try_acquire("account", "helpdesk")  # as if another worker held the account
+        other = JobRunner(config, runner.jobs, threading.Event())
+        task = _Task()
+        with pytest.raises(_Retry):
+            run_task(task, other, executor, "pull", queued("t2"))
+        assert task.countdowns == [7] and status("t2") == "queued"
+        runner.locks.release("account", "helpdesk")
+        other.close()
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO account_blocks (connection, budget, blocked_until, reason) "
+                                 "VALUES ('helpdesk', 'main', :u, 'test')"), {"u": datetime.now(UTC) + timedelta(minutes=20)})
+        assert run_task(_Task(), runner, executor, "pull", "t2") == "skipped" and status("t2") == "skipped"
+        assert server.stats.requests > 0
+    finally:
+        runner.close()

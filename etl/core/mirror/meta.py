@@ -60,7 +60,7 @@ class JobTask(Base):
     task_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     job: Mapped[str] = mapped_column(sa.String(64), index=True)
     connection: Mapped[str] = mapped_column(sa.String(64))
-    status: Mapped[str] = mapped_column(sa.String(16))  # queued | running | done | lost
+    status: Mapped[str] = mapped_column(sa.String(16))  # queued | running | done | skipped | lost
     queued_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -7,9 +7,11 @@ spend the whole budget, and EddyDesk blocks the account for 20 minutes. Their sc
 interleave on the same cursors. The scheduler takes the lease for each job; a command run by hand
 takes it for its run (`account_lease`) and is refused, naming the holder, while it is taken.
 
-PostgreSQL: session-level advisory locks (`pg_try_advisory_lock`) held on a dedicated connection
-for as long as the job (or the account lease) lasts. They need no table, vanish with the session
-(a killed process frees its locks at once), and work across machines sharing the database.
+PostgreSQL: session-level advisory locks (`pg_try_advisory_lock`) for as long as the job (or the
+account lease) lasts. They need no table, vanish with the session (a killed process frees its
+locks at once), and work across machines sharing the database. A process holds all its locks on
+one connection of its own: a connection per lock took the pool's connections two a job, and a
+scheduler with dozens of accounts waited on its own pool.
 A job whose lock is taken elsewhere is skipped this time, not queued: its next run comes anyway.
 
 SQLite: an exclusive `flock` on a file beside the database (`<database>.locks/`), which the
@@ -79,7 +81,7 @@ class SchedulerFileLock:
             self._file = None
 
 
-Held = sa.Connection | IO[str] | None  # what keeps a lock: a PostgreSQL session, a locked file, or nothing
+Held = IO[str] | None  # what keeps a lock on SQLite: a locked file (PostgreSQL: the process's lock session)
 
 
 class AdvisoryLocks:
@@ -93,6 +95,19 @@ class AdvisoryLocks:
         self.folder = Path(f"{database}.locks") if database and database != ":memory:" else None
         self._held: dict[int, tuple[int, Held]] = {}
         self._lock = threading.Lock()
+        self._session: sa.Connection | None = None  # PostgreSQL: the one that holds this process's locks
+
+    def _pg_session(self) -> sa.Connection:
+        if self._session is None or self._session.closed or self._session.invalidated:
+            self._session = self.engine.connect()
+        return self._session
+
+    def _pg(self, sql: str, key: int) -> bool:
+        """Run an advisory lock function on the lock session (the caller holds `_lock`)."""
+        session = self._pg_session()
+        got = bool(session.execute(sa.text(sql), {"k": key}).scalar())
+        session.commit()
+        return got
 
     def _lock_file(self, key: int) -> Path:
         assert self.folder is not None
@@ -108,13 +123,8 @@ class AdvisoryLocks:
             if count:
                 return False  # a job runs once per process too (APScheduler's max_instances)
             if self.postgres:
-                conn = self.engine.connect()
-                got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-                conn.commit()
-                if not got:
-                    conn.close()
+                if not self._pg("SELECT pg_try_advisory_lock(:k)", key):
                     return False
-                held = conn
             elif self.folder is not None:
                 held = _try_flock(self._lock_file(key))
                 if held is None:
@@ -152,15 +162,24 @@ class AdvisoryLocks:
             if count > 1:
                 self._held[key] = (count - 1, held)
                 return
-            if isinstance(held, sa.Connection):
-                try:
-                    held.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    held.commit()
-                finally:
-                    held.close()
+            if self.postgres and count:
+                self._pg("SELECT pg_advisory_unlock(:k)", key)
             elif held is not None:
                 fcntl.flock(held, fcntl.LOCK_UN)
                 held.close()
+
+
+    def close(self) -> None:
+        """Free every lock this process still holds (its session ends)."""
+        with self._lock:
+            for _, held in self._held.values():
+                if held is not None:
+                    fcntl.flock(held, fcntl.LOCK_UN)
+                    held.close()
+            self._held.clear()
+            if self._session is not None:
+                self._session.close()
+                self._session = None
 
 
 @contextmanager
@@ -174,3 +193,4 @@ def account_lease(engine: sa.Engine, connection: str) -> Iterator[None]:
         yield
     finally:
         locks.release("account", connection)
+        locks.close()

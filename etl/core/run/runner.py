@@ -149,4 +149,5 @@ class JobRunner:
         return "failed"
 
     def close(self) -> None:
+        self.locks.close()
         self.engine.dispose()

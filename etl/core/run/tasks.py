@@ -6,7 +6,7 @@ while the row is still open; the worker marks it done when the job has run. So a
 broker delivers twice (a worker died after its run but before the acknowledgement, or a message
 outlived its visibility timeout) finds its row done and runs nothing.
 
-    queued ──claim──▶ running ──finish──▶ done
+    queued ──claim──▶ running ──finish──▶ done (or skipped: its account was blocked)
        │                 │ (its worker died: the broker hands the message to another worker,
        │                 │  whose claim takes the row again, one delivery more)
        └──── lost: queued longer than `[executor] requeue_after_seconds` (the broker lost it);
@@ -84,10 +84,10 @@ def claim(engine: sa.Engine, task_id: str) -> bool:
 
 
 def finish(engine: sa.Engine, task_id: str, status: str, note: str | None = None) -> None:
-    """`done` once the job ran (however its runs ended: the run history says), or back to `queued`
-    when a stopping worker hands it back to the broker."""
+    """`done` once the job ran (however its runs ended: the run history says), `skipped` when it
+    could not run, or back to `queued` when a stopping worker hands it back to the broker."""
     values: dict[str, object] = {"status": status, "note": note}
-    if status == "done":
+    if status != "queued":
         values["finished_at"] = datetime.now(UTC)
     with engine.begin() as conn:
         conn.execute(TASKS.update().where(TASKS.c.task_id == task_id).values(**values))

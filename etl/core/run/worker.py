@@ -7,8 +7,9 @@ or many, for more.
 
 A task runs its job through `JobRunner` (the job's lock, the account's lease, as the scheduler
 does), claiming its job_tasks row first (etl.core.run.tasks):
-- its account is busy (another job of it runs here or on another worker) or blocked: the task
-  goes back to the broker with a delay (`busy_retry_seconds`, or until the block ends);
+- its account is busy (another job of it runs here or on another worker): the task goes back to
+  the broker with a delay (`busy_retry_seconds`); blocked for its rate limit: the task ends
+  `skipped`, and the scheduler sends the job again once the block has ended;
 - its row is done already (a second delivery of a task that ran): nothing runs;
 - the worker is stopping (SIGTERM, Celery's warm shutdown): the running pulls commit their page
   and end "interrupted", and their tasks go back to the queue for another worker, which resumes
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
 from etl.core.config import Config, ExecutorConfig
@@ -51,12 +51,16 @@ def run_task(task: Any, runner: JobRunner, executor: ExecutorConfig, job: str, t
         outcome = runner.run(job, wait_for_account=False, claim=lambda: tasks.claim(runner.engine, task_id))
     finally:
         tasks.current_task.reset(token)
+    if outcome.status == "busy" and outcome.blocked_until is not None:
+        # a block lasts 20 minutes or an hour: longer than a message should wait in a worker (an
+        # unacknowledged one outliving the visibility timeout is delivered again); the scheduler
+        # sends the job again once the block has ended
+        tasks.finish(runner.engine, task_id, "skipped", note=f"{outcome.why} until {outcome.blocked_until.isoformat()}")
+        log.info("task_skipped", reason=outcome.why, until=outcome.blocked_until.isoformat())
+        return "skipped"
     if outcome.status == "busy":
-        wait = executor.busy_retry_seconds
-        if outcome.blocked_until is not None:
-            wait = max(1.0, (outcome.blocked_until - datetime.now(UTC)).total_seconds() + 1)
-        log.info("task_deferred", reason=outcome.why, seconds=round(wait, 1))
-        raise task.retry(countdown=wait)
+        log.info("task_deferred", reason=outcome.why, seconds=executor.busy_retry_seconds)
+        raise task.retry(countdown=executor.busy_retry_seconds)
     if outcome.status == "interrupted":
         tasks.finish(runner.engine, task_id, "queued", note="handed back by a stopping worker")
         log.info("task_handed_back")

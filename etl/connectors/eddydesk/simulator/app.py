@@ -127,7 +127,7 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
     limits = limits or Limits()
     faults = Faults()
     stats = Stats()
-    settings = {"latency": latency, "write_delay": 0.0, "read_delay": 0.0}
+    settings = {"latency": latency, "write_delay": 0.0, "read_delay": 0.0, "reads_held": 0}
     accounts = {state.admin_email: state.admin_api_key}
 
     def dump_list_ticket(record: Record) -> bytes:
@@ -268,7 +268,12 @@ def build_app(state: HelpdeskState, limits: Limits | None = None, latency: float
                                        request.headers.get("content-type", ""), request.query_params)
                 await answer_late(settings)  # tests: the write is done, its answer is late
             else:
-                await answer_late(settings, "read_delay")  # tests: a pull held on its page
+                if settings["read_delay"]:  # tests: a pull held on its page
+                    settings["reads_held"] += 1
+                    try:
+                        await answer_late(settings, "read_delay")
+                    finally:
+                        settings["reads_held"] -= 1
                 endpoint, body = route(parts, request.query_params)
         except Refused as exc:
             stats.count("bad_request", 400)
