@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ def test_the_console_shows_the_mirror_and_settles_a_conflict(sqlite_url: str, si
         page.goto(f"{console.base}/runs")
         history = page.locator("table.runs tr").count() - 1
         assert history == 3  # two pulls of helpdesk, the failed one of broken
+        # which machine and process ran each run (workers on several machines write one history)
+        assert f"{socket.gethostname()} pid {os.getpid()}" in page.locator("table.runs").inner_text()
         for chart in page.locator("svg.chart").all():
             assert chart.locator("rect.mark").count() == history, "one mark a run"
         assert page.locator("svg.chart rect.mark.failed").count() == 3, "the failed run marked in each chart"
