@@ -395,7 +395,7 @@ def test_an_unreachable_broker_or_a_sqlite_mirror_is_refused_by_name(pg_url, acc
 
 
 class _Retry(Exception):
-    pass
+    """What `_Task.retry` gives run_task to raise (Celery's Retry, without a broker)."""
 
 
 class _Task:

@@ -11,9 +11,23 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, overload
 
 import orjson
+
+
+@overload
+def stored_utc(value: datetime | str) -> datetime: ...
+@overload
+def stored_utc(value: None) -> None: ...
+def stored_utc(value: datetime | str | None) -> datetime | None:
+    """A timestamp read back from the mirror, as an aware UTC datetime: SQLite returns them naive,
+    and an aggregate (max, min) over a column as text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class DateParseError(ValueError):

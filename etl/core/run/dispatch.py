@@ -23,6 +23,7 @@ from etl.core.errors import ConfigError
 from etl.core.log import get_logger, scrub_text
 from etl.core.mirror.base import table_of
 from etl.core.mirror.meta import SyncRun
+from etl.core.mirror.normalize import stored_utc
 from etl.core.run import tasks
 from etl.core.run.celery_app import TASK, celery_app, check_broker
 from etl.core.run.history import consecutive_failures, failure_backoff
@@ -42,11 +43,10 @@ def backoff_until(conn: sa.Connection, config: Config, job: str) -> datetime | N
     failures = consecutive_failures(conn, job)
     if not failures:
         return None
-    last = conn.execute(sa.select(sa.func.max(_RUNS.c.finished_at)).where(_RUNS.c.job == job)).scalar()
+    last = stored_utc(conn.execute(sa.select(sa.func.max(_RUNS.c.finished_at)).where(_RUNS.c.job == job)).scalar())
     if last is None:
         return None
-    last = last if last.tzinfo else last.replace(tzinfo=UTC)
-    until: datetime = last + timedelta(seconds=failure_backoff(config, failures))
+    until = last + timedelta(seconds=failure_backoff(config, failures))
     return until if until > datetime.now(UTC) else None
 
 

@@ -15,7 +15,7 @@ from apscheduler.triggers.cron import CronTrigger
 from etl.core.config import Config, JobConfig
 from etl.core.mirror.base import table_of
 from etl.core.mirror.meta import SyncRun
-from etl.core.mirror.normalize import iso_utc
+from etl.core.mirror.normalize import iso_utc, stored_utc
 from etl.core.run.tasks import open_task
 
 _RUNS = table_of(SyncRun)
@@ -45,9 +45,7 @@ def last_started(conn: sa.Connection, job: str) -> datetime | None:
     failed or abandoned run leaves the job due (a stopped scheduler's pull is resumed at start)."""
     started = conn.execute(sa.select(sa.func.max(_RUNS.c.started_at)).where(
         _RUNS.c.job == job, _RUNS.c.status == "ok")).scalar()
-    if isinstance(started, str):  # SQLite without the column type's processing (an aggregate)
-        started = datetime.fromisoformat(started)
-    return None if started is None else started if started.tzinfo else started.replace(tzinfo=UTC)
+    return stored_utc(started)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -61,8 +59,7 @@ def next_run(spec: JobConfig, last_started: datetime | None, now: datetime) -> d
         return fire if fire is not None else now
     if last_started is None:
         return now
-    started = last_started if last_started.tzinfo else last_started.replace(tzinfo=UTC)
-    return max(now, started + timedelta(seconds=spec.every_seconds or 0))
+    return max(now, stored_utc(last_started) + timedelta(seconds=spec.every_seconds or 0))
 
 
 def _unclaimed_limit(spec: JobConfig) -> timedelta:

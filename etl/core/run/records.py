@@ -21,6 +21,7 @@ from etl.core.errors import DesksyncError, RateLimitBlocked, Stopped
 from etl.core.http.ratelimit import RateLimiter
 from etl.core.mirror.base import table_of
 from etl.core.mirror.meta import AccountBlock, AccountSends, SyncRun
+from etl.core.mirror.normalize import stored_utc
 from etl.core.run.locks import account_lease
 from etl.core.run.tasks import current_task
 
@@ -109,9 +110,7 @@ def carry_account_use(engine: sa.Engine, connection: str, client: Client) -> Non
         sends = conn.execute(sa.select(SENDS).where(SENDS.c.connection == connection,
                                                     SENDS.c.holder != this_process())).mappings().all()
     for row in blocks:
-        until = row["blocked_until"]
-        if until.tzinfo is None:
-            until = until.replace(tzinfo=UTC)
+        until = stored_utc(row["blocked_until"])
         limiter = limiters.get(row["budget"])
         if limiter is not None and until > datetime.now(UTC):
             limiter.block_until_wall_time(until.timestamp())

@@ -28,6 +28,7 @@ from etl.core.log import get_logger
 from etl.core.mirror.base import table_of
 from etl.core.mirror.db import open_engine
 from etl.core.mirror.meta import AccountBlock
+from etl.core.mirror.normalize import stored_utc
 from etl.core.run import jobs
 from etl.core.run.locks import AdvisoryLocks
 
@@ -35,10 +36,10 @@ _BLOCKS = table_of(AccountBlock)
 
 
 def blocked_until(conn: sa.Connection, connection: str) -> datetime | None:
-    until = conn.execute(sa.select(sa.func.max(_BLOCKS.c.blocked_until)).where(_BLOCKS.c.connection == connection)).scalar()
+    until = stored_utc(conn.execute(sa.select(sa.func.max(_BLOCKS.c.blocked_until))
+                                    .where(_BLOCKS.c.connection == connection)).scalar())
     if until is None:
         return None
-    until = until if until.tzinfo else until.replace(tzinfo=UTC)
     return until if until > datetime.now(UTC) else None
 
 

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from etl.core.mirror.base import table_of
 from etl.core.mirror.meta import JobTask
+from etl.core.mirror.normalize import stored_utc
 
 TASKS = table_of(JobTask)
 OPEN = ("queued", "running")
@@ -44,10 +45,6 @@ class OpenTask:
     pid: int | None
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def queue(conn: sa.Connection, task_id: str, job: str, connection: str) -> None:
     conn.execute(TASKS.insert().values(task_id=task_id, job=job, connection=connection, status="queued",
                                        queued_at=datetime.now(UTC), deliveries=0))
@@ -59,8 +56,8 @@ def open_task(conn: sa.Connection, job: str) -> OpenTask | None:
                        .order_by(TASKS.c.queued_at.desc()).limit(1)).mappings().first()
     if row is None:
         return None
-    return OpenTask(row["task_id"], row["status"], _utc(row["queued_at"]),  # type: ignore[arg-type]
-                    _utc(row["started_at"]), row["host"], row["pid"])
+    return OpenTask(row["task_id"], row["status"], stored_utc(row["queued_at"]), stored_utc(row["started_at"]),
+                    row["host"], row["pid"])
 
 
 def mark_lost(conn: sa.Connection, task_id: str, note: str) -> None:
