@@ -16,8 +16,10 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/desksync demo
 
-# The whole suite, on SQLite and on a real PostgreSQL server (started, or installed, by the script).
+# The whole suite, on SQLite and on a real PostgreSQL server (started, or installed, by the script),
+# with a real Redis broker for the Celery workers' tests (installed by its script when missing).
 test: $(BIN)/.installed
+	scripts/redis-for-tests
 	DESKSYNC_TEST_PG_URL="$$(scripts/postgres-for-tests)" $(BIN)/pytest -q -n 2 --durations=12
 
 bench: $(BIN)/.installed

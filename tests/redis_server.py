@@ -28,7 +28,7 @@ def redis_server(folder: Path) -> Iterator[str]:
     if binary is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed: CI must run the Celery tests (.ci/run installs it)")
-        pytest.skip("redis-server is not installed (apt-get install redis-server; `make test` on CI installs it)")
+        pytest.skip("redis-server is not installed (`make test` installs it: scripts/redis-for-tests)")
     import redis
 
     port = _free_port()
