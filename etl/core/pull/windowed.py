@@ -296,24 +296,34 @@ def _scan_json(hi: str, slices: list[Slice], pages: int) -> dict[str, Any]:
 
 
 def run_windowed(ctx: RunContext, source: WindowedList, *, full: bool = False) -> None:
-    """Scan the list from its cursor (less the lookback) to now, or resume the scan a killed run left."""
-    scan = WindowScan(ctx, source)
+    """Scan the list from its cursor (less the lookback) to now. A scan a killed run left is
+    finished first and the run then scans on from where it ends, so a restarted run leaves the
+    mirror as current as a clean one: what changed while nothing ran is not left to the next run."""
     with ctx.engine.connect() as conn:
-        state = load_state(conn, ctx.connection, scan.key)
+        state = load_state(conn, ctx.connection, source.key)
     saved = state.get("scan")
     if saved and not full:
         hi = saved["hi"]
+        scan = WindowScan(ctx, source)
         slices = [Slice.from_json(s) for s in saved["slices"]]
         scan.pages = saved.get("pages", 0)
-        prefetched = None
         scan.log.info("scan_resumed", hi=hi, slices_left=sum(not s.done for s in slices))
-    else:
-        date_format = source.paging.date_format
-        lo = None if full else window_start(state.get("cursor"), source.lookback_seconds, date_format)
-        hi = fmt(local_now(ctx.tz), date_format)
-        slices, prefetched = scan.plan(lo, hi)
-        with ctx.engine.begin() as conn:
-            save_state(conn, ctx.connection, scan.key, {**state, "scan": _scan_json(hi, slices, scan.pages)})
-    scan.run(slices, prefetched, hi, state)
+        state = _finish_scan(ctx, scan, slices, None, hi, state)
+    date_format = source.paging.date_format
+    scan = WindowScan(ctx, source)
+    lo = None if full else window_start(state.get("cursor"), source.lookback_seconds, date_format)
+    hi = fmt(local_now(ctx.tz), date_format)
+    slices, prefetched = scan.plan(lo, hi)
     with ctx.engine.begin() as conn:
-        save_state(conn, ctx.connection, scan.key, {**state, "cursor": hi, "scan": None}, success=True)
+        save_state(conn, ctx.connection, scan.key, {**state, "scan": _scan_json(hi, slices, scan.pages)})
+    _finish_scan(ctx, scan, slices, prefetched, hi, state)
+
+
+def _finish_scan(ctx: RunContext, scan: WindowScan, slices: list[Slice], prefetched: Any, hi: str,
+                 state: dict[str, Any]) -> dict[str, Any]:
+    """Walks what is left of a planned scan, then moves the cursor to its upper bound."""
+    scan.run(slices, prefetched, hi, state)
+    state = {**state, "cursor": hi, "scan": None}
+    with ctx.engine.begin() as conn:
+        save_state(conn, ctx.connection, scan.key, state, success=True)
+    return state

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from etl.core.config import Config
 from etl.core.mirror.db import open_engine
 from etl.core.run import jobs
 from tests.connectors.notes.models import NOTES
-from tests.connectors.notes.simulator import TOKEN, NotesState, serve
+from tests.connectors.notes.simulator import DATE, TOKEN, NotesState, serve
 
 TOKEN_ENV = "DESKSYNC_TEST_NOTES_TOKEN"
 ROOT = Path(__file__).resolve().parents[3]
@@ -111,11 +113,17 @@ def test_notes_pull_killed_then_restarted_is_exact(db_url: str, notes: NotesStat
     first.wait()
 
     notes.resume()
+    engine = open_engine(db_url)
+    with engine.connect() as conn:
+        state = conn.execute(sa.text("SELECT state FROM sync_state WHERE stream = 'notes'")).scalar_one()
+    saved_bound = (state if isinstance(state, dict) else json.loads(state))["scan"]["hi"]
+    while datetime.now(UTC).strftime(DATE) <= saved_bound:  # the change falls after the saved scan's bound
+        time.sleep(0.05)
     notes.update(5, title="changed while it was down")
+    # the restart finishes the saved scan, then scans on to its own start
     second = subprocess.run([*command, "sync", "notes"], env=env, capture_output=True, timeout=300)
     assert second.returncode == 0, second.stderr.decode()[-3000:]
     assert _mirror(db_url) == _remote(notes)
-    engine = open_engine(db_url)
     with engine.connect() as conn:
         runs = conn.execute(sa.text("SELECT status FROM sync_runs ORDER BY id")).scalars().all()
     engine.dispose()

@@ -269,26 +269,28 @@ class ObjectSync:
                 self.log.info("servicego_schema_changed_meanwhile", object=self.obj.name)
         return page
 
-    def run(self, full: bool) -> str:
-        """Run (or resume) a scan; returns its mode."""
+    def run(self, full: bool) -> None:
+        """Run a scan; first finish the one a killed run left, so that a restarted run leaves the
+        object as current as a clean one (the scan it resumes stops at the killed run's start)."""
         probe = self.probe()
+        with self.ctx.engine.connect() as conn:
+            left = load_state(conn, self.ctx.connection, self.key).get("scan")
+        if left is not None:
+            self.log.info("servicego_scan_resumed", mode=left["mode"], scroll_id=left["scroll_id"])
+            self.scan(left)
         with self.ctx.engine.begin() as conn:
             state = load_state(conn, self.ctx.connection, self.key)
-            scan = state.get("scan")
-            if scan is None:
-                cursor = state.get("cursor")
-                mode = "full" if full or cursor is None or state.get("rescan") else "incremental"
-                server_now = probe.server_time or datetime.now(UTC)
-                since = None
-                if cursor is not None and mode == "incremental":
-                    start = datetime.strptime(cursor, MINUTE) - timedelta(minutes=self.settings.overlap_minutes)
-                    since = start.strftime(MINUTE)
-                scan = {"mode": mode, "scroll_id": 0, "since": since, "server_start": minute_of(server_now, self.tz),
-                        "started_at": datetime.now(UTC).isoformat()}
-                state = {**state, "scan": scan}
-                save_state(conn, self.ctx.connection, self.key, state)
+            cursor = state.get("cursor")
+            mode = "full" if full or cursor is None or state.get("rescan") else "incremental"
+            server_now = probe.server_time or datetime.now(UTC)
+            since = None
+            if cursor is not None and mode == "incremental":
+                start = datetime.strptime(cursor, MINUTE) - timedelta(minutes=self.settings.overlap_minutes)
+                since = start.strftime(MINUTE)
+            scan = {"mode": mode, "scroll_id": 0, "since": since, "server_start": minute_of(server_now, self.tz),
+                    "started_at": datetime.now(UTC).isoformat()}
+            save_state(conn, self.ctx.connection, self.key, {**state, "scan": scan})
         self.scan(scan)
-        return str(scan["mode"])
 
     def scan(self, scan: dict[str, Any]) -> None:
         ctx, client, name = self.ctx, self.client, self.obj.name
