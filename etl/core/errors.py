@@ -35,6 +35,11 @@ class MirrorError(DesksyncError):
     """The mirror database cannot be used as asked (unreachable, schema missing or behind)."""
 
 
+class LeaseLost(DesksyncError):
+    """The database session that held the account's lease dropped: another process may hold the
+    account now, so this one sends nothing more to it (the run ends; the next one starts clean)."""
+
+
 class AccountBusy(DesksyncError):
     """Another process holds the account: two would spend its rate budget twice."""
 

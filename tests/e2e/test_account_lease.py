@@ -17,10 +17,12 @@ from etl.cli import main
 from etl.connectors.eddydesk.simulator.data import Sizes
 from etl.core.config import JobConfig
 from etl.core.errors import AccountBusy
+from etl.core.http.ratelimit import RateLimiter
 from etl.core.mirror.base import table_of
 from etl.core.mirror.db import open_engine
-from etl.core.mirror.meta import SyncRun
+from etl.core.mirror.meta import AccountSends, SyncRun
 from etl.core.run import jobs
+from etl.core.run.records import this_process
 from etl.core.run.schedule import Runner
 from tests.conftest import connection_settings, write_config_file
 
@@ -30,7 +32,7 @@ HOLD = """
 import sys, time
 from etl.core.run.locks import account_lease
 from etl.core.mirror.db import open_engine
-with account_lease(open_engine(sys.argv[1]), sys.argv[2]):
+with account_lease(open_engine(sys.argv[1]), sys.argv[2], lambda: None):
     print("held", flush=True)
     time.sleep(600)
 """
@@ -55,12 +57,12 @@ def _runs(url: str) -> int:
         engine.dispose()
 
 
-def _sync_once_freed(config, connection: str) -> jobs.SyncSummary:
+def _sync_once_freed(config, connection: str, limiters: dict[str, RateLimiter] | None = None) -> jobs.SyncSummary:
     # PostgreSQL ends a killed client's session as soon as it sees the closed socket
     deadline = time.monotonic() + 10
     while True:
         try:
-            return jobs.sync(config, connection)
+            return jobs.sync(config, connection, limiters=limiters)
         except AccountBusy:
             if time.monotonic() > deadline:
                 raise
@@ -125,7 +127,7 @@ def test_a_scheduled_job_skips_its_turn_while_a_run_by_hand_holds_the_account(db
 
 def test_the_next_holder_of_an_account_counts_the_requests_the_last_one_sent(db_url, simulator, make_config, tmp_path):
     """A run in another process spends part of the account's minute; a run here right after it
-    starts with those requests counted (etl.core.run.records.carry_account_use), as a worker on
+    starts with those requests counted (etl.core.run.records.AccountUse), as a worker on
     another machine would: the lease passes, the budget's minute goes on."""
     server = simulator(SMALL)
     config = make_config(db_url, server)
@@ -139,3 +141,38 @@ def test_the_next_holder_of_an_account_counts_the_requests_the_last_one_sent(db_
     assert second.status == "ok" and second.requests > 0
     counted = sum(len(limiter.recent_sends()) for limiter in limiters.values())
     assert counted == first + second.requests  # all inside the budgets' minute
+
+
+def test_a_holder_killed_mid_run_has_left_its_minute_for_the_next(db_url, simulator, make_config, tmp_path):
+    """The sends are saved while a run goes on (every second), not only at its end: a holder
+    killed with SIGKILL, which never reaches its end, has left them for the next holder."""
+    server = simulator(SMALL)
+    config = make_config(db_url, server)
+    path = write_config_file(tmp_path / "desksync.toml", db_url, {"helpdesk": connection_settings(server)})
+    engine = open_engine(db_url)
+    sends = table_of(AccountSends)
+
+    def saved_by_other() -> int:
+        with engine.connect() as conn:
+            return sum(len(sent) for sent in conn.execute(sa.select(sends.c.sent).where(
+                sends.c.connection == "helpdesk", sends.c.holder != this_process())).scalars())
+
+    server.app.state.settings["read_delay"] = 60.0  # the run holds on its reads: it cannot end
+    other = subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(path), "sync", "helpdesk"], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while saved_by_other() == 0:
+            assert time.monotonic() < deadline and other.poll() is None, "the running holder saved no sends"
+            time.sleep(0.05)
+        assert server.app.state.settings["reads_held"] > 0  # still in its first reads, far from its end
+    finally:
+        other.kill()
+        other.wait()
+        server.app.state.settings["read_delay"] = 0.0
+    left = saved_by_other()
+    limiters = jobs.new_limiters(config.connection("helpdesk"))
+    assert _sync_once_freed(config, "helpdesk", limiters).status == "ok"
+    counted = sum(len(limiter.recent_sends()) for limiter in limiters.values())
+    assert counted >= left + 1  # the killed holder's requests, and this run's own
+    engine.dispose()

@@ -20,7 +20,7 @@ LOWER_LAYERS = {
     "etl.core.memory": set(),
     "etl.core.tuning": set(),
     "etl.core.pool": {"etl.core.errors"},
-    "etl.core.run.locks": {"etl.core.errors"},
+    "etl.core.run.locks": {"etl.core.errors", "etl.core.log"},
     "etl.core.http": {"etl.core.errors", "etl.core.log"},
     "etl.core.mirror": {"etl.core.errors", "etl.core.log", "etl.core.tuning"},
     # pushing never reaches into pulling (nor pulling into pushing, below)

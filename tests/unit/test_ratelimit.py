@@ -2,7 +2,7 @@
 
 import pytest
 
-from etl.core.errors import RateLimitBlocked
+from etl.core.errors import LeaseLost, RateLimitBlocked
 from etl.core.http.ratelimit import RateLimiter
 
 
@@ -69,6 +69,25 @@ def test_a_block_refuses_at_once_until_it_ends():
     with pytest.raises(RateLimitBlocked, match="blocked"):
         limiter.acquire()
     clock.now += 1201
+    limiter.acquire()
+
+
+def test_a_revoked_budget_refuses_even_a_send_already_waiting():
+    clock = FakeClock()
+    limiter = _limiter(clock, 3)  # two sends a window (one kept in reserve)
+    limiter.acquire()
+    limiter.acquire()
+
+    def lease_lost_while_waiting(seconds: float) -> None:
+        limiter.revoke("the lease is lost")
+        clock.sleep(seconds)
+
+    limiter._sleep = lease_lost_while_waiting
+    with pytest.raises(LeaseLost, match="the lease is lost"):
+        limiter.acquire()  # the window is full: it waits, and the revoke ends the wait
+    assert clock.now - 1000.0 < 60  # it did not sit the window out
+    limiter._sleep = clock.sleep
+    limiter.restore()
     limiter.acquire()
 
 

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from etl.core.errors import RateLimitBlocked, Stopped
+from etl.core.errors import LeaseLost, RateLimitBlocked, Stopped
 
 
 class RateLimiter:
@@ -57,6 +57,7 @@ class RateLimiter:
         self._server_left: int | None = None  # sends the server will still take in its window
         self._server_until = 0.0  # when that word is surely stale
         self.blocked_until = 0.0  # monotonic
+        self._revoked: str | None = None  # why this process may not spend the budget now
         self.waited_seconds = 0.0
         self.limit = per_minute
         self.set_limit(per_minute)
@@ -109,6 +110,8 @@ class RateLimiter:
             if stop is not None and stop.is_set():
                 raise Stopped()
             with self._lock:
+                if self._revoked is not None:
+                    raise LeaseLost(self._revoked)
                 now = self._clock()
                 self._check_block(now)
                 delay = self._delay(now)
@@ -153,6 +156,17 @@ class RateLimiter:
             duration = self.block_seconds if seconds is None else seconds
             self.blocked_until = self._clock() + duration
             return self._blocked("the server refused a request and blocked the account", duration)
+
+    def revoke(self, why: str) -> None:
+        """Refuse every send from now on (a wait in progress ends within its step): the account's
+        lease is gone, and another process may be spending this budget."""
+        with self._lock:
+            self._revoked = why
+
+    def restore(self) -> None:
+        """The lease is held again (a new run took it): sends may go."""
+        with self._lock:
+            self._revoked = None
 
     def recent_sends(self) -> list[float]:
         """This budget's sends still inside its window, as wall-clock times: what the account's

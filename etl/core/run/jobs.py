@@ -13,9 +13,9 @@ from etl.core.mirror.db import ensure_current, open_engine, upgrade
 from etl.core.push.conflicts import open_conflict
 from etl.core.run.pipeline import PipelineSummary, pipeline_status, pipelines_status, run_pipeline
 from etl.core.run.push import PushSummary, push
-from etl.core.run.records import ensure_own_tables, long_lived_objects_frozen
+from etl.core.run.records import ensure_own_tables, long_lived_objects_frozen, new_limiters
 from etl.core.run.status import status
-from etl.core.run.sync import SyncSummary, new_limiters, sync
+from etl.core.run.sync import SyncSummary, sync
 
 __all__ = [
     "PipelineSummary", "PushSummary", "SyncSummary", "init", "long_lived_objects_frozen", "new_limiters",

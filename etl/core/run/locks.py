@@ -13,6 +13,13 @@ locks at once), and work across machines sharing the database. A process holds a
 one connection of its own: a connection per lock took the pool's connections two a job, and a
 scheduler with dozens of accounts waited on its own pool.
 A job whose lock is taken elsewhere is skipped this time, not queued: its next run comes anyway.
+A lock session can drop while its jobs go on (the server restarted, a connection killed by an
+administrator or an idle timeout): its locks are gone, and another process may take the account.
+A watch thread asks the server every `CHECK_SECONDS` which locks the session still holds and
+calls `on_lost` for each one gone; the account's limiters then refuse to send
+(etl.core.http.ratelimit.RateLimiter.revoke), so the run ends instead of sharing the budget.
+Locks need the session itself: connect PostgreSQL directly or through a session pooler, not a
+transaction pooler (a pooler that hands the session's locks to other clients).
 
 SQLite: an exclusive `flock` on a file beside the database (`<database>.locks/`), which the
 kernel also frees when the process dies. The database file has one writer at a time anyway,
@@ -22,18 +29,26 @@ refuse to start, naming the process that holds it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import sqlalchemy as sa
 
 from etl.core.errors import AccountBusy, MirrorError
+from etl.core.log import get_logger
+
+# How often a PostgreSQL process checks that its lock session still holds its locks: a lease lost
+# is seen within about a second, in which a budget's 2 % reserve covers what it sent; the check
+# also keeps the session from looking idle to an `idle_session_timeout`.
+CHECK_SECONDS = 1.0
 
 
 def advisory_key(kind: str, name: str) -> int:
@@ -84,18 +99,30 @@ class SchedulerFileLock:
 Held = IO[str] | None  # what keeps a lock on SQLite: a locked file (PostgreSQL: the process's lock session)
 
 
-class AdvisoryLocks:
-    """Try-locks for jobs and account leases (reference-counted within the process)."""
+@dataclass
+class _Lock:
+    kind: str
+    name: str
+    count: int  # holders in this process (an account's jobs share its lease)
+    held: Held
 
-    def __init__(self, engine: sa.Engine) -> None:
+
+class AdvisoryLocks:
+    """Try-locks for jobs and account leases (reference-counted within the process).
+    `on_lost(kind, name)` is called (from the watch thread) for each lock its session lost."""
+
+    def __init__(self, engine: sa.Engine, on_lost: Callable[[str, str], None] | None = None) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         database = engine.url.database if engine.dialect.name == "sqlite" else None
         # an in-memory SQLite database lives in one process: nothing to share, nothing to lock
         self.folder = Path(f"{database}.locks") if database and database != ":memory:" else None
-        self._held: dict[int, tuple[int, Held]] = {}
+        self.on_lost = on_lost
+        self._held: dict[int, _Lock] = {}
         self._lock = threading.Lock()
         self._session: sa.Connection | None = None  # PostgreSQL: the one that holds this process's locks
+        self._closed = threading.Event()
+        self._watch: threading.Thread | None = None
 
     def _pg_session(self) -> sa.Connection:
         if self._session is None or self._session.closed or self._session.invalidated:
@@ -116,20 +143,22 @@ class AdvisoryLocks:
     def try_acquire(self, kind: str, name: str) -> bool:
         key = advisory_key(kind, name)
         with self._lock:
-            count, held = self._held.get(key, (0, None))
-            if count and kind == "account":
-                self._held[key] = (count + 1, held)
+            taken = self._held.get(key)
+            if taken is not None and kind == "account":
+                taken.count += 1
                 return True
-            if count:
+            if taken is not None:
                 return False  # a job runs once per process too (APScheduler's max_instances)
+            held: Held = None
             if self.postgres:
                 if not self._pg("SELECT pg_try_advisory_lock(:k)", key):
                     return False
+                self._start_watch()
             elif self.folder is not None:
                 held = _try_flock(self._lock_file(key))
                 if held is None:
                     return False
-            self._held[key] = (1, held)
+            self._held[key] = _Lock(kind, name, 1, held)
             return True
 
     def holder(self, kind: str, name: str) -> str:
@@ -141,7 +170,9 @@ class AdvisoryLocks:
                 row = conn.execute(sa.text(
                     "SELECT a.pid, a.client_addr FROM pg_locks l "
                     "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
-                    "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = :k"
+                    "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = :k "
+                    # advisory locks are the database's: another mirror on the server has its own
+                    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 ), {"k": key}).first()
             if row is None:
                 return "another desksync process"
@@ -158,24 +189,66 @@ class AdvisoryLocks:
     def release(self, kind: str, name: str) -> None:
         key = advisory_key(kind, name)
         with self._lock:
-            count, held = self._held.pop(key, (0, None))
-            if count > 1:
-                self._held[key] = (count - 1, held)
+            taken = self._held.pop(key, None)  # None: a lock its session lost (nothing to free)
+            if taken is None:
                 return
-            if self.postgres and count:
+            if taken.count > 1:
+                taken.count -= 1
+                self._held[key] = taken
+            elif self.postgres:
                 self._pg("SELECT pg_advisory_unlock(:k)", key)
-            elif held is not None:
-                fcntl.flock(held, fcntl.LOCK_UN)
-                held.close()
+            elif taken.held is not None:
+                fcntl.flock(taken.held, fcntl.LOCK_UN)
+                taken.held.close()
 
+    # -- a lost lock session -------------------------------------------------------------------
+    def _start_watch(self) -> None:
+        if self._watch is None:
+            self._watch = threading.Thread(target=self._watch_locks, name="desksync-lock-watch", daemon=True)
+            self._watch.start()
+
+    def _watch_locks(self) -> None:
+        while not self._closed.wait(CHECK_SECONDS):
+            self.check()
+
+    def check(self) -> list[tuple[str, str]]:
+        """The locks (kind, name) the session no longer holds, forgotten here and passed to
+        `on_lost`; a session that answers nothing has lost them all."""
+        with self._lock:
+            if not self.postgres or not self._held:
+                return []
+            try:
+                session = self._pg_session()
+                keys = set(session.execute(sa.text(
+                    "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = pg_backend_pid()"
+                )).scalars())
+                session.commit()
+            except sa.exc.DBAPIError as exc:
+                get_logger(component="locks").warning("lock_session_failed", error=str(exc.orig).strip())
+                self._drop_session()
+                keys = set()
+            lost = [self._held.pop(key) for key in list(self._held) if key not in keys]
+        for taken in lost:
+            get_logger(component="locks").error("lock_lost", kind=taken.kind, name=taken.name)
+            if self.on_lost is not None:
+                self.on_lost(taken.kind, taken.name)
+        return [(taken.kind, taken.name) for taken in lost]
+
+    def _drop_session(self) -> None:
+        if self._session is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):  # a dead connection may refuse even that
+                self._session.invalidate()
+            self._session = None
 
     def close(self) -> None:
         """Free every lock this process still holds (its session ends)."""
+        self._closed.set()
         with self._lock:
-            for _, held in self._held.values():
-                if held is not None:
-                    fcntl.flock(held, fcntl.LOCK_UN)
-                    held.close()
+            for taken in self._held.values():
+                if taken.held is not None:
+                    fcntl.flock(taken.held, fcntl.LOCK_UN)
+                    taken.held.close()
             self._held.clear()
             if self._session is not None:
                 self._session.close()
@@ -183,10 +256,10 @@ class AdvisoryLocks:
 
 
 @contextmanager
-def account_lease(engine: sa.Engine, connection: str) -> Iterator[None]:
+def account_lease(engine: sa.Engine, connection: str, on_lost: Callable[[], None]) -> Iterator[None]:
     """Hold `connection`'s account for a run started by hand; refused while another process
-    (a scheduler's job, another command) holds it."""
-    locks = AdvisoryLocks(engine)
+    (a scheduler's job, another command) holds it. `on_lost` is called if the lease is lost."""
+    locks = AdvisoryLocks(engine, lambda kind, name: on_lost())
     if not locks.try_acquire("account", connection):
         raise AccountBusy(connection, locks.holder("account", connection))
     try:

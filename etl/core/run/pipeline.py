@@ -19,7 +19,7 @@ from etl.core.pipelines.stage import LINKS, IdMap, StepReport, stage
 from etl.core.pipelines.targets import target_of
 from etl.core.run.push import PushSummary, push_into
 from etl.core.run.records import Ending, end_run, own_account, start_run, watch_ending
-from etl.core.run.sync import connect, new_limiters
+from etl.core.run.sync import connect
 
 
 @dataclass
@@ -56,8 +56,7 @@ def run_pipeline(config: Config, name: str, *, dry_run: bool = False, retry_fail
     engine = open_engine(config.mirror.resolved_url(config.base_dir))
     summary = PipelineSummary(name, dry_run)
     ending = Ending()
-    lease = own_account(engine, pipeline.target, limiters)  # for the writes to the target
-    limiters = limiters if limiters is not None else new_limiters(settings)
+    lease = own_account(engine, pipeline.target, settings, limiters)  # for the writes to the target
     try:
         with watch_ending(ending):
             ensure_current(engine)
@@ -69,7 +68,7 @@ def run_pipeline(config: Config, name: str, *, dry_run: bool = False, retry_fail
                     summary.steps = [stage(conn, name, pipeline, s, idmap) for s in pipeline.steps]
                     transaction.rollback()
                 return summary
-            with lease:
+            with lease as limiters:
                 summary.run_id = start_run(engine, pipeline.target, "pipeline", [s.name for s in pipeline.steps], job)
                 log = get_logger(pipeline=name, target=pipeline.target)
                 for step in pipeline.steps:

@@ -4,7 +4,7 @@ connection's connector (its push tables plan and send them)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +18,11 @@ from etl.core.http.ratelimit import RateLimiter
 from etl.core.mirror.db import ensure_current, open_engine
 from etl.core.push.journal import release
 from etl.core.run.records import (
+    AccountUse,
     Ending,
-    carry_account_use,
     end_run,
     ensure_own_tables,
     own_account,
-    save_account_use,
     start_run,
     watch_ending,
 )
@@ -61,7 +60,7 @@ def push(config: Config, connection: str, *, dry_run: bool = False, retry_failed
             ensure_current(engine)
             ensure_own_tables(engine, settings)
             # a dry run reads only the mirror: it needs no lease
-            with nullcontext() if dry_run else own_account(engine, connection, limiters):
+            with nullcontext(limiters) if dry_run else own_account(engine, connection, settings, limiters) as limiters:
                 if not dry_run:
                     if settings.pull_before_push:
                         _pull_before_push(config, engine, connection, settings, retry_failed, tables, job, limiters,
@@ -116,6 +115,7 @@ def push_into(engine: sa.Engine, connection: str, settings: ConnectionSettings, 
     which may refer to them, is planned); the client is opened only when something is sent."""
     planned = connector_of(settings).push_tables(PushRequest(engine, connection, settings, retry_failed, tables))
     client = None
+    use = ExitStack()  # the account's use, from the first send on
     try:
         for table in planned:
             with engine.connect() as conn:
@@ -128,12 +128,12 @@ def push_into(engine: sa.Engine, connection: str, settings: ConnectionSettings, 
                 continue
             if client is None:
                 client = connect()
-                carry_account_use(engine, connection, client)
+                use.enter_context(AccountUse(engine, connection, client))
             table.send(client, outcome)
     finally:
+        use.close()
         if client is not None:
             sessions = client.sessions()
             summary.requests = sum(s.metrics.requests for s in sessions)
             summary.rate_limit_wait_seconds = sum(s.rate_limit_wait_seconds for s in sessions)
-            save_account_use(engine, connection, client)
             client.close()

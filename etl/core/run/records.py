@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from etl.core.config import ConnectionSettings
 from etl.core.connector import Client, connector_of
 from etl.core.errors import DesksyncError, RateLimitBlocked, Stopped
 from etl.core.http.ratelimit import RateLimiter
+from etl.core.log import get_logger
 from etl.core.mirror.base import table_of
 from etl.core.mirror.meta import AccountBlock, AccountSends, SyncRun
 from etl.core.mirror.normalize import stored_utc
@@ -100,35 +101,75 @@ def this_process() -> str:
 _STARTED: dict[int, int] = {}
 
 
-def carry_account_use(engine: sa.Engine, connection: str, client: Client) -> None:
-    """Carry what earlier processes left of the account into this run's limiters: the blocks a
-    server reported, and the requests sent within the budget's window (another process, perhaps
-    on another machine, held the lease just before: its minute is this run's minute too)."""
-    limiters = _limiters_of(client)
-    with engine.connect() as conn:
-        blocks = conn.execute(sa.select(BLOCKS).where(BLOCKS.c.connection == connection)).mappings().all()
-        sends = conn.execute(sa.select(SENDS).where(SENDS.c.connection == connection,
-                                                    SENDS.c.holder != this_process())).mappings().all()
-    for row in blocks:
-        until = stored_utc(row["blocked_until"])
-        limiter = limiters.get(row["budget"])
-        if limiter is not None and until > datetime.now(UTC):
-            limiter.block_until_wall_time(until.timestamp())
-    for row in sends:
-        limiter = limiters.get(row["budget"])
-        if limiter is not None:
-            limiter.carry_sends(row["sent"])
+SAVE_SECONDS = 1.0  # how stale the account's saved minute may be when its holder dies or loses the lease
 
 
-def save_account_use(engine: sa.Engine, connection: str, client: Client) -> None:
-    """Leave the account's recent requests for whoever holds its lease next (`carry_account_use`)."""
-    recent = {name: limiter.recent_sends() for name, limiter in _limiters_of(client).items()}
-    with engine.begin() as conn:
-        for budget, sent in recent.items():
-            conn.execute(SENDS.delete().where(SENDS.c.connection == connection, SENDS.c.budget == budget))
-            if sent:
-                conn.execute(SENDS.insert().values(connection=connection, budget=budget, sent=sent,
-                                                   holder=this_process(), saved_at=datetime.now(UTC)))
+class AccountUse:
+    """A run's part in the account's budget as it passes from one lease holder to the next.
+
+    On entering, the run's limiters take what earlier holders left: the blocks a server
+    reported, and the requests sent within the budget's window (another process, perhaps on
+    another machine, held the lease just before: its minute is this run's minute too). While the
+    run goes on, its own recent requests are saved every `SAVE_SECONDS`, and once more at its
+    end: a holder killed (SIGKILL) or cut from its lease (etl.core.run.locks) has left its minute
+    at most that stale for whoever takes the account next.
+    """
+
+    def __init__(self, engine: sa.Engine, connection: str, client: Client) -> None:
+        self.engine = engine
+        self.connection = connection
+        self.limiters = _limiters_of(client)
+        self._ended = threading.Event()
+        self._saver: threading.Thread | None = None
+        self._saved: dict[str, list[float]] | None = None
+
+    def __enter__(self) -> AccountUse:
+        self._carry()
+        self._saver = threading.Thread(target=self._keep_saving, name=f"desksync-sends-{self.connection}", daemon=True)
+        self._saver.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ended.set()
+        if self._saver is not None:
+            self._saver.join()
+        self.save()
+
+    def _carry(self) -> None:
+        with self.engine.connect() as conn:
+            blocks = conn.execute(sa.select(BLOCKS).where(BLOCKS.c.connection == self.connection)).mappings().all()
+            sends = conn.execute(sa.select(SENDS).where(SENDS.c.connection == self.connection,
+                                                        SENDS.c.holder != this_process())).mappings().all()
+        for row in blocks:
+            until = stored_utc(row["blocked_until"])
+            limiter = self.limiters.get(row["budget"])
+            if limiter is not None and until > datetime.now(UTC):
+                limiter.block_until_wall_time(until.timestamp())
+        for row in sends:
+            limiter = self.limiters.get(row["budget"])
+            if limiter is not None:
+                limiter.carry_sends(row["sent"])
+
+    def _keep_saving(self) -> None:
+        while not self._ended.wait(SAVE_SECONDS):
+            try:
+                self.save()
+            except sa.exc.SQLAlchemyError as exc:  # the run itself meets the database's trouble and says so
+                get_logger(connection=self.connection).warning("account_sends_not_saved", error=str(exc))
+
+    def save(self) -> None:
+        """Leave the account's recent requests for whoever holds its lease next (nothing is
+        written while they are what was saved last)."""
+        recent = {name: limiter.recent_sends() for name, limiter in self.limiters.items()}
+        if recent == self._saved:
+            return
+        with self.engine.begin() as conn:
+            for budget, sent in recent.items():
+                conn.execute(SENDS.delete().where(SENDS.c.connection == self.connection, SENDS.c.budget == budget))
+                if sent:
+                    conn.execute(SENDS.insert().values(connection=self.connection, budget=budget, sent=sent,
+                                                       holder=this_process(), saved_at=datetime.now(UTC)))
+        self._saved = recent
 
 
 def save_block(engine: sa.Engine, connection: str, exc: RateLimitBlocked) -> None:
@@ -138,12 +179,33 @@ def save_block(engine: sa.Engine, connection: str, exc: RateLimitBlocked) -> Non
         conn.execute(BLOCKS.insert().values(connection=connection, budget=exc.budget, blocked_until=until, reason=str(exc)))
 
 
-def own_account(engine: sa.Engine, connection: str,
-                 limiters: dict[str, RateLimiter] | None) -> AbstractContextManager[None]:
-    """A run given no limiters holds the account's lease for its length (etl.core.run.locks: refused while
-    another process spends the account's budget); one given the scheduler's limiters runs under
-    the lease its job holds."""
-    return nullcontext() if limiters is not None else account_lease(engine, connection)
+def new_limiters(settings: ConnectionSettings) -> dict[str, RateLimiter]:
+    """An account's rate budgets; the scheduler hands one set to every job of the account."""
+    return connector_of(settings).new_limiters(settings)
+
+
+def revoke(limiters: dict[str, RateLimiter], connection: str) -> None:
+    """The account's lease is lost: its limiters refuse every further send."""
+    why = (f"connection {connection!r}: the database session holding this process's lease on the account "
+           "dropped, and another process may be using the account now; this run stops sending (the next one "
+           "takes the lease again)")
+    for limiter in limiters.values():
+        limiter.revoke(why)
+
+
+@contextmanager
+def own_account(engine: sa.Engine, connection: str, settings: ConnectionSettings,
+                limiters: dict[str, RateLimiter] | None) -> Iterator[dict[str, RateLimiter]]:
+    """The limiters a run sends through. Given the scheduler's, the run is under the lease its job
+    holds (etl.core.run.runner). Given none, the run holds the account's lease for its length
+    (etl.core.run.locks: refused while another process spends the account's budget), with new
+    limiters that the lease revokes if it is lost."""
+    if limiters is not None:
+        yield limiters
+        return
+    own = new_limiters(settings)
+    with account_lease(engine, connection, lambda: revoke(own, connection)):
+        yield own
 
 
 _frozen_by_runs = 0  # runs of this process inside `long_lived_objects_frozen`

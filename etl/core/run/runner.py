@@ -8,7 +8,7 @@ the broker with a delay).
 Within the process an account's jobs share one set of limiters and run one after another (their
 streams' cursors and scans must not interleave); across processes the account's lease
 (etl.core.run.locks) keeps them apart, and its recent requests pass from one holder to the next
-(etl.core.run.records.carry_account_use).
+(etl.core.run.records.AccountUse).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from etl.core.mirror.base import table_of
 from etl.core.mirror.db import open_engine
 from etl.core.mirror.meta import AccountBlock
 from etl.core.mirror.normalize import stored_utc
-from etl.core.run import jobs
+from etl.core.run import jobs, records
 from etl.core.run.locks import AdvisoryLocks
 
 _BLOCKS = table_of(AccountBlock)
@@ -66,7 +66,7 @@ class JobRunner:
         self.jobs = specs
         self.stop = stop
         self.engine = open_engine(config.mirror.resolved_url(config.base_dir))
-        self.locks = AdvisoryLocks(self.engine)
+        self.locks = AdvisoryLocks(self.engine, self._lost)
         self.log = get_logger(component="runner")
         self._limiters: dict[str, dict[str, RateLimiter]] = {}
         self._accounts: dict[str, threading.Lock] = {}
@@ -78,6 +78,11 @@ class JobRunner:
                 self._limiters[connection] = jobs.new_limiters(self.config.connection(connection))
                 self._accounts[connection] = threading.Lock()
             return self._limiters[connection]
+
+    def _lost(self, kind: str, name: str) -> None:
+        """A lock's session dropped (etl.core.run.locks): an account's running jobs send no more."""
+        if kind == "account":
+            records.revoke(self.limiters(name), name)
 
     def blocked_until(self, connection: str) -> datetime | None:
         with self.engine.connect() as conn:
@@ -108,6 +113,8 @@ class JobRunner:
             try:
                 if not self.locks.try_acquire("account", spec.connection):
                     return JobOutcome("busy", "another process is using this account's budget")
+                for limiter in self.limiters(spec.connection).values():
+                    limiter.restore()  # a lease lost by an earlier job is held again
                 try:
                     if claim is not None and not claim():
                         return JobOutcome("stale", "the task was finished by an earlier delivery")

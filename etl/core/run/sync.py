@@ -28,12 +28,11 @@ from etl.core.mirror.state import record_error, record_success
 from etl.core.pull.context import Progress, RunContext
 from etl.core.pull.writer_process import WriterProcess
 from etl.core.run.records import (
-    carry_account_use,
+    AccountUse,
     end_run,
     ensure_own_tables,
     long_lived_objects_frozen,
     own_account,
-    save_account_use,
     save_block,
     start_run,
 )
@@ -55,11 +54,6 @@ class SyncSummary:
     problems: int = 0
     seconds: float = 0.0
     errors: dict[str, str] = field(default_factory=dict)
-
-
-def new_limiters(settings: ConnectionSettings) -> dict[str, RateLimiter]:
-    """An account's rate budgets; the scheduler hands one set to every job of the account."""
-    return connector_of(settings).new_limiters(settings)
 
 
 def connect(name: str, settings: ConnectionSettings, transport: httpx.BaseTransport | None,
@@ -97,7 +91,7 @@ def sync(
     try:
         ensure_current(engine)
         ensure_own_tables(engine, settings)
-        with own_account(engine, connection, limiters):
+        with own_account(engine, connection, settings, limiters) as limiters:
             return pull(config, engine, connection, settings, streams, full=full, reconcile_deletes=reconcile_deletes,
                          progress=progress, transport=transport, stop=stop, job=job, limiters=limiters,
                          allow_mass_delete=allow_mass_delete, waiting=waiting, forked_writer=forked_writer)
@@ -136,8 +130,7 @@ def pull(config: Config, engine: sa.Engine, connection: str, settings: Connectio
         session.on_wait = waiting
     summary = SyncSummary(run_id, connection, "failed")  # until the streams loop completes
     try:
-        carry_account_use(engine, connection, client)
-        with long_lived_objects_frozen():
+        with AccountUse(engine, connection, client), long_lived_objects_frozen():
             _run_streams(ctx, plan, summary)
         summary.status = "failed" if summary.errors else "ok"
     except (Stopped, KeyboardInterrupt):
@@ -154,7 +147,6 @@ def pull(config: Config, engine: sa.Engine, connection: str, settings: Connectio
     finally:
         summary.seconds = time.perf_counter() - started
         _finish_run(engine, summary, client, ctx)
-        save_account_use(engine, connection, client)
         client.close()
     return summary
 
