@@ -10,6 +10,7 @@ worker, which finishes it: the killed run is marked abandoned, nothing is create
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -68,9 +69,10 @@ class Cluster:
     scheduler: subprocess.Popen[bytes] | None = None
 
     def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("wb") as sink:
+        # stderr holds the log lines; stdout only Celery's own word on a shutdown
+        with (self.logs / f"{name}.log").open("wb") as log, (self.logs / f"{name}.out").open("wb") as out:
             return subprocess.Popen([sys.executable, "-m", "etl.cli", "--config", str(self.config), *args], cwd=ROOT,
-                                    env=self.env, stdout=sink, stderr=sink)
+                                    env=self.env, stdout=out, stderr=log)
 
     def start(self, workers: int = 2) -> None:
         self.workers = [self._start(f"worker{n}", "worker", "--concurrency", "2") for n in range(workers)]
@@ -78,6 +80,14 @@ class Cluster:
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def assert_logs_are_json(self) -> None:
+        """Every line every process logged is JSON, Celery's and Python's warnings included (a
+        worker run as root, as in CI, is warned by Celery)."""
+        for path in sorted(self.logs.glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if line.strip():
+                    assert isinstance(json.loads(line), dict), f"{path.name}: {line}"
 
     def stop(self) -> None:
         """SIGTERM to all (the scheduler first: it sends nothing more); each must exit cleanly."""
@@ -159,6 +169,7 @@ def _finish(cluster: Cluster, engine: sa.Engine) -> None:
     cluster.stop()
     for n, worker in enumerate(cluster.workers):
         assert worker.pid in cluster.killed or worker.returncode == 0, cluster.log(f"worker{n}")
+    cluster.assert_logs_are_json()
 
 
 def _assert_exact(engine: sa.Engine, accounts: Accounts) -> None:
