@@ -21,6 +21,7 @@ from etl.core.errors import DesksyncError, RateLimitBlocked, Stopped
 from etl.core.http.ratelimit import RateLimiter
 from etl.core.log import get_logger
 from etl.core.mirror.base import table_of
+from etl.core.mirror.db import open_engine
 from etl.core.mirror.meta import AccountBlock, AccountSends, SyncRun
 from etl.core.mirror.normalize import stored_utc
 from etl.core.run.locks import account_lease
@@ -110,30 +111,28 @@ class AccountUse:
     On entering, the run's limiters take what earlier holders left: the blocks a server
     reported, and the requests sent within the budget's window (another process, perhaps on
     another machine, held the lease just before: its minute is this run's minute too). While the
-    run goes on, its own recent requests are saved every `SAVE_SECONDS`, and once more at its
-    end: a holder killed (SIGKILL) or cut from its lease (etl.core.run.locks) has left its minute
-    at most that stale for whoever takes the account next.
+    run goes on, its own recent requests are saved every `SAVE_SECONDS` (by its process's
+    `_SendsKeeper`), and once more at its end: a holder killed (SIGKILL) or cut from its lease
+    (etl.core.run.locks) has left its minute at most that stale for whoever takes the account next.
     """
 
     def __init__(self, engine: sa.Engine, connection: str, client: Client) -> None:
         self.engine = engine
         self.connection = connection
         self.limiters = _limiters_of(client)
-        self._ended = threading.Event()
-        self._saver: threading.Thread | None = None
+        self._saving = threading.Lock()  # the keeper's save and the final one, one after the other
         self._saved: dict[str, list[float]] | None = None
 
     def __enter__(self) -> AccountUse:
         self._carry()
-        self._saver = threading.Thread(target=self._keep_saving, name=f"desksync-sends-{self.connection}", daemon=True)
-        self._saver.start()
+        if (keeper := _keeper_of(self.engine)) is not None:
+            keeper.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._ended.set()
-        if self._saver is not None:
-            self._saver.join()
-        self.save()
+        if (keeper := _keeper_of(self.engine)) is not None:
+            keeper.discard(self)
+        self.save(self.engine)
 
     def _carry(self) -> None:
         with self.engine.connect() as conn:
@@ -150,26 +149,74 @@ class AccountUse:
             if limiter is not None:
                 limiter.carry_sends(row["sent"])
 
-    def _keep_saving(self) -> None:
-        while not self._ended.wait(SAVE_SECONDS):
-            try:
-                self.save()
-            except sa.exc.SQLAlchemyError as exc:  # the run itself meets the database's trouble and says so
-                get_logger(connection=self.connection).warning("account_sends_not_saved", error=str(exc))
-
-    def save(self) -> None:
+    def save(self, engine: sa.Engine) -> None:
         """Leave the account's recent requests for whoever holds its lease next (nothing is
         written while they are what was saved last)."""
-        recent = {name: limiter.recent_sends() for name, limiter in self.limiters.items()}
-        if recent == self._saved:
-            return
-        with self.engine.begin() as conn:
-            for budget, sent in recent.items():
-                conn.execute(SENDS.delete().where(SENDS.c.connection == self.connection, SENDS.c.budget == budget))
-                if sent:
-                    conn.execute(SENDS.insert().values(connection=self.connection, budget=budget, sent=sent,
-                                                       holder=this_process(), saved_at=datetime.now(UTC)))
-        self._saved = recent
+        with self._saving:
+            recent = {name: limiter.recent_sends() for name, limiter in self.limiters.items()}
+            if recent == self._saved:
+                return
+            with engine.begin() as conn:
+                for budget, sent in recent.items():
+                    conn.execute(SENDS.delete().where(SENDS.c.connection == self.connection, SENDS.c.budget == budget))
+                    if sent:
+                        conn.execute(SENDS.insert().values(connection=self.connection, budget=budget, sent=sent,
+                                                           holder=this_process(), saved_at=datetime.now(UTC)))
+            self._saved = recent
+
+
+class _SendsKeeper:
+    """Saves the sends of every account in use in this process, every `SAVE_SECONDS`, on one
+    connection of its own: a connection (and thread) a run would cost each of 50 accounts'
+    runs a SQLite connection's schema and page cache."""
+
+    def __init__(self, url: sa.engine.URL) -> None:
+        self.url = url
+        self.uses: set[AccountUse] = set()
+        self.lock = threading.Lock()
+        self.running = False
+
+    def add(self, use: AccountUse) -> None:
+        with self.lock:
+            self.uses.add(use)
+            if not self.running:
+                self.running = True
+                threading.Thread(target=self._keep, name="desksync-account-sends", daemon=True).start()
+
+    def discard(self, use: AccountUse) -> None:
+        with self.lock:
+            self.uses.discard(use)
+
+    def _keep(self) -> None:
+        engine = open_engine(self.url.render_as_string(hide_password=False))
+        try:
+            while True:
+                time.sleep(SAVE_SECONDS)
+                with self.lock:
+                    uses = list(self.uses)
+                    if not uses:
+                        self.running = False  # the next account in use starts it again
+                        return
+                for use in uses:
+                    try:
+                        use.save(engine)
+                    except sa.exc.SQLAlchemyError as exc:  # the run meets the database's trouble itself
+                        get_logger(connection=use.connection).warning("account_sends_not_saved", error=str(exc))
+        finally:
+            engine.dispose()
+
+
+_KEEPERS: dict[str, _SendsKeeper] = {}
+_KEEPERS_LOCK = threading.Lock()
+
+
+def _keeper_of(engine: sa.Engine) -> _SendsKeeper | None:
+    """None for an in-memory SQLite mirror: it lives in one process, with no next holder to save for."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return None
+    key = engine.url.render_as_string(hide_password=False)
+    with _KEEPERS_LOCK:
+        return _KEEPERS.setdefault(key, _SendsKeeper(engine.url))
 
 
 def save_block(engine: sa.Engine, connection: str, exc: RateLimitBlocked) -> None:
