@@ -46,8 +46,8 @@ from etl.core.errors import AccountBusy, MirrorError
 from etl.core.log import get_logger
 
 # How often a PostgreSQL process checks that its lock session still holds its locks: a lease lost
-# is seen within about a second, in which a budget's 2 % reserve covers what it sent; the check
-# also keeps the session from looking idle to an `idle_session_timeout`.
+# is seen within about a second (README, "A lease that drops"); the check also keeps the session
+# from looking idle to an `idle_session_timeout`.
 CHECK_SECONDS = 1.0
 
 
@@ -130,7 +130,17 @@ class AdvisoryLocks:
         return self._session
 
     def _pg(self, sql: str, key: int) -> bool:
-        """Run an advisory lock function on the lock session (the caller holds `_lock`)."""
+        """Run an advisory lock function on the lock session (the caller holds `_lock`). A session
+        found dropped is replaced once: the locks it held went with it, and `check` reports them."""
+        try:
+            return self._pg_once(sql, key)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            self._drop_session()
+            return self._pg_once(sql, key)
+
+    def _pg_once(self, sql: str, key: int) -> bool:
         session = self._pg_session()
         got = bool(session.execute(sa.text(sql), {"k": key}).scalar())
         session.commit()
