@@ -54,6 +54,9 @@ LIMITS = Limits(per_minute=60, knowledge_base_per_minute=20, minute_seconds=1.0)
 EXECUTOR = {"kind": "celery", "broker_url_env": BROKER_ENV, "busy_retry_seconds": 0.3,
             # a killed worker's task goes to the other one 4 s after its delivery
             "visibility_timeout_seconds": 4.0, "restore_interval_seconds": 0.5, "requeue_after_seconds": 300.0}
+# where a worker is killed: a task whose message the kill lost is sent anew this soon (it must
+# exceed the visibility timeout, after which a killed worker's recorded message is redelivered)
+KILLED_REQUEUE_SECONDS = 8.0
 PUSH = {"users": {"create_defaults": {"group_id": 1, "department": [1]}}, "organizations": {}}
 
 
@@ -134,12 +137,13 @@ def broker(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def _cluster(tmp_path: Path, pg_url: str, broker: str, accounts: Accounts, jobs_: dict[str, Any]) -> Cluster:
+def _cluster(tmp_path: Path, pg_url: str, broker: str, accounts: Accounts, jobs_: dict[str, Any],
+             **executor: Any) -> Cluster:
     config = _config(tmp_path / "desksync.toml", pg_url, accounts.connections, jobs_)
     with config.open("a") as f:
         import tomli_w
 
-        f.write("\n" + tomli_w.dumps({"executor": EXECUTOR}))
+        f.write("\n" + tomli_w.dumps({"executor": {**EXECUTOR, **executor}}))
     jobs.init(parse_config({"mirror": {"url": pg_url}, "connections": accounts.connections}, base_dir=tmp_path))
     env = {**os.environ, API_KEY_ENV: "sim-api-key", UDESK_TOKEN_ENV: UDESK_TOKEN, BROKER_ENV: broker}
     logs = tmp_path / "logs"
@@ -182,12 +186,27 @@ def _assert_exact(engine: sa.Engine, accounts: Accounts) -> None:
 
 
 def _assert_no_job_lost(engine: sa.Engine) -> None:
-    """Every task the scheduler queued ran to done, each by a run of its own in the history."""
+    """Every task the scheduler queued ran to done, each by a run of its own in the history; or
+    its message was lost by the broker, and the scheduler gave it up and sent the job anew, and
+    a later task of that job is done."""
     tasks = _tasks(engine)
-    assert tasks and all(t["status"] == "done" for t in tasks), [(t["job"], t["status"], t["note"]) for t in tasks]
+    assert tasks and all(t["status"] in ("done", "lost") for t in tasks), [(t["job"], t["status"], t["note"]) for t in tasks]
+    for lost in (t for t in tasks if t["status"] == "lost"):
+        assert "sent anew" in lost["note"] and any(
+            t["job"] == lost["job"] and t["status"] == "done" and t["queued_at"] > lost["queued_at"] for t in tasks)
     with engine.connect() as conn:
         ran = set(conn.execute(sa.text("SELECT DISTINCT task_id FROM sync_runs WHERE task_id IS NOT NULL")).scalars())
-    assert {t["task_id"] for t in tasks} <= ran
+    assert {t["task_id"] for t in tasks if t["status"] == "done"} <= ran
+
+
+def _settle_after_kill(engine: sa.Engine) -> None:
+    """With the scheduler still running, wait until every task queued before now is closed. A
+    SIGKILL can land between the broker handing a worker a message and the worker recording it
+    as unacknowledged (kombu's Redis transport): that message is gone, and its task is given up
+    and sent anew by the scheduler after `requeue_after_seconds` (short in these tests)."""
+    mark = max(t["queued_at"] for t in _tasks(engine))
+    _wait(lambda: all(t["status"] in ("done", "lost") for t in _tasks(engine) if t["queued_at"] <= mark), 120,
+          "every task queued before the kill to be done, or given up and sent anew")
 
 
 def test_two_workers_keep_three_accounts_exact_over_several_cycles(pg_url, broker, accounts, tmp_path):
@@ -252,7 +271,8 @@ def _hold_a_pull(engine: sa.Engine, helpdesk: SimulatorServer) -> Any:
 
 def test_a_worker_killed_mid_pull_has_its_task_finished_by_the_other(pg_url, broker, accounts, tmp_path):
     cluster = _cluster(tmp_path, pg_url, broker, accounts,
-                       {f"pull_{name}": {"connection": name, "every_seconds": 1} for name in accounts.connections})
+                       {f"pull_{name}": {"connection": name, "every_seconds": 1} for name in accounts.connections},
+                       requeue_after_seconds=KILLED_REQUEUE_SECONDS)
     engine = open_engine(pg_url)
     helpdesk = accounts.helpdesk
     cluster.start()
@@ -265,6 +285,7 @@ def test_a_worker_killed_mid_pull_has_its_task_finished_by_the_other(pg_url, bro
         done = _ok_runs(engine, "helpdesk")
         _wait(lambda: _ok_runs(engine, "helpdesk") > done and all(_ok_runs(engine, n) >= 2 for n in ("sg", "kn")), 120,
               "a pull of every account after the kill")
+        _settle_after_kill(engine)
         _finish(cluster, engine)
     finally:
         cluster.stop()
@@ -310,7 +331,8 @@ def test_a_worker_killed_mid_push_creates_nothing_twice(pg_url, broker, accounts
     cluster = _cluster(tmp_path, pg_url, broker, accounts,
                        {"pull_helpdesk": {"connection": "helpdesk", "every_seconds": 1},
                         "push_helpdesk": {"connection": "helpdesk", "kind": "push", "every_seconds": 1},
-                        "pull_sg": {"connection": "sg", "every_seconds": 1}})
+                        "pull_sg": {"connection": "sg", "every_seconds": 1}},
+                       requeue_after_seconds=KILLED_REQUEUE_SECONDS)
     os.environ.setdefault(API_KEY_ENV, "sim-api-key")
     assert jobs.sync(config, "helpdesk").status == "ok"
     engine = open_engine(pg_url)
@@ -338,6 +360,7 @@ def test_a_worker_killed_mid_push_creates_nothing_twice(pg_url, broker, accounts
               and _count(engine, "eddydesk_organizations WHERE id < 0") == 0, 120, "the redelivered push to finish")
         done = _ok_runs(engine, "helpdesk")
         _wait(lambda: _ok_runs(engine, "helpdesk") >= done + 2, 120, "a pull and a push after it")
+        _settle_after_kill(engine)
         _finish(cluster, engine)
     finally:
         cluster.stop()
@@ -350,6 +373,30 @@ def test_a_worker_killed_mid_push_creates_nothing_twice(pg_url, broker, accounts
     _assert_no_job_lost(engine)
     assert_mirror_matches(engine, state)
     assert accounts.helpdesk.limits.rejections == 0
+    engine.dispose()
+
+
+def test_a_task_whose_message_the_broker_lost_is_sent_anew(pg_url, broker, accounts, tmp_path):
+    """A task recorded as queued whose message no worker will ever get (the broker lost it, as
+    a kill can make Redis's transport do) holds its job back only until `requeue_after_seconds`."""
+    from etl.core.run import tasks
+
+    cluster = _cluster(tmp_path, pg_url, broker, accounts, {"pull_helpdesk": {"connection": "helpdesk", "every_seconds": 1}},
+                       requeue_after_seconds=KILLED_REQUEUE_SECONDS)
+    engine = open_engine(pg_url)
+    with engine.begin() as conn:  # queued a while ago; no message was ever sent for it
+        tasks.queue(conn, "lost-by-the-broker", "pull_helpdesk", "helpdesk")
+        conn.execute(sa.text("UPDATE job_tasks SET queued_at = queued_at - interval '60 seconds'"))
+    cluster.start()
+    try:
+        _wait(lambda: any(t["status"] == "done" for t in _tasks(engine)), 120, "the job sent anew to run")
+        _finish(cluster, engine)
+    finally:
+        cluster.stop()
+    lost = next(t for t in _tasks(engine) if t["task_id"] == "lost-by-the-broker")
+    assert lost["status"] == "lost" and "with no worker running it: sent anew" in lost["note"]
+    _assert_no_job_lost(engine)
+    assert_mirror_matches(engine, accounts.helpdesk.state)
     engine.dispose()
 
 

@@ -126,7 +126,7 @@ def test_sigterm_stops_gracefully_and_the_next_run_resumes(sqlite_url, simulator
     assert done.returncode == 0, err.decode()[-2000:]
     assert b"scan_resumed" in err
     with engine.connect() as conn:
-        titles: dict[int, str] = dict(conn.execute(sa.text("SELECT id, title FROM eddydesk_tickets")).tuples().all())
+        titles: dict[int, str] = {row.id: row.title for row in conn.execute(sa.text("SELECT id, title FROM eddydesk_tickets"))}
     assert set(titles) == set(server.state.tickets.records)
     assert titles[first_id] == "changed while nothing ran"
     engine.dispose()
