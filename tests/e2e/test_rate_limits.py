@@ -3,6 +3,8 @@ headers, slows down when another client spends the budget, and never retries int
 
 from __future__ import annotations
 
+import time
+
 from etl.connectors.eddydesk.simulator.data import Sizes
 from etl.connectors.eddydesk.simulator.limits import Limits
 from etl.core.mirror.db import open_engine
@@ -52,8 +54,9 @@ def test_the_servers_announced_limit_wins_over_the_configured_one(sqlite_url, si
 
 
 def test_a_block_is_not_retried_into_and_is_remembered_by_the_next_run(sqlite_url, simulator, make_config):
+    stopped = time.time()  # the simulator's minute must not roll over between the spending and the run
     server = simulator(SMALL, Limits(per_minute=50, knowledge_base_per_minute=None, minute_seconds=30.0,
-                                     block_minutes=1.0))
+                                     block_minutes=1.0, clock=lambda: stopped))
     config = make_config(sqlite_url, server, rate_limit={"per_minute": 50, "window_seconds": 30.0,
                                                          "block_seconds": 30.0})
     server.limits.consume(server.state.admin_email, "main", 50)  # someone else spent it all

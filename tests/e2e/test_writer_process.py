@@ -7,6 +7,7 @@ write in-process."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -52,6 +53,8 @@ def test_a_scan_written_by_a_writer_process_mirrors_exactly(db_url, simulator, m
 
     server.state.random_changes(seed=5, updates=30, creates=10, soft_deletes=5)
     engine.dispose()  # a writer is forked only while this process has the mirror closed
+    # nor has the run left a connection open behind it (etl.core.run.records._SendsKeeper)
+    assert not any(t.name == "desksync-account-sends" for t in threading.enumerate())
     second = jobs.sync(config, "helpdesk", full=True, forked_writer=WriterProcess())  # every page through the writer
     assert second.status == "ok", second.errors
     assert_mirror_matches(engine, server.state, check_hard_deletes=False)

@@ -168,42 +168,50 @@ class AccountUse:
 class _SendsKeeper:
     """Saves the sends of every account in use in this process, every `SAVE_SECONDS`, on one
     connection of its own: a connection (and thread) a run would cost each of 50 accounts'
-    runs a SQLite connection's schema and page cache."""
+    runs a SQLite connection's schema and page cache. It stops, its connection closed, as the
+    last account in use ends: a process may fork a writer once its runs are over (etl.core.pull.
+    writer_process), and a SQLite connection open across a fork breaks the child's."""
 
     def __init__(self, url: sa.engine.URL) -> None:
         self.url = url
         self.uses: set[AccountUse] = set()
         self.lock = threading.Lock()
-        self.running = False
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
 
     def add(self, use: AccountUse) -> None:
         with self.lock:
             self.uses.add(use)
-            if not self.running:
-                self.running = True
-                threading.Thread(target=self._keep, name="desksync-account-sends", daemon=True).start()
+            if self._thread is None:
+                self._wake = threading.Event()
+                self._thread = threading.Thread(target=self._keep, args=(self._wake,), name="desksync-account-sends",
+                                                daemon=True)
+                self._thread.start()
 
     def discard(self, use: AccountUse) -> None:
         with self.lock:
             self.uses.discard(use)
+            if self.uses or self._thread is None:
+                return
+            thread, self._thread = self._thread, None
+            self._wake.set()
+        thread.join()
 
-    def _keep(self) -> None:
-        engine = open_engine(self.url.render_as_string(hide_password=False))
+    def _keep(self, wake: threading.Event) -> None:
+        engine: sa.Engine | None = None
         try:
-            while True:
-                time.sleep(SAVE_SECONDS)
+            while not wake.wait(SAVE_SECONDS):
                 with self.lock:
                     uses = list(self.uses)
-                    if not uses:
-                        self.running = False  # the next account in use starts it again
-                        return
+                engine = engine or open_engine(self.url.render_as_string(hide_password=False))
                 for use in uses:
                     try:
                         use.save(engine)
                     except sa.exc.SQLAlchemyError as exc:  # the run meets the database's trouble itself
                         get_logger(connection=use.connection).warning("account_sends_not_saved", error=str(exc))
         finally:
-            engine.dispose()
+            if engine is not None:
+                engine.dispose()
 
 
 _KEEPERS: dict[str, _SendsKeeper] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -35,6 +36,7 @@ class Limits:
     rejections: int = 0
     blocks: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    clock: Callable[[], float] = time.time  # tests may stop it: a minute that never rolls over
 
     def _budget(self, account: str, name: str) -> Budget | None:
         limit = self.per_minute if name == "main" else self.knowledge_base_per_minute
@@ -60,7 +62,7 @@ class Limits:
             budget = self._budget(account, name)
             if budget is None:
                 return True, None, None
-            now = time.time()
+            now = self.clock()
             if now < budget.blocked_until:
                 self.rejections += 1
                 return False, budget.limit, 0
@@ -78,5 +80,5 @@ class Limits:
         with self.lock:
             budget = self._budget(account, name)
             if budget is not None:
-                self._roll(budget, time.time())
+                self._roll(budget, self.clock())
                 budget.used = min(budget.limit, budget.used + count)
