@@ -21,7 +21,7 @@ from etl.core.config import JobConfig
 from etl.core.errors import LeaseLost
 from etl.core.mirror.db import open_engine
 from etl.core.run import jobs, locks
-from etl.core.run.locks import AdvisoryLocks, advisory_key
+from etl.core.run.locks import AdvisoryLocks, pg_session_holding
 from etl.core.run.runner import JobRunner
 from tests.mirror_check import assert_mirror_matches
 
@@ -40,12 +40,9 @@ def _end_session_holding(url: str, kind: str, name: str) -> None:
     engine = open_engine(url)
     try:
         with engine.begin() as conn:
-            pid = conn.execute(sa.text(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-                "AND ((classid::bigint << 32) | objid::bigint) = :k "
-                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
-                {"k": advisory_key(kind, name)}).scalar_one()
-            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+            session = pg_session_holding(conn, kind, name)
+            assert session is not None, f"no session holds the {kind} lock of {name}"
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": session[0]}).scalar()
     finally:
         engine.dispose()
 

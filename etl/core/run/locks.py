@@ -51,6 +51,21 @@ from etl.core.log import get_logger
 CHECK_SECONDS = 1.0
 
 
+# This database's granted advisory locks (another mirror on the server has its own), and the key
+# of one: a bigint key shows in pg_locks as its high (classid) and low (objid) halves.
+_GRANTED_HERE = ("l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                 "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+_KEY_OF_LOCK = "((l.classid::bigint << 32) | l.objid::bigint)"
+
+
+def pg_session_holding(conn: sa.Connection, kind: str, name: str) -> tuple[int, str | None] | None:
+    """The PostgreSQL session (backend pid, client address) that holds a lock, if one does."""
+    row = conn.execute(sa.text(
+        "SELECT l.pid, (SELECT a.client_addr FROM pg_stat_activity a WHERE a.pid = l.pid) FROM pg_locks l "
+        f"WHERE {_GRANTED_HERE} AND {_KEY_OF_LOCK} = :k"), {"k": advisory_key(kind, name)}).first()
+    return None if row is None else (int(row[0]), None if row[1] is None else str(row[1]))
+
+
 def advisory_key(kind: str, name: str) -> int:
     """A stable signed 64-bit key for pg_advisory_lock."""
     digest = hashlib.blake2b(f"desksync:{kind}:{name}".encode(), digest_size=8).digest()
@@ -176,18 +191,11 @@ class AdvisoryLocks:
         key = advisory_key(kind, name)
         if self.postgres:
             with self.engine.connect() as conn:
-                # a bigint key shows in pg_locks as its high (classid) and low (objid) halves
-                row = conn.execute(sa.text(
-                    "SELECT a.pid, a.client_addr FROM pg_locks l "
-                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
-                    "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = :k "
-                    # advisory locks are the database's: another mirror on the server has its own
-                    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                ), {"k": key}).first()
-            if row is None:
+                session = pg_session_holding(conn, kind, name)
+            if session is None:
                 return "another desksync process"
-            where = f" on {row[1]}" if row[1] else ""
-            return f"another desksync process (PostgreSQL session {row[0]}{where})"
+            where = f" on {session[1]}" if session[1] else ""
+            return f"another desksync process (PostgreSQL session {session[0]}{where})"
         if self.folder is not None:
             try:
                 text = self._lock_file(key).read_text().strip()
@@ -230,8 +238,7 @@ class AdvisoryLocks:
             try:
                 session = self._pg_session()
                 keys = set(session.execute(sa.text(
-                    "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks "
-                    "WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = pg_backend_pid()"
+                    f"SELECT {_KEY_OF_LOCK} FROM pg_locks l WHERE {_GRANTED_HERE} AND l.pid = pg_backend_pid()"
                 )).scalars())
                 session.commit()
             except sa.exc.DBAPIError as exc:
